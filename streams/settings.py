@@ -1,0 +1,97 @@
+"""Tripwire's one configuration model: env vars ``TRIPWIRE_*``, validated at start.
+
+Every component reads its configuration from :class:`TripwireSettings`; nothing else
+looks at the environment, so ``tripwire --help`` can print the whole surface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TripwireSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIPWIRE_", extra="forbid", validate_default=True)
+
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="host:port[,host:port] of an external Kafka. Unset: `tripwire run` starts "
+        "the embedded broker on 127.0.0.1.",
+    )
+    kafka_idempotence: bool | None = Field(
+        None,
+        description="Idempotent Kafka producers. Unset: on against external Kafka, off against "
+        "the embedded broker (it does not implement InitProducerId).",
+    )
+    broker_port: int = Field(9092, ge=1, le=65535, description="Port of the embedded broker.")
+    clickhouse_url: str | None = Field(
+        None,
+        description="chdb:///path (embedded) or http(s)://user:pass@host:port/db. Unset: "
+        "embedded chDB in <data_dir>/clickhouse.",
+    )
+    data_dir: Path = Field(Path("data"), description="Where embedded state lives (chDB, worker).")
+    partitions: int = Field(8, ge=1, le=1024, description="Partitions of every Tripwire topic.")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics.")
+    retention_days: int = Field(90, ge=1, le=3650, description="TTL of rows in ClickHouse.")
+    app_id: str = Field("tripwire", min_length=1, description="Faust app id / consumer group.")
+    sink_batch_rows: int = Field(5000, ge=1, le=1_000_000, description="Rows per ClickHouse insert.")
+    sink_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="Longest wait before a partial batch is inserted."
+    )
+    kafka_session_timeout_s: float = Field(10.0, gt=0, description="Consumer-group session timeout.")
+    kafka_rebalance_timeout_s: float = Field(
+        5.0, gt=0, description="Consumer-group rebalance timeout (how long a join waits)."
+    )
+    policy_file: Path | None = Field(None, description="YAML/TOML breaker policy (defaults if unset).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        for hp in v.split(","):
+            host, sep, port = hp.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {hp!r}")
+        return v
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(f"must start with chdb://, http:// or https://, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _policy_exists(self) -> TripwireSettings:
+        if self.policy_file is not None and not self.policy_file.is_file():
+            raise ValueError(f"policy_file: no such file {self.policy_file}")
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    def idempotence(self) -> bool:
+        if self.kafka_idempotence is not None:
+            return self.kafka_idempotence
+        return not self.embedded_broker
+
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def describe_settings() -> str:
+    """The configuration reference printed by ``tripwire --help``."""
+    lines = ["environment (TRIPWIRE_*):"]
+    for name, f in TripwireSettings.model_fields.items():
+        default = f.default
+        lines.append(f"  TRIPWIRE_{name.upper():<28} default={default!s:<12} {f.description or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Names and shapes of Tripwire's Kafka topics, and their explicit creation.
+
+Topics are created before any worker starts: a broker that auto-creates topics picks its own
+partition count, which breaks co-partitioning between the steps topic and Faust's changelogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+STEPS = "agent-steps"
+STEPS_DLQ = "agent-steps-dlq"
+CONTROLS = "agent-controls"
+DETECTIONS = "agent-detections"
+COMMANDS = "agent-commands"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def tripwire_topics(partitions: int) -> list[TopicSpec]:
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(STEPS, partitions),
+        TopicSpec(STEPS_DLQ, partitions),
+        TopicSpec(CONTROLS, partitions, compacted),
+        TopicSpec(DETECTIONS, partitions),
+        TopicSpec(COMMANDS, partitions),
+    ]
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic has a different partition count than configured."""
+
+
+async def ensure_topics(
+    bootstrap: str, specs: list[TopicSpec], replication: int = 1, timeout_s: float = 30.0
+) -> None:
+    """Create missing topics; fail if an existing one has the wrong partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.config or None)
+                     for s in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race; the check below still applies
+        described = await admin.describe_topics([s.name for s in specs])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        for s in specs:
+            if counts.get(s.name) != s.partitions:
+                raise TopicMismatch(
+                    f"topic {s.name} has {counts.get(s.name)} partitions, configured "
+                    f"{s.partitions} (TRIPWIRE_PARTITIONS); co-partitioned state needs them equal"
+                )
+    finally:
+        await admin.close()

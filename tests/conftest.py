@@ -1,0 +1,35 @@
+"""Shared fixtures: a real embedded broker (tansu) per test session, real chDB per test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.topics import TopicSpec, ensure_topics
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(port=free_port(), log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+def make_topics(broker: EmbeddedBroker):
+    """Create uniquely named topics for one test: ``make_topics(("steps", 8), ...)``."""
+
+    def make(*specs: tuple[str, int], compacted: bool = False) -> dict[str, str]:
+        suffix = uuid.uuid4().hex[:8]
+        names = {base: f"{base}-{suffix}" for base, _ in specs}
+        cfg = {"cleanup.policy": "compact"} if compacted else {}
+        asyncio.run(
+            ensure_topics(broker.bootstrap, [TopicSpec(names[b], n, cfg) for b, n in specs])
+        )
+        return names
+
+    return make
