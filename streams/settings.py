@@ -37,15 +37,21 @@ class TripwireSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics.")
     retention_days: int = Field(90, ge=1, le=3650, description="TTL of rows in ClickHouse.")
     app_id: str = Field("tripwire", min_length=1, description="Faust app id / consumer group.")
-    sink_batch_rows: int = Field(5000, ge=1, le=1_000_000, description="Rows per ClickHouse insert.")
+    sink_batch_rows: int = Field(
+        5000, ge=1, le=1_000_000, description="Most rows in one ClickHouse insert."
+    )
     sink_flush_seconds: float = Field(
         1.0, gt=0, le=60, description="Longest wait before a partial batch is inserted."
     )
-    kafka_session_timeout_s: float = Field(10.0, gt=0, description="Consumer-group session timeout.")
+    kafka_session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout."
+    )
     kafka_rebalance_timeout_s: float = Field(
         5.0, gt=0, description="Consumer-group rebalance timeout (how long a join waits)."
     )
-    policy_file: Path | None = Field(None, description="YAML/TOML breaker policy (defaults if unset).")
+    policy_file: Path | None = Field(
+        None, description="YAML/TOML breaker policy (built-in defaults if unset)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("kafka_bootstrap")

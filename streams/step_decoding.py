@@ -1,0 +1,53 @@
+"""Turns one agent-steps Kafka record into accepted events and dead letters.
+
+A record is a batch of one agent's events: a framing or schema error refuses the whole record,
+a semantically impossible event refuses only that event, and the rest of the batch still lands.
+"""
+
+from __future__ import annotations
+
+from schemas.codec import DecodeError, StepBatchCodec
+from schemas.validation import check_batch_key, check_event
+
+from streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
+
+
+class StepRecordDecoder:
+    def __init__(self, codec: StepBatchCodec | None = None) -> None:
+        self.codec = codec or StepBatchCodec()
+
+    def decode(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: object,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> tuple[list[dict], list[DeadLetter]]:
+        ctype_raw = header_map(headers).get(CONTENT_TYPE)
+        ctype = ctype_raw.decode("latin-1").strip().lower() if ctype_raw else None
+
+        def dead(reason: str, index: int | None = None) -> DeadLetter:
+            return DeadLetter(reason, key, value, topic, partition, offset, index, ctype)
+
+        if not value:
+            return [], [dead("empty record value")]
+        try:
+            events = self.codec.decode(value, ctype)
+        except DecodeError as exc:
+            return [], [dead(exc.reason)]
+        if not events:
+            return [], [dead("batch holds no events")]
+        key_problem = check_batch_key(events, key)
+        if key_problem:
+            return [], [dead(key_problem)]
+        accepted: list[dict] = []
+        refused: list[DeadLetter] = []
+        for i, ev in enumerate(events):
+            problem = check_event(ev)
+            if problem is None:
+                accepted.append(ev)
+            else:
+                refused.append(dead(problem, i))
+        return accepted, refused

@@ -1,0 +1,98 @@
+"""Process entry points: the Faust worker alone, or the whole embedded stack around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import faust
+from sinks.clickhouse import connect
+from sinks.migrations import migrate
+from sinks.step_sink import StepSink
+
+from streams.app import build_app
+from streams.broker import EmbeddedBroker
+from streams.settings import TripwireSettings
+from streams.topics import ensure_topics, tripwire_topics
+
+log = logging.getLogger("tripwire")
+
+
+def prepare_services(settings: TripwireSettings) -> StepSink:
+    """Topics and schema first: a worker must never create either implicitly."""
+    asyncio.run(
+        ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
+                      settings.replication_factor)
+    )
+    client = connect(settings.clickhouse_dsn())
+    migrate(client, settings.retention_days)
+    return StepSink(client)
+
+
+def stop_after(seconds: float) -> None:
+    """Stop the way an operator would (SIGTERM), so shutdown takes the one tested path."""
+    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGTERM))
+    t.daemon = True
+    t.start()
+
+
+def run_worker(
+    settings: TripwireSettings,
+    duration: float | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> int:
+    store = prepare_services(settings)
+    tw = build_app(settings, store)
+    if on_started is not None:
+        tw.app.task(_call_soon(on_started))
+    if duration is not None:
+        stop_after(duration)
+    worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
+                          redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _call_soon(fn: Callable[[], None]) -> Callable[[], object]:
+    async def task() -> None:
+        fn()
+
+    return task
+
+
+def run_embedded(settings: TripwireSettings, duration: float | None,
+                 demo: Callable[[str], Callable[[], None]] | None) -> int:
+    """``tripwire run``: broker (unless external) + topics + chDB + worker (+ demo fleet)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.broker_port, log_path=settings.data_dir / "broker.log")
+        broker.start()
+    try:
+        print(f"tripwire: kafka bootstrap   {settings.bootstrap()}"
+              f"{' (embedded broker)' if broker else ''}", flush=True)
+        print(f"tripwire: clickhouse        {settings.clickhouse_dsn()}", flush=True)
+        stop_demo: Callable[[], None] | None = None
+
+        def start_demo() -> None:
+            nonlocal stop_demo
+            if demo is not None:
+                stop_demo = demo(settings.bootstrap())
+                print("tripwire: demo fleet        started", flush=True)
+
+        code = run_worker(settings, duration=duration, on_started=start_demo)
+        if stop_demo is not None:
+            stop_demo()
+        return code
+    finally:
+        if broker is not None:
+            broker.stop()
+        sys.stdout.flush()

@@ -1,0 +1,57 @@
+"""compose.yaml cannot run here (no Docker engine); check what can be checked by reading it."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from streams.cli import _parser
+from streams.settings import TripwireSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+TRIPWIRE_SERVICES = [n for n, s in SERVICES.items() if s.get("build")]
+
+
+def test_production_services_are_present() -> None:
+    assert {"kafka", "clickhouse", "tripwire-init", "tripwire-worker"} <= set(SERVICES)
+    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert SERVICES["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+@pytest.mark.parametrize("service", TRIPWIRE_SERVICES)
+def test_env_is_exactly_settings_fields_and_valid(service: str, monkeypatch) -> None:
+    env = SERVICES[service]["environment"]
+    fields = {f"TRIPWIRE_{n.upper()}" for n in TripwireSettings.model_fields}
+    assert set(env) <= fields, f"{service} sets variables no setting reads: {set(env) - fields}"
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    s = TripwireSettings()
+    kafka_host, kafka_port = s.bootstrap().split(":")
+    assert kafka_host in SERVICES
+    assert f"PLAINTEXT://:{kafka_port}" in SERVICES["kafka"]["environment"]["KAFKA_LISTENERS"]
+    ch = urlparse(s.clickhouse_dsn())
+    assert ch.hostname in SERVICES
+    ch_env = SERVICES[ch.hostname]["environment"]
+    assert (ch.username, ch.password, ch.path.strip("/")) == (
+        ch_env["CLICKHOUSE_USER"], ch_env["CLICKHOUSE_PASSWORD"], ch_env["CLICKHOUSE_DB"])
+    assert s.idempotence() is True
+
+
+@pytest.mark.parametrize("service", TRIPWIRE_SERVICES)
+def test_commands_are_real_subcommands(service: str) -> None:
+    cmd = SERVICES[service]["command"]
+    _parser().parse_args(cmd)  # exits on an unknown subcommand
+
+
+def test_image_contains_every_package() -> None:
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]
+    copied = set(re.findall(r"^COPY (\w+) \1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert set(packages) == copied
