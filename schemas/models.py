@@ -48,7 +48,9 @@ AvroInt = Annotated[int, Field(ge=AVRO_INT_MIN, le=AVRO_INT_MAX)]
 AvroLong = Annotated[int, Field(ge=AVRO_LONG_MIN, le=AVRO_LONG_MAX)]
 # Avro ``long`` with logicalType ``timestamp-millis``; kept as int so the hot path never
 # allocates datetimes.
-EpochMillis = Annotated[int, BeforeValidator(epoch_millis), Field(ge=AVRO_LONG_MIN, le=AVRO_LONG_MAX)]
+EpochMillis = Annotated[
+    int, BeforeValidator(epoch_millis), Field(ge=AVRO_LONG_MIN, le=AVRO_LONG_MAX)
+]
 
 
 class Environment(StrEnum):
