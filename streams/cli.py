@@ -75,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         from simulator.demo import demo_fleet
-
         from streams.worker import run_embedded
 
         settings = load_settings(data_dir=args.data_dir, broker_port=args.broker_port)

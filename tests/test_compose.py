@@ -54,4 +54,4 @@ def test_image_contains_every_package() -> None:
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"]
     copied = set(re.findall(r"^COPY (\w+) \1$", (ROOT / "Dockerfile").read_text(), re.M))
-    assert set(packages) == copied
+    assert {p.split(".")[0] for p in packages} == copied
