@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable
 
 import faust
+
 from sinks.clickhouse import connect
 from sinks.migrations import migrate
 from sinks.step_sink import StepSink
-
 from streams.app import build_app
 from streams.broker import EmbeddedBroker
 from streams.settings import TripwireSettings
@@ -54,11 +54,16 @@ def run_worker(
         stop_after(duration)
     worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
                           redirect_stdouts=False)
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        code = int(exc.code or 0)
+    c = tw.counters
+    print(f"tripwire: worker stopped: records={c.records} accepted={c.events_accepted} "
+          f"stored={c.rows_stored} dead_letters={c.dead_letters} sink_retries={c.sink_retries}",
+          flush=True)
+    return code
 
 
 def _call_soon(fn: Callable[[], None]) -> Callable[[], object]:

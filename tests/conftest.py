@@ -11,6 +11,8 @@ import pytest
 from streams.broker import EmbeddedBroker, free_port
 from streams.topics import TopicSpec, ensure_topics
 
+pytest_plugins = ["tests.chdb_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:

@@ -1,0 +1,80 @@
+"""One way to get a ClickHouse client, embedded (chDB) or a server over HTTP(S).
+
+DSNs:
+
+* ``chdb:///abs/dir`` or ``chdb:///abs/dir?database=name``: the in-process chDB engine
+  on that directory (created if missing). The database must already exist.
+* ``http(s)://user:pass@host:port/db``: a ClickHouse server.
+
+chDB limits every caller has to live with (measured with chdb 4.4 / ClickHouse 26.9):
+
+* One engine per process: while any client on dir A is open, opening dir B raises.
+  Once every client on A is closed, B (or A again) opens fine, ~50 ms each time.
+  Any number of clients can share the one open dir.
+* A data dir is locked per process (flock on ``<dir>/status``); a second process
+  cannot open it while the first lives. The kernel drops the lock when the owner dies,
+  even by SIGKILL, so a stale ``status`` file never blocks a restart.
+* Clients are thread-safe: each serialises its own calls; separate clients on the
+  same dir run queries in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver import Client
+
+__all__ = ["Client", "connect", "redact"]
+
+
+def redact(dsn: str) -> str:
+    """The DSN with its password replaced, for error messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", dsn)
+
+
+def connect(dsn: str) -> Client:
+    """A client for ``dsn`` (see module docstring); ValueError for anything else."""
+    parts = urlsplit(dsn)
+    if parts.scheme == "chdb":
+        return _connect_chdb(dsn, parts.netloc, parts.path, parts.query)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"ClickHouse DSN has no host: {redact(dsn)}")
+        # Without a session id the HTTP client keeps no server-side session state, so
+        # one client can be used from several threads at once (sessions are locked
+        # per request and concurrent use would fail with SESSION_IS_LOCKED).
+        return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+    raise ValueError(
+        f"unsupported ClickHouse DSN {redact(dsn)!r}: expected chdb:///abs/dir or "
+        "http(s)://user:pass@host:port/db"
+    )
+
+
+def _connect_chdb(dsn: str, netloc: str, path: str, query: str) -> Client:
+    # chdb://name/... would be read by clickhouse-connect as "location name, database
+    # path", which silently puts data in the wrong place; only absolute dirs are allowed.
+    if netloc or not path.startswith("/"):
+        raise ValueError(f"chDB DSN must be chdb:///absolute/dir[?database=db], got {dsn!r}")
+    os.makedirs(path, exist_ok=True)
+    database = parse_qs(query).get("database", [None])[0]
+    try:
+        return clickhouse_connect.get_client(interface="chdb", path=path, database=database)
+    except Exception as ex:
+        # chDB reports a locked dir as "Error initializing EmbeddedServer: ." and writes
+        # the real reason to stderr; say what is almost always going on instead.
+        raise RuntimeError(
+            f"cannot open chDB at {path}: {ex}. {_holder_hint(path)}This process can "
+            "only have one chDB dir open at a time, and a dir only one process at a time."
+        ) from ex
+
+
+def _holder_hint(path: str) -> str:
+    try:
+        with open(os.path.join(path, "status"), encoding="utf-8", errors="replace") as f:
+            first = f.readline().strip()
+    except OSError:
+        return ""
+    return f"Last opened by {first} (see {path}/status). " if first.startswith("PID") else ""

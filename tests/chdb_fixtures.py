@@ -1,0 +1,91 @@
+"""Real chDB for tests: one data dir per test session, one fresh database per test.
+
+Why this shape (measured with chdb 4.4 / ClickHouse 26.9):
+
+* A process can have only one chDB dir open at a time; a second dir opens only after
+  every client on the first is closed. So all in-process tests share one session dir
+  and are isolated by database instead, and no client outlives its test: between
+  tests no engine is open, and a test that must use another dir in-process still can.
+* A dir is locked by the process that has it open. Code under test that runs in a
+  subprocess (e.g. ``tripwire run``) needs a dir of its own; read it after that
+  process has exited, with :func:`run_sql_in_subprocess` or in-process.
+
+Use: ``ch_dsn`` (a DSN naming the test's database, for code that connects itself),
+``ch_client`` (a client on it), ``ch_migrated`` (the same client, schema applied).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sinks.clickhouse import Client, connect
+from sinks.migrations import migrate
+
+TEST_RETENTION_DAYS = 30
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def ch_dsn(chdb_dir: Path) -> Iterator[str]:
+    """``chdb:///<session dir>?database=<fresh db>``; the database is dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _admin(chdb_dir, f"CREATE DATABASE {name}")
+    yield f"chdb://{chdb_dir}?database={name}"
+    _admin(chdb_dir, f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+@pytest.fixture
+def ch_client(ch_dsn: str) -> Iterator[Client]:
+    client = connect(ch_dsn)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def ch_migrated(ch_client: Client) -> Client:
+    migrate(ch_client, TEST_RETENTION_DAYS)
+    return ch_client
+
+
+def run_sql_in_subprocess(dsn: str, sql: str, timeout: float = 120) -> str:
+    """TabSeparated result of ``sql`` on ``dsn``, from a fresh process.
+
+    For a chDB dir this process cannot open (it has another one open); the dir must
+    not be held by a running process either.
+    """
+    code = (
+        "import sys\n"
+        "from sinks.clickhouse import connect\n"
+        "from sinks.tabsep import run_sql\n"
+        "run_sql(connect(sys.argv[1]), sys.argv[2], sys.stdout)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, dsn, sql],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"query in subprocess failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def _admin(chdb_dir: Path, statement: str) -> None:
+    client = connect(f"chdb://{chdb_dir}")
+    try:
+        client.command(statement)
+    finally:
+        client.close()

@@ -1,0 +1,128 @@
+"""Drives a real `tripwire worker` process against the test's broker and chDB directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(bootstrap: str, data_dir: Path, partitions: int = 8, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
+    env.update(
+        TRIPWIRE_KAFKA_BOOTSTRAP=bootstrap,
+        TRIPWIRE_KAFKA_IDEMPOTENCE="false",
+        TRIPWIRE_DATA_DIR=str(data_dir),
+        TRIPWIRE_CLICKHOUSE_URL=f"chdb://{data_dir / 'clickhouse'}",
+        TRIPWIRE_PARTITIONS=str(partitions),
+        TRIPWIRE_KAFKA_SESSION_TIMEOUT_S="6",
+        TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S="2",
+        TRIPWIRE_SINK_FLUSH_SECONDS="0.3",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], cwd=ROOT,
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"worker ignored SIGTERM; log: {self.log()[-3000:]}") from None
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def highwaters(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """High watermarks as Fetch reports them (tansu's ListOffsets answers the last batch's base
+    offset + 1, not the high watermark, so end_offsets() undercounts batched topics)."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        deadline = time.monotonic() + 10
+        while any(c.highwater(tp) is None for tp in tps):
+            await c.getmany(timeout_ms=200, max_records=1)
+            if time.monotonic() > deadline:
+                raise TimeoutError("no fetch response for some partitions")
+        return {tp.partition: c.highwater(tp) or 0 for tp in tps}
+    finally:
+        await c.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        return {p: (await c.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
+    finally:
+        await c.stop()
+
+
+async def wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int,
+                         worker: WorkerProcess, limit_s: float = 90) -> None:
+    hw = await highwaters(bootstrap, topic, partitions)
+    deadline = time.monotonic() + limit_s
+    while True:
+        got = await committed(bootstrap, group, topic, partitions)
+        if all(got[p] >= hw[p] for p in hw):
+            return
+        if not worker.alive():
+            raise AssertionError(f"worker died; log tail:\n{worker.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"committed {got} never reached {hw}\n{worker.log()[-4000:]}")
+        await asyncio.sleep(0.5)
+
+
+async def read_all(bootstrap: str, topic: str, partitions: int) -> list:
+    hw = await highwaters(bootstrap, topic, partitions)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    out = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        while sum(hw.values()) > len(out):
+            batch = await c.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+        return out
+    finally:
+        await c.stop()

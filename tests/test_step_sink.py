@@ -1,0 +1,195 @@
+import io
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from sinks.clickhouse import Client
+from sinks.step_sink import StepSink
+from sinks.tabsep import QueryError, run_sql
+
+pytestmark = pytest.mark.integration
+
+# Recent, so the table's TTL cannot expire test rows while a test runs.
+NOW_MS = int(time.time() * 1000)
+
+_OPTIONAL = (
+    "agent_version workflow owner environment tool action_class params_hash policy_outcome"
+    " policy_rule model input_tokens output_tokens cost_usd latency_ms status outcome approver"
+    " approved wait_ms content source_trust injection_flagged"
+).split()
+
+
+def step_event(**fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = dict.fromkeys(_OPTIONAL)
+    event.update(
+        event_id=str(uuid.uuid4()),
+        ts=NOW_MS,
+        agent_id="agent-1",
+        run_id="run-1",
+        step=0,
+        kind="tool_call",
+        attributes={},
+    )
+    event.update(fields)
+    return event
+
+
+def batch(n: int, agents: int = 7, start_ms: int = NOW_MS) -> list[dict[str, Any]]:
+    return [
+        step_event(agent_id=f"agent-{i % agents}", run_id=f"run-{i % 31}", step=i, ts=start_ms + i)
+        for i in range(n)
+    ]
+
+
+def count(client: Client, where: str = "1") -> int:
+    return client.query(f"SELECT count() FROM steps WHERE {where}").result_rows[0][0]
+
+
+def test_columns_are_stored_as_dashboards_read_them(ch_migrated: Client):
+    full = step_event(
+        ts=NOW_MS + 123,
+        agent_version="1.4.2",
+        environment="prod",
+        kind="model_call",
+        model="gpt-x",
+        input_tokens=512,
+        output_tokens=64,
+        cost_usd=0.0125,
+        latency_ms=870,
+        status="ok",
+        injection_flagged=True,
+        attributes={"region": "eu"},
+    )
+    bare = step_event(kind="approval_decision", approved=False, wait_ms=0)
+    assert StepSink(ch_migrated).insert([full, bare]) == 2
+    rows = ch_migrated.query(
+        "SELECT toUnixTimestamp64Milli(ts), kind, environment, model, input_tokens, cost_usd,"
+        " latency_ms, approved, wait_ms, injection_flagged, attributes, content,"
+        " ingested_at > now() - INTERVAL 1 HOUR"
+        " FROM steps ORDER BY kind"
+    ).result_rows
+    assert rows == [
+        (NOW_MS, "approval_decision", "", "", 0, 0.0, None, False, 0, False, {}, "", True),
+        (NOW_MS + 123, "model_call", "prod", "gpt-x", 512, 0.0125, 870, None, None, True,
+         {"region": "eu"}, "", True),
+    ]  # fmt: skip
+
+
+def test_same_batch_twice_is_stored_once_without_final(ch_migrated: Client):
+    events = batch(5000)
+    sink = StepSink(ch_migrated)
+    assert sink.insert(events) == 5000
+    assert sink.insert(events) == 0
+    assert count(ch_migrated) == 5000
+
+
+def test_restarted_worker_skips_what_it_stored_before_the_crash(ch_migrated: Client):
+    events = batch(300)
+    assert StepSink(ch_migrated).insert(events[:200]) == 200
+    # A new sink (new process after a crash) is re-delivered from before the last
+    # commit: the first 200 come again, mixed with 100 it never stored.
+    assert StepSink(ch_migrated).insert(events[100:]) == 100
+    assert count(ch_migrated) == 300
+    assert ch_migrated.query("SELECT uniqExact(event_id) FROM steps").result_rows[0][0] == 300
+
+
+def test_duplicates_inside_one_batch_are_stored_once(ch_migrated: Client):
+    event = step_event()
+    again = dict(event, event_id=str(event["event_id"]).upper())
+    assert StepSink(ch_migrated).insert([event, again, dict(event)]) == 1
+    assert count(ch_migrated) == 1
+
+
+def test_redelivered_stragglers_far_apart_in_time_are_found(ch_migrated: Client):
+    events = batch(50)
+    events[3]["ts"] = NOW_MS - 6 * 3600 * 1000  # a late event from hours ago
+    events[7]["ts"] = NOW_MS - 86400 * 1000  # and one from another day (partition)
+    events[9]["ts"] = NOW_MS + 3600 * 1000  # and a producer clock running ahead
+    sink = StepSink(ch_migrated)
+    assert sink.insert(events) == 50
+    assert sink.insert(list(reversed(events))) == 0
+    assert count(ch_migrated) == 50
+
+
+def test_a_batch_from_thousands_of_agents_is_checked_in_parts(ch_migrated: Client):
+    # ~150 KiB of agent ids: more than one query parameter may carry over HTTP.
+    events = [step_event(agent_id=f"agent-{i:05d}-{'x' * 40}", ts=NOW_MS + i) for i in range(3000)]
+    sink = StepSink(ch_migrated)
+    assert sink.insert(events) == 3000
+    assert sink.insert(events) == 0
+    assert count(ch_migrated) == 3000
+
+
+def test_an_event_id_that_is_not_a_uuid_is_stored_and_still_deduplicated(ch_migrated: Client):
+    event = step_event(event_id="not-a-uuid")
+    sink = StepSink(ch_migrated)
+    assert sink.insert([event]) == 1
+    assert sink.insert([event]) == 0
+    assert count(ch_migrated) == 1
+
+
+def test_concurrent_inserts_of_overlapping_batches_store_each_event_once(ch_migrated: Client):
+    events = batch(2000)
+    sink = StepSink(ch_migrated)
+    slices = [events[i : i + 600] for i in range(0, 2000, 350)]
+    with ThreadPoolExecutor(4) as pool:
+        stored = sum(pool.map(sink.insert, slices))
+    assert stored == 2000
+    assert count(ch_migrated) == 2000
+
+
+def test_without_the_check_only_final_hides_duplicates(ch_migrated: Client):
+    # What the check prevents: ReplacingMergeTree alone leaves copies until a merge.
+    events = batch(100)
+    sink = StepSink(ch_migrated, check_stored=False)
+    sink.insert(events)
+    sink.insert(events)
+    assert count(ch_migrated) == 200
+    assert ch_migrated.query("SELECT count() FROM steps FINAL").result_rows[0][0] == 100
+
+
+def test_secrets_are_masked_before_they_are_stored(ch_migrated: Client):
+    event = step_event(
+        content="login with password=hunter2 then mail bob@example.com, key AKIAIOSFODNN7EXAMPLE",
+        attributes={"api_key": "plainvalue42", "note": "card 4111 1111 1111 1111", "env": "prod"},
+    )
+    StepSink(ch_migrated).insert([event])
+    content, attributes = ch_migrated.query("SELECT content, attributes FROM steps").result_rows[0]
+    assert content == "login with password=[SECRET] then mail [EMAIL], key [AWS_KEY]"
+    assert attributes == {"api_key": "[SECRET]", "note": "card [CARD]", "env": "prod"}
+    for secret in ("hunter2", "bob@example.com", "AKIAIOSFODNN7EXAMPLE", "plainvalue42", "4111"):
+        where = f"position(concat(content, toString(attributes)), '{secret}') > 0"
+        assert count(ch_migrated, where) == 0
+
+
+def test_empty_batch_is_a_no_op(ch_migrated: Client):
+    assert StepSink(ch_migrated).insert([]) == 0
+
+
+def run(client: Client, sql: str) -> str:
+    out = io.StringIO()
+    run_sql(client, sql, out)
+    return out.getvalue()
+
+
+def test_sql_prints_tab_separated_like_clickhouse_client(ch_migrated: Client):
+    StepSink(ch_migrated).insert([step_event(content="tab\there\nnew line \\ back", step=3)])
+    assert run(ch_migrated, "SELECT step, content, NULL, approved FROM steps") == (
+        "3\ttab\\there\\nnew line \\\\ back\t\\N\t\\N\n"
+    )
+    assert run(ch_migrated, "SELECT number, [number], 'ü' FROM numbers(2);") == (
+        "0\t[0]\tü\n1\t[1]\tü\n"
+    )
+    assert run(ch_migrated, "SELECT 'a%b' LIKE '%b', '{x}'") == "1\t{x}\n"
+    assert run(ch_migrated, "SELECT 1 AS x FORMAT JSONEachRow") == '{"x":1}\n'
+    assert run(ch_migrated, "CREATE TABLE extra (x UInt8) ENGINE = Memory") == ""
+
+
+def test_sql_errors_carry_clickhouse_message(ch_migrated: Client):
+    with pytest.raises(QueryError, match=r"^Code: 60\..*UNKNOWN_TABLE"):
+        run(ch_migrated, "SELECT * FROM no_such_table")
+    with pytest.raises(QueryError, match="SYNTAX_ERROR|Syntax error"):
+        run(ch_migrated, "SELEC 1")
