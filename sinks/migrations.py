@@ -31,7 +31,11 @@ MIGRATIONS_TABLE = "schema_migrations"
 
 # Table -> the time expression its TTL counts retention_days from. Must match the
 # TTL clause of the table's DDL file.
-RETENTION_TTL: dict[str, str] = {"steps": "toDateTime(ts)"}
+RETENTION_TTL: dict[str, str] = {
+    "steps": "toDateTime(ts)",
+    "detections": "toDateTime(ts)",
+    "mode_changes": "toDateTime(issued_at)",
+}
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER_RE = re.compile(r"\{(\w+)\}")

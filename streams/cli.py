@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streams.settings import TripwireSettings, describe_settings
+
+# Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
+# ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
+COMMAND_MODULES: list[str] = []
 
 
 def load_settings(**overrides: object) -> TripwireSettings:
@@ -68,11 +73,16 @@ def _parser() -> argparse.ArgumentParser:
                      "overspend, injection, never_ending_run, or 'all'")
 
     sub.add_parser("scan", help="prompt-injection scanner: JSON lines in, JSON lines out")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     if args.command == "run":
         from simulator.demo import demo_fleet
         from streams.worker import run_embedded
