@@ -52,7 +52,9 @@ class TripwireSettings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="YAML/TOML breaker policy (built-in defaults if unset)."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Worker log level."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -101,3 +103,12 @@ def describe_settings() -> str:
         default = f.default
         lines.append(f"  TRIPWIRE_{name.upper():<28} default={default!s:<12} {f.description or ''}")
     return "\n".join(lines)
+
+
+def settings_markdown() -> str:
+    """The README's configuration table (tests keep the README in step with the model)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, f in TripwireSettings.model_fields.items():
+        default = "unset" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `TRIPWIRE_{name.upper()}` | {default} | {f.description or ''} |")
+    return "\n".join(rows)

@@ -60,3 +60,12 @@ def test_worker_refuses_to_start_without_external_kafka(monkeypatch, capsys):
     monkeypatch.delenv("TRIPWIRE_KAFKA_BOOTSTRAP", raising=False)
     assert main(["worker"]) == 2
     assert "TRIPWIRE_KAFKA_BOOTSTRAP" in capsys.readouterr().err
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from streams.settings import settings_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert settings_markdown() in readme, "regenerate the README table from settings_markdown()"
