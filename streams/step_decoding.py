@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from schemas.codec import DecodeError, StepBatchCodec
 from schemas.validation import check_batch_key, check_event
-
 from streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
 
 
