@@ -1,55 +1,56 @@
-"""The Faust application: topics, agents and their wiring to decoders, detectors and sinks.
+"""The Faust application: topics, the agent that runs detectors and feeds the sinks, timers.
 
-Built by a factory rather than at import time because the app's broker, partition count and
-sink come from validated settings.
+Built by a factory rather than at import time because the app's broker, partition count,
+policy and sinks come from validated settings.
+
+One agent consumes ``agent-steps`` in small batches (``stream_batch_records`` /
+``stream_batch_seconds``) so a tripped breaker is published within tens of milliseconds:
+
+    decode once -> dead letters -> detectors + breaker per agent -> state (changelog)
+    -> controls + detections published and flushed -> rows handed to the SinkBuffer,
+    which acks the Kafka offsets only after ClickHouse has stored them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, StreamT
 
+from detectors.injection import scan_text
+from detectors.policy import Policy
+from schemas.codec import control_codec, detection_codec
 from streams import topics
-from streams.dead_letters import DeadLetter
+from streams.agent_states import AgentStates
 from streams.settings import TripwireSettings
-from streams.step_decoding import StepRecordDecoder
+from streams.sink_buffer import BreakerStore, SinkBuffer, StepStore
+from streams.step_processor import BatchResult, StepProcessor, detection_record
 
 log = logging.getLogger("tripwire.streams")
 
-
-class StepStore(Protocol):
-    def insert(self, events: list[dict]) -> int: ...
+END_MARKER_KEY = "__tripwire_end__"
 
 
 @dataclass
-class IngestCounters:
+class StreamCounters:
     records: int = 0
     events_accepted: int = 0
-    rows_stored: int = 0
     dead_letters: int = 0
-    sink_retries: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-
-def build_app(settings: TripwireSettings, store: StepStore) -> TripwireApp:
-    return TripwireApp(settings, store)
+    detections: int = 0
+    transitions: int = 0
+    replayed_events: int = 0
 
 
 class TripwireApp:
-    def __init__(self, settings: TripwireSettings, store: StepStore) -> None:
+    def __init__(self, settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
+                 policy: Policy) -> None:
         self.settings = settings
-        self.store = store
-        self.counters = IngestCounters()
-        self.decoder = StepRecordDecoder()
-        # One thread: chDB is one engine per process and ordered inserts keep the sink simple.
-        self._sink_pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
+        self.counters = StreamCounters()
         s = settings
         self.app = faust.App(
             s.app_id,
@@ -72,59 +73,120 @@ class TripwireApp:
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw", "partitions": s.partitions}
         self.steps_topic = self.app.topic(topics.STEPS, **raw)
-        self.app.agent(self.steps_topic, name="ingest-steps")(self._ingest)
+        self.state_table = self.app.Table("agent-state", partitions=s.partitions,
+                                          key_type=str, value_type=None)
+        self.states = AgentStates(self.state_table, policy, scan_text, s.live_agents)
+        self.processor = StepProcessor(self.states)
+        self.sink = SinkBuffer(steps, breaker, max_rows=s.sink_batch_rows,
+                               flush_seconds=s.sink_flush_seconds)
+        self._control_codec = control_codec()
+        self._detection_codec = detection_codec()
+        # Serialises changelog writes, so an end marker really is the last record written.
+        self._state_lock = asyncio.Lock()
+        self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
+        self.app.timer(0.25, name="flush-sink")(self.sink.flush_if_due)
+        self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
 
-    async def _ingest(self, stream: faust.StreamT) -> None:
-        """Decode, dead-letter and store; offsets are acked only after the rows are stored."""
+    # --- the hot path ----------------------------------------------------------------------
+
+    async def _process_steps(self, stream: StreamT) -> None:
         s = self.settings
-        async for batch in stream.take_events(s.sink_batch_rows, within=s.sink_flush_seconds):
-            accepted, dead = self.decode_events(batch)
-            if dead:
-                await self.send_dead_letters(dead)
-            if accepted:
-                await self._store_until_done(accepted)
+        batches = stream.noack_take(s.stream_batch_records, within=s.stream_batch_seconds)
+        async for events in batches:
+            await self.handle_batch(stream, events)
 
-    def decode_events(self, batch: Sequence[EventT]) -> tuple[list[dict], list[DeadLetter]]:
-        accepted: list[dict] = []
-        dead: list[DeadLetter] = []
-        for ev in batch:
+    async def handle_batch(self, stream: StreamT, events: Sequence[EventT]) -> None:
+        records = []
+        for ev in events:
             m = ev.message
-            ok, bad = self.decoder.decode(m.key, m.value, m.headers, m.topic, m.partition, m.offset)
-            accepted.extend(ok)
-            dead.extend(bad)
-        self.counters.records += len(batch)
-        self.counters.events_accepted += len(accepted)
-        return accepted, dead
+            records.append((m.key, m.value, m.headers, m.topic, m.partition, m.offset))
+        async with self._state_lock:
+            result = self.processor.process(records)
+            dets, controls = await self._publish(result)
+        c = self.counters
+        c.records += len(records)
+        c.events_accepted += len(result.accepted)
+        c.dead_letters += len(result.dead)
+        c.replayed_events += result.replayed_events
+        if result.dead:
+            log.warning("dead-lettered %d: first reason: %s", len(result.dead),
+                        result.dead[0].reason)
+        acks = [_acker(stream, ev) for ev in events]
+        await self.sink.add(result.accepted, dets, controls, acks)
 
-    async def send_dead_letters(self, dead: list[DeadLetter]) -> None:
+    async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
+        """Send dead letters, detections and controls; make them and the state durable."""
         producer = self.app.producer
-        futs = [
+        futures = [
             await producer.send(topics.STEPS_DLQ, d.key, d.value, None, None, d.headers())
-            for d in dead
+            for d in result.dead
         ]
-        await asyncio.gather(*futs)
-        self.counters.dead_letters += len(dead)
-        log.warning("dead-lettered %d: first reason: %s", len(dead), dead[0].reason)
+        dets = [detection_record(d) for d in result.detections]
+        for d in dets:
+            futures.append(await producer.send(
+                topics.DETECTIONS, d["agent_id"].encode(), self._detection_codec.encode(d),
+                None, None, None))
+        controls = [t.to_control() for t in result.transitions]
+        for control in controls:
+            futures.append(await producer.send(
+                topics.CONTROLS, control["agent_id"].encode(),
+                self._control_codec.encode(control), None, None, None))
+        if futures or result.partitions:
+            await producer.flush()
+            if futures:
+                await asyncio.gather(*futures)
+            if result.partitions and self.settings.end_markers():
+                await self._end_markers(result.partitions)
+        self.counters.detections += len(dets)
+        self.counters.transitions += len(controls)
+        for t in result.transitions:
+            log.warning("%s %s: %s -> %s (%s) %s", t.action, t.agent_id, t.prev_mode,
+                        t.new_mode, t.rule, t.reason)
+        return dets, controls
 
-    async def _store_until_done(self, rows: list[dict]) -> None:
-        # A failing ClickHouse stalls the stream instead of dropping rows: nothing is acked
-        # until the insert succeeds, so back-pressure reaches Kafka rather than data loss.
-        loop = asyncio.get_running_loop()
-        delay = 0.5
-        while True:
-            try:
-                stored = await loop.run_in_executor(self._sink_pool, self.store.insert, rows)
-                self.counters.rows_stored += stored
-                return
-            except Exception as exc:  # noqa: BLE001 - any sink failure means retry, not loss
-                self.counters.sink_retries += 1
-                log.error("ClickHouse insert of %d rows failed, retrying in %.1fs: %s",
-                          len(rows), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def _end_markers(self, partitions: set[int]) -> None:
+        # Written after the state batch is flushed, so each marker travels alone in its own
+        # produce batch and the broker's (wrong) end offset still covers all real state.
+        for p in partitions:
+            self.state_table.send_changelog(p, END_MARKER_KEY, None, value_serializer="raw")
+        await self.app.producer.flush()
+
+    # --- time ------------------------------------------------------------------------------
+
+    async def _advance_timers(self) -> None:
+        now = int(time.time() * 1000)
+        async with self._state_lock:
+            result = self.processor.advance(now)
+            if result.transitions or result.detections or result.partitions:
+                dets, controls = await self._publish(result)
+            else:
+                dets, controls = [], []
+        if dets or controls:
+            await self.sink.add([], dets, controls, [])
 
     async def _report(self) -> None:
-        c = self.counters
-        log.info("records=%d accepted=%d stored=%d dead_letters=%d sink_retries=%d",
-                 c.records, c.events_accepted, c.rows_stored, c.dead_letters, c.sink_retries)
+        c, k = self.counters, self.sink.counters
+        log.info("records=%d accepted=%d stored=%d dead_letters=%d detections=%d "
+                 "transitions=%d replayed=%d sink_retries=%d", c.records, c.events_accepted,
+                 k.rows_stored, c.dead_letters, c.detections, c.transitions, c.replayed_events,
+                 k.retries)
+
+    def summary(self) -> str:
+        c, k = self.counters, self.sink.counters
+        return (f"records={c.records} accepted={c.events_accepted} stored={k.rows_stored} "
+                f"dead_letters={c.dead_letters} detections={c.detections} "
+                f"transitions={c.transitions} replayed={c.replayed_events} "
+                f"sink_retries={k.retries}")
+
+
+def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg coroutine factory
+    async def ack() -> None:
+        await stream.ack(event)
+
+    return ack
+
+
+def build_app(settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
+              policy: Policy) -> TripwireApp:
+    return TripwireApp(settings, steps, breaker, policy)

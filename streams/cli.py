@@ -14,7 +14,7 @@ from streams.settings import TripwireSettings, describe_settings
 
 # Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
 # ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["bench.pipeline"]
 
 
 def load_settings(**overrides: object) -> TripwireSettings:

@@ -43,6 +43,25 @@ class TripwireSettings(BaseSettings):
     sink_flush_seconds: float = Field(
         1.0, gt=0, le=60, description="Longest wait before a partial batch is inserted."
     )
+    stream_batch_records: int = Field(
+        500, ge=1, le=100_000,
+        description="Most agent-steps records the detectors take at once (latency vs. overhead).",
+    )
+    stream_batch_seconds: float = Field(
+        0.02, gt=0, le=5,
+        description="Longest wait to fill a detector batch; bounds detection latency.",
+    )
+    live_agents: int = Field(
+        20_000, ge=1,
+        description="Agents whose monitors stay deserialised in memory (LRU); the rest live "
+        "only in the changelogged table.",
+    )
+    changelog_end_markers: bool | None = Field(
+        None,
+        description="Close every state write with a one-record changelog batch. Unset: on for "
+        "the embedded broker, whose ListOffsets answers the last batch's base offset + 1 "
+        "rather than the high watermark (Faust would restore short).",
+    )
     kafka_session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout."
     )
@@ -91,6 +110,11 @@ class TripwireSettings(BaseSettings):
         if self.kafka_idempotence is not None:
             return self.kafka_idempotence
         return not self.embedded_broker
+
+    def end_markers(self) -> bool:
+        if self.changelog_end_markers is not None:
+            return self.changelog_end_markers
+        return self.embedded_broker
 
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"

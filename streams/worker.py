@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import faust
 
-from sinks.clickhouse import connect
+from detectors.policy import Policy, load_policy
+from sinks.breaker_sink import BreakerSink
+from sinks.clickhouse import Client, connect
 from sinks.migrations import migrate
 from sinks.step_sink import StepSink
 from streams.app import build_app
@@ -23,7 +25,7 @@ from streams.topics import ensure_topics, tripwire_topics
 log = logging.getLogger("tripwire")
 
 
-def prepare_services(settings: TripwireSettings) -> StepSink:
+def prepare_services(settings: TripwireSettings) -> Client:
     """Topics and schema first: a worker must never create either implicitly."""
     asyncio.run(
         ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
@@ -31,7 +33,11 @@ def prepare_services(settings: TripwireSettings) -> StepSink:
     )
     client = connect(settings.clickhouse_dsn())
     migrate(client, settings.retention_days)
-    return StepSink(client)
+    return client
+
+
+def load_breaker_policy(settings: TripwireSettings) -> Policy:
+    return load_policy(settings.policy_file) if settings.policy_file else Policy()
 
 
 def stop_after(seconds: float) -> None:
@@ -46,8 +52,9 @@ def run_worker(
     duration: float | None = None,
     on_started: Callable[[], None] | None = None,
 ) -> int:
-    store = prepare_services(settings)
-    tw = build_app(settings, store)
+    policy = load_breaker_policy(settings)
+    client = prepare_services(settings)
+    tw = build_app(settings, StepSink(client), BreakerSink(client), policy)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:
@@ -59,10 +66,7 @@ def run_worker(
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = int(exc.code or 0)
-    c = tw.counters
-    print(f"tripwire: worker stopped: records={c.records} accepted={c.events_accepted} "
-          f"stored={c.rows_stored} dead_letters={c.dead_letters} sink_retries={c.sink_retries}",
-          flush=True)
+    print(f"tripwire: worker stopped: {tw.summary()}", flush=True)
     return code
 
 

@@ -22,13 +22,7 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import StepBatchCodec
-from sdk.emitter import AsyncEmitter
-from simulator.fleet import fleet_events
-from streams import dead_letters, topics
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import ensure_topics, tripwire_topics
-from tests.pipeline_harness import (
+from bench.worker_process import (
     ROOT,
     WorkerProcess,
     committed,
@@ -36,6 +30,12 @@ from tests.pipeline_harness import (
     wait_caught_up,
     worker_env,
 )
+from schemas.codec import StepBatchCodec
+from sdk.emitter import AsyncEmitter
+from simulator.fleet import fleet_events
+from streams import dead_letters, topics
+from streams.broker import EmbeddedBroker, free_port
+from streams.topics import ensure_topics, tripwire_topics
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 8

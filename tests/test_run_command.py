@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from bench.worker_process import ROOT
 from streams.broker import free_port
-from tests.pipeline_harness import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Drives a real `tripwire worker` process against the test's broker and chDB directory."""
+"""Drives a real `tripwire worker` process against a given broker and chDB directory
+(used by the integration tests and the benchmark)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def worker_env(bootstrap: str, data_dir: Path, partitions: int = 8, **extra: str
         TRIPWIRE_KAFKA_SESSION_TIMEOUT_S="6",
         TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S="2",
         TRIPWIRE_SINK_FLUSH_SECONDS="0.3",
+        TRIPWIRE_CHANGELOG_END_MARKERS="true",
     )
     env.update(extra)
     return env

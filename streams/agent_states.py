@@ -1,0 +1,154 @@
+"""Per-agent monitor state: live AgentMonitors in a bounded LRU, the durable copy in a Faust
+table (changelogged, so a restarted or rebalanced worker resumes the same windows and modes).
+
+Writes go through ``Table.send_changelog(partition, ...)`` with the partition of the records
+that carried the agent's events, rather than through ``table[key] = value``: that form only
+works inside per-event iteration, and timers and batch code need to write too. The partition
+comes from the event, never from hashing the key, because producers' partitioners differ.
+
+Each stored value also holds, per source partition, the last offset already applied. Events
+at or below it are skipped on re-delivery, so a crash between writing state and committing
+offsets does not count the same events twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from detectors.agent_monitor import AgentMonitor
+from detectors.loops import NO_DEADLINE
+from detectors.policy import Policy
+from detectors.prompt_injection_hits import Scanner
+
+
+class AgentStates:
+    def __init__(
+        self,
+        table: Any,
+        policy: Policy,
+        scanner: Scanner | None,
+        live_capacity: int = 20_000,
+    ) -> None:
+        self.table = table
+        self.policy = policy
+        self.scanner = scanner
+        self.live_capacity = live_capacity
+        self._live: OrderedDict[str, AgentMonitor] = OrderedDict()
+        # agent -> (partition its state lives in, {source partition: last applied offset})
+        self._meta: dict[str, tuple[int, dict[str, int]]] = {}
+        # agent -> when its breaker or run timeouts next need a tick (event-time ms)
+        self.deadlines: dict[str, int] = {}
+        # agent -> (wall-clock ms, event-time watermark) at its last save; see event_now()
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def monitor(self, agent_id: str, workflow: str | None = None) -> AgentMonitor:
+        live = self._live.get(agent_id)
+        if live is not None:
+            self._live.move_to_end(agent_id)
+            return live
+        stored = self.table.data.get(agent_id)
+        policy = self.policy.for_agent(agent_id, workflow)
+        if stored is not None:
+            monitor = AgentMonitor.from_state(stored["m"], policy, self.scanner)
+            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+        else:
+            monitor = AgentMonitor(agent_id, policy, self.scanner)
+        self._live[agent_id] = monitor
+        if len(self._live) > self.live_capacity:
+            # The table holds the evicted agent's state; it is rebuilt on its next event.
+            self._live.popitem(last=False)
+        return monitor
+
+    def applied_offset(self, agent_id: str, source: str) -> int:
+        meta = self._meta.get(agent_id)
+        if meta is None:
+            stored = self.table.data.get(agent_id)
+            if stored is None:
+                return -1
+            meta = self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+        return meta[1].get(source, -1)
+
+    def partition_of(self, agent_id: str) -> int | None:
+        meta = self._meta.get(agent_id)
+        if meta is not None:
+            return meta[0]
+        stored = self.table.data.get(agent_id)
+        return None if stored is None else int(stored["p"])
+
+    def event_now(self, agent_id: str, wall_ms: int) -> int:
+        """The agent's event-time "now" when nothing arrives: its watermark moved on by the
+        wall time since it was last seen. Live traffic makes this the wall clock; a replay of
+        old events keeps timers on the replay's own time axis instead of firing at once."""
+        seen = self._seen.get(agent_id)
+        if seen is None:
+            stored = self.table.data.get(agent_id)
+            if stored is None:
+                return wall_ms
+            seen = self._seen[agent_id] = (int(stored["w"]), int(stored["wm"]))
+        wall_then, watermark = seen
+        return watermark + max(0, wall_ms - wall_then)
+
+    def save(self, agent_id: str, monitor: AgentMonitor, partition: int,
+             source: str | None = None, offset: int | None = None,
+             wall_ms: int | None = None) -> None:
+        meta = self._meta.get(agent_id)
+        offsets = dict(meta[1]) if meta is not None else {}
+        if source is not None and offset is not None:
+            offsets[source] = offset
+        self._meta[agent_id] = (partition, offsets)
+        watermark = monitor.clock.watermark
+        if wall_ms is None:
+            wall_ms = int(time.time() * 1000)
+            prev = self._seen.get(agent_id)
+            if prev is not None and prev[1] == watermark:
+                wall_ms = prev[0]  # no new event: keep the wall time the watermark was seen at
+        self._seen[agent_id] = (wall_ms, watermark)
+        value = {"p": partition, "o": offsets, "w": wall_ms, "wm": watermark,
+                 "m": monitor.to_state()}
+        self.table.data[agent_id] = value
+        self.table.send_changelog(partition, agent_id, value)
+        deadline = next_deadline(monitor)
+        if deadline is None:
+            self.deadlines.pop(agent_id, None)
+        else:
+            self.deadlines[agent_id] = deadline
+
+    def due(self, wall_ms: int) -> Iterator[tuple[str, int]]:
+        """Agents whose deadline has come on their own event-time axis, with that time."""
+        out = []
+        for agent, deadline in self.deadlines.items():
+            now = self.event_now(agent, wall_ms)
+            if deadline <= now:
+                out.append((agent, now))
+        return iter(out)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop live copies of agents whose partitions moved to another worker."""
+        for agent_id in [a for a, (p, _) in self._meta.items() if p in partitions]:
+            self._live.pop(agent_id, None)
+            self._meta.pop(agent_id, None)
+            self.deadlines.pop(agent_id, None)
+            self._seen.pop(agent_id, None)
+
+    def rebuild_deadlines(self, each: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """After recovery: find agents whose timers must keep running (cool-downs, open runs)."""
+        for agent_id, stored in list(self.table.data.items()):
+            monitor = self.monitor(agent_id)
+            deadline = next_deadline(monitor)
+            if deadline is not None:
+                self.deadlines[agent_id] = deadline
+            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+            if each is not None:
+                each(agent_id, stored)
+
+
+def next_deadline(monitor: AgentMonitor) -> int | None:
+    """The earliest time the monitor must be ticked even if the agent sends nothing."""
+    candidates = [monitor.loops.next_deadline]
+    if monitor.breaker.deadline is not None:
+        candidates.append(monitor.breaker.deadline)
+    deadline = min(candidates)
+    return None if deadline >= NO_DEADLINE else deadline

@@ -1,0 +1,115 @@
+"""Batches rows for ClickHouse and acknowledges Kafka offsets only after they are stored.
+
+The stream processes small batches for detection latency (tens of ms); ClickHouse wants few,
+large inserts (thousands of rows, about a second apart). This buffer decouples the two: the
+stream hands over rows together with the Faust events that carried them, and the events are
+acked once their rows are in ClickHouse — so a crash loses nothing, and what is re-delivered
+is deduplicated by the sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("tripwire.sink")
+
+
+class StepStore(Protocol):
+    def insert(self, events: list[dict]) -> int: ...
+
+
+class BreakerStore(Protocol):
+    def insert(self, detections: Sequence[Mapping[str, Any]],
+               controls: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+Ack = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class SinkCounters:
+    rows_stored: int = 0
+    rows_offered: int = 0
+    inserts: int = 0
+    retries: int = 0
+
+
+@dataclass
+class _Pending:
+    steps: list[dict] = field(default_factory=list)
+    detections: list[Mapping[str, Any]] = field(default_factory=list)
+    controls: list[Mapping[str, Any]] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+
+class SinkBuffer:
+    def __init__(self, steps: StepStore, breaker: BreakerStore, *, max_rows: int,
+                 flush_seconds: float) -> None:
+        self.steps = steps
+        self.breaker = breaker
+        self.max_rows = max_rows
+        self.flush_seconds = flush_seconds
+        self.counters = SinkCounters()
+        self._pending = _Pending()
+        self._lock = asyncio.Lock()
+        # One thread: chDB is one engine per process, and ordered inserts keep acks ordered.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
+
+    async def add(self, steps: list[dict], detections: list[Mapping[str, Any]],
+                  controls: list[Mapping[str, Any]], acks: list[Ack]) -> None:
+        p = self._pending
+        p.steps += steps
+        p.detections += detections
+        p.controls += controls
+        p.acks += acks
+        self.counters.rows_offered += len(steps)
+        if len(p.steps) >= self.max_rows:
+            # Inline flush: a slow ClickHouse slows the stream instead of growing memory.
+            await self.flush()
+
+    async def flush_if_due(self) -> None:
+        p = self._pending
+        if (p.steps or p.acks) and time.monotonic() - p.since >= self.flush_seconds:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, _Pending()
+            if not (batch.steps or batch.detections or batch.controls or batch.acks):
+                return
+            await self._store_until_done(batch)
+            for ack in batch.acks:
+                await ack()
+
+    async def _store_until_done(self, batch: _Pending) -> None:
+        # Nothing is acked until the insert succeeds: back-pressure reaches Kafka, not loss.
+        loop = asyncio.get_running_loop()
+        delay = 0.5
+        while True:
+            try:
+                stored = await loop.run_in_executor(self._pool, self._insert, batch)
+                self.counters.rows_stored += stored
+                self.counters.inserts += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - any sink failure means retry, not loss
+                self.counters.retries += 1
+                log.error("ClickHouse insert of %d rows failed, retrying in %.1fs: %s",
+                          len(batch.steps), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _insert(self, batch: _Pending) -> int:
+        # Breaker rows first: they are few, and a dashboard showing a downgrade before the
+        # steps that caused it is less confusing than the reverse.
+        self.breaker.insert(batch.detections, batch.controls)
+        return self.steps.insert(batch.steps) if batch.steps else 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
