@@ -13,6 +13,7 @@ offsets does not count the same events twice.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ class AgentStates:
         table: Any,
         policy: Policy,
         scanner: Scanner | None,
-        live_capacity: int = 20_000,
+        live_capacity: int = 5_000,
     ) -> None:
         self.table = table
         self.policy = policy
@@ -49,7 +50,7 @@ class AgentStates:
         if live is not None:
             self._live.move_to_end(agent_id)
             return live
-        stored = self.table.data.get(agent_id)
+        stored = self._load(agent_id)
         policy = self.policy.for_agent(agent_id, workflow)
         if stored is not None:
             monitor = AgentMonitor.from_state(stored["m"], policy, self.scanner)
@@ -65,7 +66,7 @@ class AgentStates:
     def applied_offset(self, agent_id: str, source: str) -> int:
         meta = self._meta.get(agent_id)
         if meta is None:
-            stored = self.table.data.get(agent_id)
+            stored = self._load(agent_id)
             if stored is None:
                 return -1
             meta = self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
@@ -75,7 +76,7 @@ class AgentStates:
         meta = self._meta.get(agent_id)
         if meta is not None:
             return meta[0]
-        stored = self.table.data.get(agent_id)
+        stored = self._load(agent_id)
         return None if stored is None else int(stored["p"])
 
     def event_now(self, agent_id: str, wall_ms: int) -> int:
@@ -84,7 +85,7 @@ class AgentStates:
         old events keeps timers on the replay's own time axis instead of firing at once."""
         seen = self._seen.get(agent_id)
         if seen is None:
-            stored = self.table.data.get(agent_id)
+            stored = self._load(agent_id)
             if stored is None:
                 return wall_ms
             seen = self._seen[agent_id] = (int(stored["w"]), int(stored["wm"]))
@@ -106,8 +107,8 @@ class AgentStates:
             if prev is not None and prev[1] == watermark:
                 wall_ms = prev[0]  # no new event: keep the wall time the watermark was seen at
         self._seen[agent_id] = (wall_ms, watermark)
-        value = {"p": partition, "o": offsets, "w": wall_ms, "wm": watermark,
-                 "m": monitor.to_state()}
+        value = _dumps({"p": partition, "o": offsets, "w": wall_ms, "wm": watermark,
+                        "m": monitor.to_state()})
         self.table.data[agent_id] = value
         self.table.send_changelog(partition, agent_id, value)
         deadline = next_deadline(monitor)
@@ -135,7 +136,10 @@ class AgentStates:
 
     def rebuild_deadlines(self, each: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         """After recovery: find agents whose timers must keep running (cool-downs, open runs)."""
-        for agent_id, stored in list(self.table.data.items()):
+        for agent_id, raw in list(self.table.data.items()):
+            if not raw:
+                continue  # an end marker's tombstone
+            stored = json.loads(raw)
             monitor = self.monitor(agent_id)
             deadline = next_deadline(monitor)
             if deadline is not None:
@@ -143,6 +147,17 @@ class AgentStates:
             self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
             if each is not None:
                 each(agent_id, stored)
+
+
+    def _load(self, agent_id: str) -> dict[str, Any] | None:
+        raw = self.table.data.get(agent_id)
+        return json.loads(raw) if raw else None
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    # Stored as one compact JSON string, not as a dict: a 100,000-agent table then costs one
+    # str object per agent instead of thousands of small Python objects each.
+    return json.dumps(value, separators=(",", ":"))
 
 
 def next_deadline(monitor: AgentMonitor) -> int | None:

@@ -74,7 +74,7 @@ class TripwireApp:
                "value_serializer": "raw", "partitions": s.partitions}
         self.steps_topic = self.app.topic(topics.STEPS, **raw)
         self.state_table = self.app.Table("agent-state", partitions=s.partitions,
-                                          key_type=str, value_type=None)
+                                          key_type=str, value_type=str)
         self.states = AgentStates(self.state_table, policy, scan_text, s.live_agents)
         self.processor = StepProcessor(self.states)
         self.sink = SinkBuffer(steps, breaker, max_rows=s.sink_batch_rows,

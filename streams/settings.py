@@ -52,7 +52,7 @@ class TripwireSettings(BaseSettings):
         description="Longest wait to fill a detector batch; bounds detection latency.",
     )
     live_agents: int = Field(
-        20_000, ge=1,
+        5_000, ge=1,
         description="Agents whose monitors stay deserialised in memory (LRU); the rest live "
         "only in the changelogged table.",
     )

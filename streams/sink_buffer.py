@@ -50,15 +50,24 @@ class _Pending:
 
 
 class SinkBuffer:
+    """Collects rows into batches; a background task inserts them in order and then acks.
+
+    The stream only waits when ``max_inflight`` full batches are already queued: that is the
+    back-pressure from a slow ClickHouse, and otherwise inserts never sit on the detection
+    path.
+    """
+
     def __init__(self, steps: StepStore, breaker: BreakerStore, *, max_rows: int,
-                 flush_seconds: float) -> None:
+                 flush_seconds: float, max_inflight: int = 2) -> None:
         self.steps = steps
         self.breaker = breaker
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self.counters = SinkCounters()
         self._pending = _Pending()
-        self._lock = asyncio.Lock()
+        self._ready: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._space = asyncio.Semaphore(max_inflight)
+        self._writer: asyncio.Task[None] | None = None
         # One thread: chDB is one engine per process, and ordered inserts keep acks ordered.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
 
@@ -71,22 +80,38 @@ class SinkBuffer:
         p.acks += acks
         self.counters.rows_offered += len(steps)
         if len(p.steps) >= self.max_rows:
-            # Inline flush: a slow ClickHouse slows the stream instead of growing memory.
-            await self.flush()
+            await self._seal()
 
     async def flush_if_due(self) -> None:
         p = self._pending
-        if (p.steps or p.acks) and time.monotonic() - p.since >= self.flush_seconds:
-            await self.flush()
+        if (p.steps or p.acks or p.detections or p.controls) and (
+            time.monotonic() - p.since >= self.flush_seconds
+        ):
+            await self._seal()
 
     async def flush(self) -> None:
-        async with self._lock:
-            batch, self._pending = self._pending, _Pending()
-            if not (batch.steps or batch.detections or batch.controls or batch.acks):
-                return
-            await self._store_until_done(batch)
-            for ack in batch.acks:
-                await ack()
+        """Seal what is pending and wait until everything sealed so far is stored and acked."""
+        if self._pending.steps or self._pending.acks or self._pending.controls:
+            await self._seal()
+        await self._ready.join()
+
+    async def _seal(self) -> None:
+        batch, self._pending = self._pending, _Pending()
+        await self._space.acquire()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        self._ready.put_nowait(batch)
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = await self._ready.get()
+            try:
+                await self._store_until_done(batch)
+                for ack in batch.acks:
+                    await ack()
+            finally:
+                self._space.release()
+                self._ready.task_done()
 
     async def _store_until_done(self, batch: _Pending) -> None:
         # Nothing is acked until the insert succeeds: back-pressure reaches Kafka, not loss.
@@ -112,4 +137,6 @@ class SinkBuffer:
         return self.steps.insert(batch.steps) if batch.steps else 0
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
         self._pool.shutdown(wait=True)
