@@ -1,0 +1,217 @@
+"""Everything Tripwire knows about one agent: its detectors and its breaker.
+
+The stream keeps one ``AgentMonitor`` per agent, feeds it that agent's events in partition
+order, publishes the detections and transitions, and stores ``to_state()`` in a changelogged
+table once per batch; ``from_state`` resumes exactly where ``to_state`` left off.
+
+Event time: one ``EventClock`` per agent. An event more than ``event_time.grace_ms`` behind
+the newest one is counted in ``late_events`` and left out of the time windows (denial rate,
+injection hits, hour/day spend, spike), whose buckets may already have been judged; the
+run-scoped checks (loops, run budgets) still count it, since a run's steps and bill do not
+depend on arrival time.
+
+Time-driven work has two entry points: ``tick(now_ms)`` returns detections only (like
+``feed``); ``advance(now_ms)`` also lets the breaker act on them and on its own deadlines
+(like ``feed_many``). ``now_ms`` should be on the event-time axis, i.e. the wall clock when
+live; a replay of old events should advance with event time instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from detectors.breaker import Breaker, Command, Transition
+from detectors.denial_rate import DenialRateDetector
+from detectors.detection import Detection
+from detectors.loops import LoopDetector
+from detectors.modes import Mode
+from detectors.policy import ResolvedPolicy
+from detectors.prompt_injection_hits import InjectionHitRate, Scanner
+from detectors.spend import SpendDetector
+from detectors.stream_detector import Event
+from detectors.windows import EventClock
+
+MAINTENANCE_EVERY_MS = 300_000
+"""Time between sweeps that drop emptied windows (idle tools) and idle runs. A sweep costs
+tens of microseconds, so it runs rarely; five minutes is the denial window, the time an idle
+tool window takes to empty anyway. Ended runs do not wait for it: they are dropped whenever
+a new run starts."""
+
+STATE_VERSION = 1
+
+
+class AgentMonitor:
+    __slots__ = (
+        "agent_id",
+        "policy",
+        "scanner",
+        "clock",
+        "loops",
+        "denials",
+        "spend",
+        "injection",
+        "breaker",
+        "next_maintenance",
+    )
+
+    def __init__(
+        self, agent_id: str, policy: ResolvedPolicy, scanner: Scanner | None = None
+    ) -> None:
+        self.agent_id = agent_id
+        self.policy = policy
+        self.scanner = scanner
+        clock = self.clock = EventClock(policy.event_time.grace_ms)
+        self.loops = LoopDetector(agent_id, policy, clock)
+        self.denials = DenialRateDetector(agent_id, policy, clock)
+        self.spend = SpendDetector(agent_id, policy, clock)
+        self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
+        self.breaker = Breaker(agent_id, policy.breaker)
+        self.next_maintenance = 0
+
+    @property
+    def mode(self) -> Mode:
+        return self.breaker.mode
+
+    @property
+    def late_events(self) -> int:
+        return self.clock.late_events
+
+    # --- events ---------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[Detection]:
+        """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
+        out: list[Detection] = []
+        clock = self.clock
+        ts: int = event["ts"]
+        # EventClock.admit, inlined: this runs for every event of every agent.
+        watermark = clock.watermark
+        if ts > watermark:
+            clock.watermark = watermark = ts
+            on_time = True
+        elif ts >= watermark - clock.grace_ms:
+            on_time = True
+        else:
+            clock.late_events += 1
+            on_time = False
+        self.loops.observe(event, on_time, out)
+        kind = event["kind"]
+        # Each detector only sees the kinds it counts: most events concern one of them.
+        if (
+            event.get("cost_usd") is not None
+            or event.get("input_tokens") is not None
+            or event.get("output_tokens") is not None
+            or kind == "run_end"
+        ):
+            self.spend.observe(event, on_time, out)
+        if on_time:
+            if kind == "policy_decision":
+                self.denials.observe(event, True, out)
+            if event.get("injection_flagged") or (
+                self.scanner is not None and event.get("content")
+            ):
+                self.injection.observe(event, True, out)
+        if watermark >= self.next_maintenance:
+            self._maintain(watermark, watermark)
+        return out
+
+    def feed_many(self, events: Iterable[Event]) -> tuple[list[Detection], list[Transition]]:
+        """Feed events in order and let the breaker act; returns (detections, transitions)."""
+        detections: list[Detection] = []
+        transitions: list[Transition] = []
+        breaker = self.breaker
+        clock = self.clock
+        for event in events:
+            found = self.feed(event)
+            if found:
+                detections += found
+                transitions += breaker.on_detections(found, clock.watermark)
+            elif breaker.deadline is not None and clock.watermark >= breaker.deadline:
+                transitions += breaker.tick(clock.watermark)
+        return detections, transitions
+
+    # --- time -----------------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> list[Detection]:
+        """Detections due by time alone (runs that never ended), and expiry of idle state.
+
+        Cheap when nothing is due, so the stream may tick every agent often; ``next_due_ms``
+        says when ticking this agent can next change anything.
+        """
+        detections: list[Detection] = []
+        if now_ms >= self.loops.next_deadline:
+            detections = self.loops.tick(now_ms)
+        if max(now_ms, self.clock.watermark) >= self.next_maintenance:
+            self._maintain(self.clock.watermark, now_ms)
+        return detections
+
+    @property
+    def next_due_ms(self) -> int:
+        """Earliest time at which ``tick``/``advance`` has work: a never-ending-run check, a
+        breaker deadline (cool-down, probation, pin expiry) or a maintenance sweep."""
+        due = min(self.loops.next_deadline, self.next_maintenance)
+        if self.breaker.deadline is not None:
+            due = min(due, self.breaker.deadline)
+        return due
+
+    def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:
+        """``tick`` plus the breaker: its recovery deadlines and the tick's detections."""
+        detections = self.tick(now_ms)
+        if detections:
+            return detections, self.breaker.on_detections(detections, now_ms)
+        return detections, self.breaker.tick(now_ms)
+
+    def on_command(self, command: Command | Mapping[str, Any], now_ms: int) -> list[Transition]:
+        """Apply an operator command (a ``Command`` or a command.avsc record)."""
+        return self.breaker.on_command(command, now_ms)
+
+    def _maintain(self, watermark: int, now_ms: int) -> None:
+        # Windows expire on the watermark only: advancing them to a wall-clock ``now`` ahead
+        # of event time would push on-time events out of their buckets. ``now_ms`` only ages
+        # out runs of an agent that has gone quiet.
+        latest = max(watermark, now_ms)
+        self.next_maintenance = (latest // MAINTENANCE_EVERY_MS + 1) * MAINTENANCE_EVERY_MS
+        self.loops.expire(now_ms)
+        self.denials.expire(watermark)
+        self.spend.expire(now_ms)
+        self.injection.expire(watermark)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Compact plain data (lists, ints, floats, str) for the stream's changelog table."""
+        return {
+            "v": STATE_VERSION,
+            "agent": self.agent_id,
+            "clock": self.clock.to_state(),
+            "maint": self.next_maintenance,
+            "loops": self.loops.to_state(),
+            "denials": self.denials.to_state(),
+            "spend": self.spend.to_state(),
+            "injection": self.injection.to_state(),
+            "breaker": self.breaker.to_state(),
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], policy: ResolvedPolicy, scanner: Scanner | None = None
+    ) -> AgentMonitor:
+        """Rebuild a monitor; ``policy`` and ``scanner`` are not part of the state.
+
+        If the policy changed a window's geometry (length, buckets) since the state was
+        written, that window starts empty; everything else carries over.
+        """
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"unknown monitor state version {state.get('v')!r}")
+        agent_id = str(state["agent"])
+        monitor = cls(agent_id, policy, scanner)
+        clock = monitor.clock = EventClock.from_state(state["clock"], policy.event_time.grace_ms)
+        monitor.next_maintenance = int(state["maint"])
+        monitor.loops = LoopDetector.from_state(state["loops"], agent_id, policy, clock)
+        monitor.denials = DenialRateDetector.from_state(state["denials"], agent_id, policy, clock)
+        monitor.spend = SpendDetector.from_state(state["spend"], agent_id, policy, clock)
+        monitor.injection = InjectionHitRate.from_state(
+            state["injection"], agent_id, policy, scanner, clock
+        )
+        monitor.breaker = Breaker.from_state(state["breaker"], agent_id, policy.breaker)
+        return monitor

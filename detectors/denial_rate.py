@@ -1,0 +1,208 @@
+"""Policy-denial rate: denied / decided policy decisions, per agent and per agent+tool.
+
+An agent whose actions keep being refused either misunderstands its permissions or is trying
+things it should not. The rate is taken over a sliding event-time window and only once the
+window holds a minimum number of decisions (resilience4j's minimumNumberOfCalls), so one
+denial out of two decisions does not trip anything.
+
+Latch (see ``detectors/severity.py``): fires on crossing into a higher band, re-arms below
+``rearm_ratio`` x threshold. Below the minimum sample the rate is undefined and the latch is
+held; a window that has emptied completely forgets its latch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from detectors.detection import Detection
+from detectors.evidence import EvidenceRing
+from detectors.policy import ResolvedPolicy
+from detectors.severity import SeverityBands, compile_bands
+from detectors.stream_detector import Event, StreamDetector
+from detectors.windows import BucketRing, EventClock
+
+
+class DenialKey(BucketRing):
+    """Window (decided, denied counts), latch level and evidence of one key: the agent, or
+    one of its tools. One object per key, as there can be dozens of keys per agent."""
+
+    __slots__ = ("level", "evidence")
+
+    def __init__(self, window_ms: int, buckets: int) -> None:
+        super().__init__(window_ms, buckets, width=2, counts=True)
+        self.level = 0
+        self.evidence: EvidenceRing | None = None
+
+    def forget(self) -> None:
+        self.level = 0
+        self.evidence = None
+
+    def key_state(self) -> list:
+        evidence = self.evidence.to_state() if self.evidence is not None else []
+        return [self.level, self.to_state(), evidence]
+
+    @classmethod
+    def from_key_state(
+        cls, state: list, window_ms: int, buckets: int, evidence_max: int
+    ) -> DenialKey:
+        key = cls(window_ms, buckets)
+        ring = BucketRing.from_state(state[1], window_ms, buckets, width=2, counts=True)
+        key.head, key.cells, key.total0, key.total1 = (
+            ring.head,
+            ring.cells,
+            ring.total0,
+            ring.total1,
+        )
+        key.level = int(state[0])
+        if state[2]:
+            key.evidence = EvidenceRing.from_state(state[2], evidence_max)
+        return key
+
+
+class DenialRateDetector(StreamDetector):
+    name = "denial_rate"
+
+    __slots__ = ("policy", "bands", "evidence_max", "agent", "tools")
+
+    def __init__(
+        self, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
+    ) -> None:
+        super().__init__(agent_id, policy, clock)
+        self.policy = policy.denial_rate
+        self.bands: SeverityBands = compile_bands(
+            self.policy.bands, 1.0, policy.event_time.rearm_ratio
+        )
+        self.evidence_max = policy.event_time.evidence_max
+        self.agent = DenialKey(self.policy.window_ms, self.policy.buckets)
+        self.tools: dict[str, DenialKey] = {}
+
+    def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
+        if not on_time or event["kind"] != "policy_decision":
+            return
+        policy = self.policy
+        now = self.clock.watermark
+        denied = event.get("policy_outcome") == "denied"
+        event_id: str = event["event_id"]
+        ts: int = event["ts"]
+        self._count(self.agent, None, ts, now, denied, event_id, policy.min_decisions, out)
+        tool = event.get("tool")
+        if tool is not None and policy.per_tool:
+            key = self.tools.get(tool)
+            if key is None:
+                key = self._new_tool_key(tool, now)
+            self._count(key, tool, ts, now, denied, event_id, policy.min_decisions_per_tool, out)
+
+    def _count(
+        self,
+        key: DenialKey,
+        tool: str | None,
+        ts: int,
+        now: int,
+        denied: bool,
+        event_id: str,
+        min_decisions: int,
+        out: list[Detection],
+    ) -> None:
+        # Everything that fired has left an emptied window. (advance, inlined when the newest
+        # bucket has not changed: the usual case.)
+        if key.advance(now) if now // key.bucket_ms > key.head else key.cells is None:
+            key.forget()
+        if not key.add2(ts, 1, 1 if denied else 0):
+            return
+        if denied:
+            evidence = key.evidence
+            if evidence is None:
+                evidence = key.evidence = EvidenceRing(self.evidence_max)
+            evidence.add(event_id)
+        decided = key.total0
+        if decided < min_decisions:
+            return
+        rate = key.total1 / decided
+        bands = self.bands
+        level = key.level
+        if not level and rate < bands.thresholds[0]:
+            return  # the common case, decided without a call
+        new_level = bands.rise(rate, level)
+        if new_level > level:
+            key.level = new_level
+            out.append(self._detection(key, tool, rate, new_level, now))
+        elif level:
+            key.level = bands.fall(rate, level)
+
+    def _detection(
+        self,
+        key: DenialKey,
+        tool: str | None,
+        rate: float,
+        level: int,
+        now: int,
+    ) -> Detection:
+        bands = self.bands
+        threshold = bands.threshold(level)
+        severity = bands.severity(level)
+        where = f" for tool {tool}" if tool is not None else ""
+        evidence = key.evidence.last(self.evidence_max) if key.evidence is not None else ()
+        return Detection.build(
+            detector=self.name,
+            agent_id=self.agent_id,
+            metric="denial_rate",
+            value=rate,
+            threshold=threshold,
+            window_ms=self.policy.window_ms,
+            severity=severity,
+            evidence_event_ids=evidence,
+            ts=now,
+            message=f"{key.total1} of {key.total0} policy decisions denied "
+            f"({rate:.0%}){where} within {self.policy.window_ms // 1000} s "
+            f"(band {threshold:.0%} -> {severity})",
+            scope="agent",
+            tool=tool,
+        )
+
+    def _new_tool_key(self, tool: str, now: int) -> DenialKey:
+        tools = self.tools
+        if len(tools) >= self.policy.max_tools:
+            self._expire_tools(now)
+        if len(tools) >= self.policy.max_tools:
+            # Least recently used: its newest bucket is the oldest.
+            del tools[min(tools, key=lambda t: tools[t].head)]
+        # Interned: a fleet uses a small vocabulary of tool names, so each name is stored once
+        # per process rather than once per agent.
+        key = tools[sys.intern(tool)] = DenialKey(self.policy.window_ms, self.policy.buckets)
+        return key
+
+    def _expire_tools(self, now: int) -> None:
+        tools = self.tools
+        for tool in [t for t, key in tools.items() if _emptied(key, now)]:
+            del tools[tool]
+
+    def expire(self, now_ms: int) -> None:
+        if _emptied(self.agent, now_ms):
+            self.agent.forget()
+        self._expire_tools(now_ms)
+
+    def to_state(self) -> list:
+        tools: list = []
+        for tool, key in self.tools.items():
+            tools += [tool, key.key_state()]
+        return [self.agent.key_state(), tools]
+
+    @classmethod
+    def from_state(
+        cls, state: list, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
+    ) -> DenialRateDetector:
+        detector = cls(agent_id, policy, clock)
+        p = detector.policy
+        detector.agent = DenialKey.from_key_state(
+            state[0], p.window_ms, p.buckets, detector.evidence_max
+        )
+        tools = state[1]
+        for i in range(0, len(tools), 2):
+            detector.tools[sys.intern(tools[i])] = DenialKey.from_key_state(
+                tools[i + 1], p.window_ms, p.buckets, detector.evidence_max
+            )
+        return detector
+
+
+def _emptied(key: DenialKey, now: int) -> bool:
+    return key.advance(now)
