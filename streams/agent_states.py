@@ -44,6 +44,8 @@ class AgentStates:
         self.deadlines: dict[str, int] = {}
         # agent -> (wall-clock ms, event-time watermark) at its last save; see event_now()
         self._seen: dict[str, tuple[int, int]] = {}
+        # agent -> (owner, workflow) from its latest events: who is alerted about it
+        self.owners: dict[str, tuple[str | None, str | None]] = {}
 
     def monitor(self, agent_id: str, workflow: str | None = None) -> AgentMonitor:
         live = self._live.get(agent_id)
@@ -90,6 +92,8 @@ class AgentStates:
                 return wall_ms
             seen = self._seen[agent_id] = (int(stored["w"]), int(stored["wm"]))
         wall_then, watermark = seen
+        if watermark <= 0:
+            return wall_ms  # no event yet (e.g. killed before it ever ran): wall time only
         return watermark + max(0, wall_ms - wall_then)
 
     def save(self, agent_id: str, monitor: AgentMonitor, partition: int,
@@ -116,6 +120,18 @@ class AgentStates:
             self.deadlines.pop(agent_id, None)
         else:
             self.deadlines[agent_id] = deadline
+
+    def agents_in_partition(self, partition: int) -> list[str]:
+        """Every agent whose state lives in ``partition`` (for fleet-wide commands)."""
+        out = []
+        for agent_id, raw in list(self.table.data.items()):
+            meta = self._meta.get(agent_id)
+            if meta is not None:
+                if meta[0] == partition:
+                    out.append(agent_id)
+            elif raw and json.loads(raw)["p"] == partition:
+                out.append(agent_id)
+        return out
 
     def due(self, wall_ms: int) -> Iterator[tuple[str, int]]:
         """Agents whose deadline has come on their own event-time axis, with that time."""

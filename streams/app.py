@@ -24,11 +24,15 @@ from faust.types import EventT, StreamT
 
 from detectors.injection import scan_text
 from detectors.policy import Policy
-from schemas.codec import control_codec, detection_codec
+from schemas.codec import DecodeError, command_codec, control_codec, detection_codec
+from schemas.command_signing import CommandVerifier, sign_control
+from sdk.operator import KILL_ALL_KEY
+from sinks.alerts import AlertNotifier, AlertRoutes
+from sinks.control_audit import RecordRef, command_audit_row
 from streams import topics
 from streams.agent_states import AgentStates
 from streams.settings import TripwireSettings
-from streams.sink_buffer import BreakerStore, SinkBuffer, StepStore
+from streams.sink_buffer import AuditStore, BreakerStore, SinkBuffer, StepStore
 from streams.step_processor import BatchResult, StepProcessor, detection_record
 
 log = logging.getLogger("tripwire.streams")
@@ -48,7 +52,7 @@ class StreamCounters:
 
 class TripwireApp:
     def __init__(self, settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
-                 policy: Policy) -> None:
+                 audit: AuditStore, policy: Policy) -> None:
         self.settings = settings
         self.counters = StreamCounters()
         s = settings
@@ -77,14 +81,30 @@ class TripwireApp:
                                           key_type=str, value_type=str)
         self.states = AgentStates(self.state_table, policy, scan_text, s.live_agents)
         self.processor = StepProcessor(self.states)
-        self.sink = SinkBuffer(steps, breaker, max_rows=s.sink_batch_rows,
+        self.sink = SinkBuffer(steps, breaker, audit, max_rows=s.sink_batch_rows,
                                flush_seconds=s.sink_flush_seconds)
+        self.commands_topic = self.app.topic(topics.COMMANDS, **raw)
+        self.verifier = CommandVerifier(
+            {k: v.get_secret_value() for k, v in s.operator_keys.items()},
+            max_age_s=s.command_max_age_s)
+        self._command_codec = command_codec()
+        self._control_key = (
+            (s.control_key_id, s.control_keys[s.control_key_id].get_secret_value())
+            if s.control_key_id else None)
+        self.alerts: AlertNotifier | None = None
+        if s.alert_webhooks:
+            self.alerts = AlertNotifier(
+                AlertRoutes.from_json(s.alert_webhooks), max_retries=s.alert_max_retries,
+                dedup_window_s=s.alert_dedup_s, record=self._record_alert)
+            self.app.task(self.alerts.start)
         self._control_codec = control_codec()
         self._detection_codec = detection_codec()
+        self._alert_rows: list[dict] = []
         # Serialises changelog writes, so an end marker really is the last record written.
         self._state_lock = asyncio.Lock()
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
-        self.app.timer(0.25, name="flush-sink")(self.sink.flush_if_due)
+        self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
+        self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
 
@@ -129,9 +149,10 @@ class TripwireApp:
                 None, None, None))
         controls = [t.to_control() for t in result.transitions]
         for control in controls:
+            headers = sign_control(control, *self._control_key) if self._control_key else None
             futures.append(await producer.send(
                 topics.CONTROLS, control["agent_id"].encode(),
-                self._control_codec.encode(control), None, None, None))
+                self._control_codec.encode(control), None, None, headers))
         if futures or result.partitions:
             await producer.flush()
             if futures:
@@ -140,10 +161,17 @@ class TripwireApp:
                 await self._end_markers(result.partitions)
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
-        for t in result.transitions:
+        for t, control in zip(result.transitions, controls, strict=True):
             log.warning("%s %s: %s -> %s (%s) %s", t.action, t.agent_id, t.prev_mode,
                         t.new_mode, t.rule, t.reason)
+            if self.alerts is not None:
+                owner, workflow = self.states.owners.get(t.agent_id, (None, None))
+                self.alerts.notify({**control, "owner": owner, "workflow": workflow,
+                                    "action": t.action, "operator": t.operator})
         return dets, controls
+
+    def _record_alert(self, row: dict) -> None:
+        self._alert_rows.append(row)
 
     async def _end_markers(self, partitions: set[int]) -> None:
         # Written after the state batch is flushed, so each marker travels alone in its own
@@ -152,7 +180,51 @@ class TripwireApp:
             self.state_table.send_changelog(p, END_MARKER_KEY, None, value_serializer="raw")
         await self.app.producer.flush()
 
+    # --- operator commands -----------------------------------------------------------------
+
+    async def _process_commands(self, stream: StreamT) -> None:
+        async for events in stream.noack_take(100, within=0.01):
+            await self.handle_commands(stream, events)
+
+    async def handle_commands(self, stream: StreamT, events: Sequence[EventT]) -> None:
+        """Verify, audit and apply operator commands, in order with the agents' state."""
+        audit: list[dict] = []
+        dets: list[dict] = []
+        controls: list[dict] = []
+        for ev in events:
+            m = ev.message
+            now = int(time.time() * 1000)
+            ref = RecordRef(m.topic, m.partition, m.offset, int((m.timestamp or 0) * 1000),
+                            m.key)
+            try:
+                command = self._command_codec.decode(m.value or b"")
+            except DecodeError as exc:
+                audit.append(command_audit_row(ref, None, rejection="undecodable",
+                                               judged_at_ms=now, detail=exc.reason))
+                continue
+            rejection = self.verifier.verify(command, now)
+            if rejection is None and not _key_matches(m.key, command):
+                rejection = "key_mismatch"
+            audit.append(command_audit_row(ref, command, rejection=rejection, judged_at_ms=now))
+            if rejection is not None:
+                log.warning("rejected command %s from %s: %s", command.get("command_id"),
+                            command.get("operator"), rejection)
+                continue
+            async with self._state_lock:
+                result = self.processor.apply_command(command, m.partition, m.offset, now)
+                d, c = await self._publish(result)
+            dets += d
+            controls += c
+        await self.sink.add([], dets, controls, [_acker(stream, ev) for ev in events],
+                            {"operator_commands": audit})
+
     # --- time ------------------------------------------------------------------------------
+
+    async def _flush_sink(self) -> None:
+        if self._alert_rows:
+            rows, self._alert_rows = self._alert_rows, []
+            await self.sink.add([], [], [], [], {"alert_deliveries": rows})
+        await self.sink.flush_if_due()
 
     async def _advance_timers(self) -> None:
         now = int(time.time() * 1000)
@@ -187,6 +259,14 @@ def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg corouti
     return ack
 
 
+def _key_matches(key: bytes | None, command: dict) -> bool:
+    # Commands are keyed like the agent's events so they are applied in order with them;
+    # kill_all is written to every partition under the key "*".
+    if command["action"] == "kill_all":
+        return key == KILL_ALL_KEY.encode()
+    return key is not None and key.decode("utf-8", "replace") == command.get("agent_id")
+
+
 def build_app(settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
-              policy: Policy) -> TripwireApp:
-    return TripwireApp(settings, steps, breaker, policy)
+              audit: AuditStore, policy: Policy) -> TripwireApp:
+    return TripwireApp(settings, steps, breaker, audit, policy)

@@ -14,7 +14,7 @@ from streams.settings import TripwireSettings, describe_settings
 
 # Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
 # ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
-COMMAND_MODULES: list[str] = ["bench.pipeline"]
+COMMAND_MODULES: list[str] = ["bench.pipeline", "sdk.operator_cli"]
 
 
 def load_settings(**overrides: object) -> TripwireSettings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,41 @@ class TripwireSettings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="YAML/TOML breaker policy (built-in defaults if unset)."
     )
+    operator: str | None = Field(
+        None, description="Who issues operator commands from this shell (default: $USER)."
+    )
+    operator_key_id: str | None = Field(
+        None, description="Key id operator commands are signed with (tripwire kill/pin/release)."
+    )
+    operator_key: SecretStr | None = Field(
+        None, description="HMAC secret of operator_key_id; commands without it are not sent."
+    )
+    operator_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Worker side: JSON {"key id": "secret"} of operator keys whose signed '
+        "commands are applied; every other command is rejected and audited.",
+    )
+    command_max_age_s: float = Field(
+        300.0, gt=0, le=86_400,
+        description="Commands older than this are rejected (replay protection window).",
+    )
+    control_key_id: str | None = Field(
+        None, description="Key id of the master secret that signs published controls."
+    )
+    control_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"key id": "master secret"}: controls are signed per agent with a '
+        "key derived from it (agents get only their own derived key).",
+    )
+    alert_webhooks: str | None = Field(
+        None,
+        description='JSON {"owner:team": url, "workflow:name": url, "default": url}: where '
+        "owners are told about downgrades, run stops, kills and recoveries.",
+    )
+    alert_dedup_s: float = Field(
+        300.0, ge=0, description="Same alert for the same agent at most once per this window."
+    )
+    alert_max_retries: int = Field(5, ge=0, le=50, description="Webhook delivery retries.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )
@@ -97,6 +132,21 @@ class TripwireSettings(BaseSettings):
     def _policy_exists(self) -> TripwireSettings:
         if self.policy_file is not None and not self.policy_file.is_file():
             raise ValueError(f"policy_file: no such file {self.policy_file}")
+        if self.control_key_id is not None and self.control_key_id not in self.control_keys:
+            raise ValueError(f"control_key_id: {self.control_key_id!r} is not in control_keys")
+        if self.alert_webhooks is not None:
+            import json
+
+            try:
+                routes = json.loads(self.alert_webhooks)
+            except ValueError as exc:
+                raise ValueError(f"alert_webhooks: not JSON: {exc}") from None
+            if not isinstance(routes, dict) or not all(
+                isinstance(v, str) and v.startswith(("http://", "https://"))
+                for v in routes.values()
+            ):
+                raise ValueError('alert_webhooks: expected {"owner:x"|"workflow:y"|"default": '
+                                 '"http(s)://..."}')
         return self
 
     @property
@@ -124,7 +174,7 @@ def describe_settings() -> str:
     """The configuration reference printed by ``tripwire --help``."""
     lines = ["environment (TRIPWIRE_*):"]
     for name, f in TripwireSettings.model_fields.items():
-        default = f.default
+        default = "{}" if f.default_factory is not None else f.default
         lines.append(f"  TRIPWIRE_{name.upper():<28} default={default!s:<12} {f.description or ''}")
     return "\n".join(lines)
 
@@ -134,5 +184,7 @@ def settings_markdown() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, f in TripwireSettings.model_fields.items():
         default = "unset" if f.default is None else f"`{f.default}`"
+        if f.default_factory is not None:
+            default = "`{}`"
         rows.append(f"| `TRIPWIRE_{name.upper()}` | {default} | {f.description or ''} |")
     return "\n".join(rows)

@@ -29,6 +29,10 @@ class BreakerStore(Protocol):
                controls: Sequence[Mapping[str, Any]]) -> None: ...
 
 
+class AuditStore(Protocol):
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+
 Ack = Callable[[], Awaitable[Any]]
 
 
@@ -45,6 +49,7 @@ class _Pending:
     steps: list[dict] = field(default_factory=list)
     detections: list[Mapping[str, Any]] = field(default_factory=list)
     controls: list[Mapping[str, Any]] = field(default_factory=list)
+    audit: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     acks: list[Ack] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
 
@@ -57,10 +62,11 @@ class SinkBuffer:
     path.
     """
 
-    def __init__(self, steps: StepStore, breaker: BreakerStore, *, max_rows: int,
-                 flush_seconds: float, max_inflight: int = 2) -> None:
+    def __init__(self, steps: StepStore, breaker: BreakerStore, audit: AuditStore, *,
+                 max_rows: int, flush_seconds: float, max_inflight: int = 2) -> None:
         self.steps = steps
         self.breaker = breaker
+        self.audit = audit
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self.counters = SinkCounters()
@@ -72,26 +78,30 @@ class SinkBuffer:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
 
     async def add(self, steps: list[dict], detections: list[Mapping[str, Any]],
-                  controls: list[Mapping[str, Any]], acks: list[Ack]) -> None:
+                  controls: list[Mapping[str, Any]], acks: list[Ack],
+                  audit: Mapping[str, list[Mapping[str, Any]]] | None = None) -> None:
         p = self._pending
         p.steps += steps
         p.detections += detections
         p.controls += controls
         p.acks += acks
+        for table, rows in (audit or {}).items():
+            p.audit.setdefault(table, []).extend(rows)
         self.counters.rows_offered += len(steps)
         if len(p.steps) >= self.max_rows:
             await self._seal()
 
     async def flush_if_due(self) -> None:
         p = self._pending
-        if (p.steps or p.acks or p.detections or p.controls) and (
+        if (p.steps or p.acks or p.detections or p.controls or p.audit) and (
             time.monotonic() - p.since >= self.flush_seconds
         ):
             await self._seal()
 
     async def flush(self) -> None:
         """Seal what is pending and wait until everything sealed so far is stored and acked."""
-        if self._pending.steps or self._pending.acks or self._pending.controls:
+        p = self._pending
+        if p.steps or p.acks or p.controls or p.detections or p.audit:
             await self._seal()
         await self._ready.join()
 
@@ -134,6 +144,8 @@ class SinkBuffer:
         # Breaker rows first: they are few, and a dashboard showing a downgrade before the
         # steps that caused it is less confusing than the reverse.
         self.breaker.insert(batch.detections, batch.controls)
+        for table, rows in batch.audit.items():
+            self.audit.insert(table, rows)
         return self.steps.insert(batch.steps) if batch.steps else 0
 
     def close(self) -> None:

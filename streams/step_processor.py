@@ -60,13 +60,40 @@ class StepProcessor:
                 fresh.setdefault(agent, []).append(ev)
                 last[agent] = (partition, offset)
         for agent, events in fresh.items():
-            monitor = states.monitor(agent, events[0].get("workflow"))
+            last_event = events[-1]
+            states.owners[agent] = (last_event.get("owner"), last_event.get("workflow"))
+            monitor = states.monitor(agent, last_event.get("workflow"))
             detections, transitions = monitor.feed_many(events)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
             partition, offset = last[agent]
             states.save(agent, monitor, partition, str(partition), offset)
             out.partitions.add(partition)
+        return out
+
+    def apply_command(self, command: dict[str, Any], partition: int, offset: int,
+                      now_ms: int) -> BatchResult:
+        """An authenticated operator command (verification happens before, in the stream).
+
+        kill_all arrives once per partition; each copy halts the agents held there.
+        """
+        out = BatchResult()
+        states = self.states
+        source = f"commands:{partition}"
+        if command["action"] == "kill_all":
+            agents = states.agents_in_partition(partition)
+        else:
+            agents = [command["agent_id"]]
+        for agent in agents:
+            if offset <= states.applied_offset(agent, source):
+                out.replayed_events += 1
+                continue
+            monitor = states.monitor(agent)
+            out.transitions.extend(monitor.on_command(command, now_ms))
+            home = states.partition_of(agent)
+            home = partition if home is None else home
+            states.save(agent, monitor, home, source, offset)
+            out.partitions.add(home)
         return out
 
     def advance(self, wall_ms: int) -> BatchResult:

@@ -15,6 +15,7 @@ import faust
 from detectors.policy import Policy, load_policy
 from sinks.breaker_sink import BreakerSink
 from sinks.clickhouse import Client, connect
+from sinks.control_audit import AuditSink
 from sinks.migrations import migrate
 from sinks.step_sink import StepSink
 from streams.app import build_app
@@ -36,8 +37,18 @@ def prepare_services(settings: TripwireSettings) -> Client:
     return client
 
 
+class InvalidPolicy(SystemExit):
+    """The policy file does not validate; the message names the field."""
+
+
 def load_breaker_policy(settings: TripwireSettings) -> Policy:
-    return load_policy(settings.policy_file) if settings.policy_file else Policy()
+    if settings.policy_file is None:
+        return Policy()
+    try:
+        return load_policy(settings.policy_file)
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"tripwire: invalid policy file {settings.policy_file}:\n{exc}", file=sys.stderr)
+        raise InvalidPolicy(2) from None
 
 
 def stop_after(seconds: float) -> None:
@@ -54,7 +65,7 @@ def run_worker(
 ) -> int:
     policy = load_breaker_policy(settings)
     client = prepare_services(settings)
-    tw = build_app(settings, StepSink(client), BreakerSink(client), policy)
+    tw = build_app(settings, StepSink(client), BreakerSink(client), AuditSink(client), policy)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:

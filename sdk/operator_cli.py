@@ -1,0 +1,187 @@
+"""``tripwire status | kill | pin | release``: the operator's commands (see :mod:`sdk.operator`).
+
+Configuration comes from the settings model (``TRIPWIRE_OPERATOR_KEY_ID``,
+``TRIPWIRE_OPERATOR_KEY``, ``TRIPWIRE_OPERATOR``, ``TRIPWIRE_CONTROL_KEYS``); flags override
+all but the secret, which never goes on a command line (it would show in ``ps``): pass
+``--key-file`` to read it from a file instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from detectors.modes import Mode
+from sdk.operator import (
+    OperatorKey,
+    format_status,
+    issue,
+    new_command,
+    parse_duration,
+    read_status,
+)
+from streams.topics import COMMANDS, CONTROLS, DETECTIONS
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--bootstrap", help="host:port (default: configured bootstrap)")
+
+    signed = argparse.ArgumentParser(add_help=False, parents=[conn])
+    signed.add_argument("--reason", required=True,
+                        help="why (required): shown to the agent's owner and audited")
+    signed.add_argument("--operator", help="who issues it (default: TRIPWIRE_OPERATOR or $USER)")
+    signed.add_argument("--key-id", help="operator key id (default: TRIPWIRE_OPERATOR_KEY_ID)")
+    signed.add_argument("--key-file", type=Path,
+                        help="file holding the operator secret (default: TRIPWIRE_OPERATOR_KEY)")
+    signed.add_argument("--topic", default=COMMANDS, help=f"commands topic (default {COMMANDS})")
+
+    status = sub.add_parser("status", parents=[conn],
+                            help="current mode, since when, why, last detections")
+    status.add_argument("agent", nargs="?", help="one agent (default: the whole fleet)")
+    status.add_argument("--last", type=int, default=None,
+                        help="detections per agent (default 5 for one agent, 1 for the fleet)")
+    status.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    status.add_argument("--controls-topic", default=CONTROLS)
+    status.add_argument("--detections-topic", default=DETECTIONS)
+    status.set_defaults(handler=status_command)
+
+    kill = sub.add_parser("kill", parents=[signed], help="halt an agent (or --all: the fleet)")
+    kill.add_argument("agent", nargs="?")
+    kill.add_argument("--all", action="store_true", help="halt every agent")
+    kill.set_defaults(handler=kill_command)
+
+    pin = sub.add_parser("pin", parents=[signed],
+                         help="fix an agent's mode for a while; the breaker stands aside")
+    pin.add_argument("agent")
+    pin.add_argument("mode", choices=[str(m) for m in Mode])
+    pin.add_argument("--for", dest="duration", required=True,
+                     help="how long: 90s, 15m, 2h, 1d, or indefinite (until released)")
+    pin.set_defaults(handler=pin_command)
+
+    release = sub.add_parser("release", parents=[signed],
+                             help="end a pin or kill; the breaker's recovery takes over")
+    release.add_argument("agent")
+    release.set_defaults(handler=release_command)
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+def status_command(args: argparse.Namespace) -> int:
+    settings = _settings()
+    last = args.last if args.last is not None else (5 if args.agent else 1)
+    control_keys = _json_setting(settings, "control_keys")
+    statuses = asyncio.run(read_status(
+        _bootstrap(args, settings), args.agent, controls_topic=args.controls_topic,
+        detections_topic=args.detections_topic, last_detections=last,
+        control_keys=control_keys or None))
+    if args.json:
+        for s in statuses:
+            print(json.dumps(s.to_json(), sort_keys=True))
+    else:
+        print(format_status(statuses))
+    return 0
+
+
+def kill_command(args: argparse.Namespace) -> int:
+    if args.all == bool(args.agent):
+        return _fail("kill needs an AGENT or --all, not both")
+    if args.all:
+        return _send(args, "kill_all")
+    return _send(args, "kill", agent_id=args.agent)
+
+
+def pin_command(args: argparse.Namespace) -> int:
+    try:
+        duration_ms = parse_duration(args.duration)
+    except ValueError as exc:
+        return _fail(str(exc))
+    return _send(args, "pin", agent_id=args.agent, mode=args.mode, duration_ms=duration_ms)
+
+
+def release_command(args: argparse.Namespace) -> int:
+    return _send(args, "release", agent_id=args.agent)
+
+
+def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
+    settings = _settings()
+    try:
+        key = _operator_key(args, settings)
+        command = new_command(action, reason=args.reason, operator=_operator(args, settings),
+                              **fields)
+    except ValueError as exc:
+        return _fail(str(exc))
+    sent = asyncio.run(issue(_bootstrap(args, settings), command, key, topic=args.topic,
+                             idempotence=_idempotence(settings)))
+    target = fields.get("agent_id") or f"the fleet ({len(sent)} partitions)"
+    print(f"tripwire: {action} {target}: command {command['command_id']} signed with key "
+          f"{key.key_id}, sent to {args.topic}")
+    return 0
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from streams.cli import load_settings
+
+    return load_settings()
+
+
+def _setting(settings: Any, name: str) -> Any:
+    # Until the settings model has the operator fields, their TRIPWIRE_* variables are read
+    # here directly, under the names the settings fields will have.
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(f"TRIPWIRE_{name.upper()}")
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return value
+
+
+def _json_setting(settings: Any, name: str) -> dict[str, str]:
+    value = _setting(settings, name)
+    if not value:
+        return {}
+    if isinstance(value, str):
+        return json.loads(value)
+    return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v
+            for k, v in dict(value).items()}
+
+
+def _bootstrap(args: argparse.Namespace, settings: Any) -> str:
+    return args.bootstrap or settings.bootstrap()
+
+
+def _idempotence(settings: Any) -> bool:
+    return bool(settings.idempotence())
+
+
+def _operator(args: argparse.Namespace, settings: Any) -> str:
+    return args.operator or _setting(settings, "operator") or getpass.getuser()
+
+
+def _operator_key(args: argparse.Namespace, settings: Any) -> OperatorKey:
+    key_id = args.key_id or _setting(settings, "operator_key_id")
+    if args.key_file is not None:
+        secret = args.key_file.read_text(encoding="utf-8").strip()
+    else:
+        secret = _setting(settings, "operator_key")
+    if not key_id or not secret:
+        raise ValueError("commands must be signed: set TRIPWIRE_OPERATOR_KEY_ID and "
+                         "TRIPWIRE_OPERATOR_KEY (or --key-id / --key-file)")
+    return OperatorKey(key_id, secret)
+
+
+def _fail(message: str) -> int:
+    print(f"tripwire: {message}", file=sys.stderr)
+    return 2

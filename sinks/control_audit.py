@@ -1,0 +1,116 @@
+"""Rows for the control-plane audit tables (``sinks/sql/0010_operator_commands_and_alerts.sql``).
+
+:func:`command_audit_row` turns one record read from ``agent-commands`` and the verifier's
+verdict into an ``operator_commands`` row; :class:`~sinks.alerts.AlertNotifier` hands its
+``record`` callback rows for ``alert_deliveries``. :func:`insert_rows` stores either kind
+(blocking: call it off the event loop, as the step sink is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sinks.clickhouse import Client
+
+__all__ = [
+    "ALERT_DELIVERY_COLUMNS",
+    "AuditSink",
+    "OPERATOR_COMMAND_COLUMNS",
+    "RecordRef",
+    "command_audit_row",
+    "insert_rows",
+]
+
+OPERATOR_COMMAND_COLUMNS: tuple[str, ...] = (
+    "record_ts", "source_topic", "source_partition", "source_offset", "record_key",
+    "judged_at", "outcome", "rejection", "detail", "command_id", "action", "agent_id",
+    "mode", "duration_ms", "reason", "operator", "issued_at", "key_id", "nonce",
+)
+ALERT_DELIVERY_COLUMNS: tuple[str, ...] = (
+    "ts", "alert_id", "kind", "agent_id", "mode", "previous_mode", "scope", "run_id", "seq",
+    "owner", "workflow", "route", "outcome", "attempts", "status_code", "error", "latency_ms",
+    "suppressed",
+)
+# Columns that are Nullable in the DDL; every other string column stores None as ''.
+_NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latency_ms"})
+_COLUMNS = {"operator_commands": OPERATOR_COMMAND_COLUMNS,
+            "alert_deliveries": ALERT_DELIVERY_COLUMNS}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where a command record was read: its identity in Kafka and its broker timestamp."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None = None
+
+
+def command_audit_row(
+    ref: RecordRef,
+    command: Mapping[str, Any] | None,
+    *,
+    rejection: str | None,
+    judged_at_ms: int,
+    detail: str = "",
+    outcome: str | None = None,
+) -> dict[str, Any]:
+    """The ``operator_commands`` row of one record. ``command`` is None when the record could
+    not be decoded (then ``rejection`` is e.g. ``"undecodable"`` and ``detail`` says why).
+    ``outcome`` defaults to ``applied`` / ``rejected`` by ``rejection``."""
+    cmd = command or {}
+    issued_at = cmd.get("issued_at")
+    return {
+        "record_ts": ref.timestamp_ms,
+        "source_topic": ref.topic,
+        "source_partition": ref.partition,
+        "source_offset": ref.offset,
+        "record_key": (ref.key or b"").decode("utf-8", "replace"),
+        "judged_at": judged_at_ms,
+        "outcome": outcome or ("applied" if rejection is None else "rejected"),
+        "rejection": rejection or "",
+        "detail": detail,
+        "command_id": cmd.get("command_id"),
+        "action": cmd.get("action"),
+        "agent_id": cmd.get("agent_id"),
+        "mode": cmd.get("mode"),
+        "duration_ms": cmd.get("duration_ms"),
+        "reason": cmd.get("reason"),
+        "operator": cmd.get("operator"),
+        "issued_at": issued_at if isinstance(issued_at, int) else None,
+        "key_id": cmd.get("key_id"),
+        "nonce": cmd.get("nonce"),
+    }
+
+
+def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert ``operator_commands`` or ``alert_deliveries`` rows; returns how many."""
+    if not rows:
+        return 0
+    columns = _COLUMNS[table]
+    data = [
+        [row.get(c) if c in _NULLABLE else _not_null(row.get(c)) for c in columns]
+        for row in rows
+    ]
+    client.insert(table, data, column_names=list(columns),
+                  settings={"max_partitions_per_insert_block": 0})
+    return len(data)
+
+
+def _not_null(value: Any) -> Any:
+    return "" if value is None else value
+
+
+class AuditSink:
+    """``insert(table, rows)`` for the stream's sink buffer (operator_commands,
+    alert_deliveries); synchronous, call it off the event loop."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        return insert_rows(self._client, table, rows) if rows else 0
