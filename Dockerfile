@@ -9,6 +9,7 @@ COPY sinks sinks
 COPY sdk sdk
 COPY simulator simulator
 COPY bench bench
+COPY dashboards dashboards
 RUN pip install --no-cache-dir .
 USER nobody
 ENV TRIPWIRE_DATA_DIR=/tmp/tripwire

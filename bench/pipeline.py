@@ -108,6 +108,7 @@ async def latency_probes(bootstrap: str, probes: int) -> list[float]:
     await p.start()
     step_codec = StepBatchCodec()
     seen: dict[str, float] = {}
+    arrived = asyncio.Event()
 
     async def tail() -> None:
         while True:
@@ -117,6 +118,8 @@ async def latency_probes(bootstrap: str, probes: int) -> list[float]:
                 for m in msgs:
                     agent = codec.decode(m.value)["agent_id"]
                     seen.setdefault(agent, now)
+            if batch:
+                arrived.set()
 
     tailer = asyncio.create_task(tail())
     out: list[float] = []
@@ -128,10 +131,12 @@ async def latency_probes(bootstrap: str, probes: int) -> list[float]:
             t0 = time.perf_counter()
             await p.send_and_wait(topics.STEPS, value, key=agent.encode())
             deadline = t0 + 10
-            while agent not in seen and time.perf_counter() < deadline:
-                await asyncio.sleep(0.001)
-            if agent not in seen:
-                raise RuntimeError(f"no control for {agent} within 10 s")
+            while agent not in seen:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), deadline - time.perf_counter())
+                except TimeoutError:
+                    raise RuntimeError(f"no control for {agent} within 10 s") from None
             out.append((seen[agent] - t0) * 1000)
             await asyncio.sleep(0.1)
     finally:

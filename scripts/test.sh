@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+bash scripts/setup_browser.sh   # Debian chromium for the dashboard browser test
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -35,6 +35,13 @@ RETENTION_TTL: dict[str, str] = {
     "steps": "toDateTime(ts)",
     "detections": "toDateTime(ts)",
     "mode_changes": "toDateTime(issued_at)",
+    # Control-plane audit (0010_operator_commands_and_alerts.sql).
+    "operator_commands": "toDateTime(record_ts)",
+    "alert_deliveries": "toDateTime(ts)",
+    # Dashboard rollups (0003_dashboard_rollups.sql).
+    "agent_stats": "bucket",
+    "block_stats": "bucket",
+    "run_hour_stats": "hour",
 }
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

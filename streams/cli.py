@@ -14,7 +14,7 @@ from streams.settings import TripwireSettings, describe_settings
 
 # Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
 # ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
-COMMAND_MODULES: list[str] = ["bench.pipeline", "sdk.operator_cli"]
+COMMAND_MODULES: list[str] = ["bench.pipeline", "sdk.operator_cli", "dashboards.commands"]
 
 
 def load_settings(**overrides: object) -> TripwireSettings:
@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="stop cleanly after SECONDS")
     run.add_argument("--data-dir", type=Path, help="where embedded ClickHouse keeps its data")
     run.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
+    run.add_argument("--dashboard-port", type=int, help="dashboard port (default 8080)")
     run.add_argument("--demo-agents", type=int, default=12, help="healthy agents in the demo")
     run.add_argument("--demo-rate", type=float, default=200.0, help="demo events per second")
 
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.demo import demo_fleet
         from streams.worker import run_embedded
 
-        settings = load_settings(data_dir=args.data_dir, broker_port=args.broker_port)
+        settings = load_settings(data_dir=args.data_dir, broker_port=args.broker_port,
+                                 dashboard_port=args.dashboard_port)
         demo = demo_fleet(args.demo_agents, args.demo_rate) if args.demo else None
         return run_embedded(settings, args.duration, demo)
     if args.command == "init":

@@ -71,6 +71,12 @@ class TripwireSettings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="YAML/TOML breaker policy (built-in defaults if unset)."
     )
+    dashboard_host: str = Field(
+        "127.0.0.1", description="Where `tripwire run` / `tripwire dashboard` serve the pages."
+    )
+    dashboard_port: int = Field(
+        8080, ge=0, le=65535, description="Dashboard port (0: any free port)."
+    )
     operator: str | None = Field(
         None, description="Who issues operator commands from this shell (default: $USER)."
     )

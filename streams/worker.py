@@ -62,10 +62,19 @@ def run_worker(
     settings: TripwireSettings,
     duration: float | None = None,
     on_started: Callable[[], None] | None = None,
+    serve_dashboards: bool = False,
 ) -> int:
     policy = load_breaker_policy(settings)
     client = prepare_services(settings)
     tw = build_app(settings, StepSink(client), BreakerSink(client), AuditSink(client), policy)
+    dashboard = None
+    if serve_dashboards:
+        # In this process because it owns the embedded ClickHouse (one process per chDB dir).
+        from dashboards.server import DashboardServer
+
+        dashboard = DashboardServer(client, settings.dashboard_host, settings.dashboard_port)
+        dashboard.start()
+        print(f"tripwire: dashboards        {dashboard.url}", flush=True)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:
@@ -77,6 +86,8 @@ def run_worker(
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = int(exc.code or 0)
+    if dashboard is not None:
+        dashboard.stop()
     print(f"tripwire: worker stopped: {tw.summary()}", flush=True)
     return code
 
@@ -108,7 +119,8 @@ def run_embedded(settings: TripwireSettings, duration: float | None,
                 stop_demo = demo(settings.bootstrap())
                 print("tripwire: demo fleet        started", flush=True)
 
-        code = run_worker(settings, duration=duration, on_started=start_demo)
+        code = run_worker(settings, duration=duration, on_started=start_demo,
+                          serve_dashboards=True)
         if stop_demo is not None:
             stop_demo()
         return code

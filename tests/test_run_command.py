@@ -21,13 +21,14 @@ def test_run_demo_brings_up_the_stack_and_lands_fleet_traffic(tmp_path):
     env["TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S"] = "2"
     run = subprocess.run(
         [sys.executable, "-m", "streams.cli", "run", "--demo", "--duration", "15",
-         "--data-dir", str(data), "--broker-port", str(port)],
+         "--data-dir", str(data), "--broker-port", str(port), "--dashboard-port", "0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"kafka bootstrap   127.0.0.1:{port} (embedded broker)" in run.stdout
     assert f"chdb://{data.resolve() / 'clickhouse'}" in run.stdout
     assert "demo fleet        started" in run.stdout
+    assert "dashboards        http://127.0.0.1:" in run.stdout
 
     q = subprocess.run(
         [sys.executable, "-m", "streams.cli", "sql", "--data-dir", str(data),

@@ -1,0 +1,132 @@
+"""``tripwire evidence`` and ``tripwire dashboard`` (listed in streams.cli.COMMAND_MODULES).
+
+* ``tripwire evidence RUN_ID`` / ``tripwire evidence --agent A --since T --until T``: the
+  incident evidence as Markdown (default) or ``--format json``.
+* ``tripwire dashboard``: serve the dashboards against an external ClickHouse (or an
+  embedded dir no other process holds); ``tripwire run`` serves them itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8080
+
+
+def add_parsers(sub: Any) -> None:
+    ev = sub.add_parser(
+        "evidence", help="incident evidence for a run, or an agent over a time range",
+        description="Every step in order, the side effects that ran, policy outcomes, "
+        "approvals, cost, detections and mode changes: what an incident owner needs first.")
+    ev.add_argument("run_id", nargs="?", help="the run to report on")
+    ev.add_argument("--agent", help="report on this agent instead of a run")
+    ev.add_argument("--since",
+                    help="with --agent: start, ISO-8601 (UTC if no offset) or epoch ms")
+    ev.add_argument("--until", help="with --agent: end (exclusive); default now")
+    ev.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    ev.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
+    ev.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
+    ev.set_defaults(handler=evidence_command)
+
+    dash = sub.add_parser(
+        "dashboard", help="serve the safety and business dashboards against a ClickHouse",
+        description="Serves the dashboards and the evidence view on HOST:PORT until ^C.")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int,
+                      help=f"default: TRIPWIRE_DASHBOARD_PORT or {DEFAULT_PORT}")
+    dash.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
+    dash.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
+    dash.add_argument("--daily-budget-usd", type=float,
+                      help="an agent's daily spend budget for 'spend against budget'")
+    dash.add_argument("--sla-ms", type=int, help="latency SLA for 'SLA adherence' (default 2000)")
+    dash.add_argument("--sample", action="store_true",
+                      help="first fill the database with a simulated fleet (for a look around)")
+    dash.add_argument("--duration", type=float, help="stop after SECONDS")
+    dash.set_defaults(handler=dashboard_command)
+
+
+def _dsn(args: argparse.Namespace) -> tuple[str, Any]:
+    from streams.cli import load_settings
+
+    settings = load_settings(data_dir=args.data_dir, clickhouse_url=args.clickhouse_url)
+    return settings.clickhouse_dsn(), settings
+
+
+def evidence_command(args: argparse.Namespace) -> int:
+    from dashboards.evidence import EvidenceNotFound, agent_evidence, run_evidence
+    from dashboards.filters import now_ms, parse_instant
+    from sinks.clickhouse import connect
+
+    if bool(args.run_id) == bool(args.agent):
+        print("tripwire evidence: give either RUN_ID or --agent A --since T [--until T]",
+              file=sys.stderr)
+        return 2
+    if args.agent and not args.since:
+        print("tripwire evidence: --agent needs --since", file=sys.stderr)
+        return 2
+    try:
+        since = parse_instant(args.since) if args.since else None
+        until = parse_instant(args.until) if args.until else now_ms()
+    except ValueError as ex:
+        print(f"tripwire evidence: {ex}", file=sys.stderr)
+        return 2
+    dsn, _ = _dsn(args)
+    client = connect(dsn)
+    try:
+        if args.run_id:
+            ev = run_evidence(client, args.run_id)
+        else:
+            assert since is not None
+            ev = agent_evidence(client, args.agent, since, until)
+    except EvidenceNotFound as ex:
+        print(f"tripwire evidence: {ex}", file=sys.stderr)
+        return 1
+    except ValueError as ex:
+        print(f"tripwire evidence: {ex}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    text = (json.dumps(ev.to_json(), indent=2, ensure_ascii=False) + "\n"
+            if args.format == "json" else ev.to_markdown())
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def dashboard_command(args: argparse.Namespace) -> int:
+    from dashboards.server import DashboardServer
+    from sinks.clickhouse import connect, redact
+    from sinks.migrations import migrate
+
+    dsn, settings = _dsn(args)
+    port = args.port if args.port is not None else getattr(settings, "dashboard_port",
+                                                           DEFAULT_PORT)
+    client = connect(dsn)
+    try:
+        if args.sample:
+            from dashboards.filters import now_ms
+            from dashboards.sample_fleet import fill
+
+            migrate(client, settings.retention_days)
+            sample = fill(client, end_ms=now_ms() - 60_000, hours=3.0)
+            print(f"tripwire: sample fleet stored: {sample.steps} steps", flush=True)
+        server = DashboardServer(client, args.host, port, daily_budget_usd=args.daily_budget_usd,
+                                 sla_ms=args.sla_ms).start()
+        print(f"tripwire: dashboards on {server.url} (ClickHouse {redact(dsn)})", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait(args.duration)
+        server.stop()
+    finally:
+        client.close()
+    return 0

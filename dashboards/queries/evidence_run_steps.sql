@@ -1,0 +1,17 @@
+-- title: Evidence: every step of one run
+-- description: The raw steps rows of a run, in step order (FINAL: a re-delivered event
+--   counts once). The run_id bloom filter skips granules that cannot hold the run.
+SELECT
+    toString(event_id) AS event_id, ts, toString(agent_id) AS agent_id,
+    toString(agent_version) AS agent_version, run_id, step,
+    toString(workflow) AS workflow, toString(owner) AS owner,
+    toString(environment) AS environment, toString(kind) AS kind, toString(tool) AS tool,
+    toString(action_class) AS action_class, params_hash,
+    toString(policy_outcome) AS policy_outcome, toString(policy_rule) AS policy_rule,
+    toString(model) AS model, input_tokens, output_tokens, cost_usd, latency_ms,
+    toString(status) AS status, toString(outcome) AS outcome, toString(approver) AS approver,
+    approved, wait_ms, content, toString(source_trust) AS source_trust, injection_flagged,
+    mapApply((k, v) -> (toString(k), v), attributes) AS attributes
+FROM steps FINAL
+WHERE run_id = {run_id:String}
+ORDER BY step, ts, event_id

@@ -1,0 +1,50 @@
+-- title: At a glance
+-- chart: stat
+-- dashboards: safety
+-- order: 10
+-- width: 24
+-- description: Agents below autonomous at the end of the range, what was blocked and
+--   detected, what ran with side effects, and what it all cost.
+WITH scoped AS (
+    SELECT agent_id, sum(side_effects) AS effects, sum(cost_usd) AS cost,
+           sum(policy_denied + policy_escalated + approvals_rejected) AS blocked,
+           uniqMergeState(blocked_runs) AS runs
+    FROM agent_stats
+    WHERE resolution = if({bucket_s:UInt32} >= 3600, 3600, 60)
+      AND bucket >= toStartOfInterval(fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'),
+                                     toIntervalSecond(if({bucket_s:UInt32} >= 3600, 3600, 60)))
+      AND bucket < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
+      AND (empty({agents:Array(String)}) OR agent_id IN {agents:Array(String)})
+      AND (empty({workflows:Array(String)}) OR workflow IN {workflows:Array(String)})
+      AND (empty({environments:Array(String)}) OR environment IN {environments:Array(String)})
+    GROUP BY agent_id
+)
+SELECT
+    m.downgraded AS agents_downgraded,
+    s.agents AS agents_active,
+    s.actions AS blocked_actions,
+    s.runs AS blocked_runs,
+    d.detections AS detections,
+    d.injection AS injection_detections,
+    s.effects AS side_effects_run,
+    round(s.cost, 2) AS spend_usd
+FROM (SELECT count() AS agents, sum(effects) AS effects, sum(cost) AS cost,
+             sum(blocked) AS actions, uniqMerge(runs) AS runs FROM scoped) AS s
+CROSS JOIN (
+    SELECT countIf(current_mode != 'autonomous') AS downgraded
+    FROM (
+        SELECT agent_id, argMax(mode, seq) AS current_mode
+        FROM mode_changes FINAL
+        WHERE scope = 'agent'
+          AND issued_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
+          AND agent_id IN (SELECT agent_id FROM scoped)
+        GROUP BY agent_id
+    )
+) AS m
+CROSS JOIN (
+    SELECT count() AS detections, countIf(detector = 'injection') AS injection
+    FROM detections FINAL
+    WHERE ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')
+      AND ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
+      AND agent_id IN (SELECT agent_id FROM scoped)
+) AS d
