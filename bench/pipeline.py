@@ -7,7 +7,9 @@ machines are noisy; the ratio is what to compare).
     controls -> ClickHouse) draining the same backlog;
 (c) latency: under steady load at half of (b), from an offending event's produce time to its
     control record being readable on agent-controls;
-(d) memory: the worker's resident set after it has seen 100,000 distinct agents.
+(d) memory: the worker's resident set after it has seen 100,000 distinct agents;
+(e) enforcement: from an agent emitting an offending step through the SDK to its own guard
+    refusing the next write tool call (issue 4's end-to-end figure).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.worker_process import (
 )
 from schemas.codec import StepBatchCodec, control_codec
 from sdk.emitter import AsyncEmitter
+from sdk.guard import AsyncGuard
 from simulator.fleet import fleet_events
 from simulator.scenarios import SCENARIOS
 from streams import topics
@@ -88,6 +91,7 @@ def start_worker(bootstrap: str, data: Path) -> WorkerProcess:
     deadline = time.monotonic() + 120
     while "Worker ready" not in worker.log():
         if not worker.alive() or time.monotonic() > deadline:
+            worker.stop(10)
             raise RuntimeError("worker did not start:\n" + worker.log()[-3000:])
         time.sleep(0.05)
     return worker
@@ -144,6 +148,29 @@ async def latency_probes(bootstrap: str, probes: int) -> list[float]:
         await p.stop()
         await c.stop()
     return out
+
+
+async def guard_probes(bootstrap: str, probes: int) -> list[float]:
+    """Milliseconds from an agent emitting an offending step through the SDK (with its
+    batching) to the agent's own guard first refusing a write tool call."""
+    out: list[float] = []
+    async with AsyncEmitter(bootstrap, idempotence=False) as em:
+        for i in range(probes):
+            agent = f"guard-probe-{uuid.uuid4().hex[:8]}-{i}"
+            async with AsyncGuard(bootstrap, agent, fetch_max_wait_ms=20) as guard:
+                assert guard.decide("crm.update_contact", "write").verdict == "allow"
+                t0 = time.perf_counter()
+                em.emit(probe_event(agent))
+                while guard.decide("crm.update_contact", "write").verdict == "allow":
+                    if time.perf_counter() - t0 > 10:
+                        raise RuntimeError(f"{agent}'s guard never refused")
+                    await asyncio.sleep(0.001)
+                out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    return sorted_ms[min(len(sorted_ms) - 1, int(round(q * (len(sorted_ms) - 1))))]
 
 
 def probe_event(agent: str) -> dict[str, Any]:
@@ -211,15 +238,17 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 time.sleep(3)  # let the steady load reach the worker first
-                lat = asyncio.run(latency_probes(bootstrap, probes))
+                lat = sorted(asyncio.run(latency_probes(bootstrap, probes)))
+                guard_lat = sorted(asyncio.run(guard_probes(bootstrap, max(10, probes // 3))))
             finally:
                 load.terminate()
                 load.wait(30)
-            lat.sort()
-            p50 = statistics.median(lat)
-            p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+            p50, p99 = statistics.median(lat), percentile(lat, 0.99)
+            g50, g99 = statistics.median(guard_lat), percentile(guard_lat, 0.99)
             print(f"(c) latency   p50 {p50:.1f} ms  p99 {p99:.1f} ms  ({len(lat)} probes at "
                   f"{pipeline_eps / 2:.0f} events/s load)", file=sys.stderr)
+            print(f"(e) guard     p50 {g50:.1f} ms  p99 {g99:.1f} ms  emission -> first refused "
+                  f"write ({len(guard_lat)} probes)", file=sys.stderr)
 
             asyncio.run(produce(bootstrap, many_agents(memory_agents, start_ms)))
             asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker,
@@ -236,6 +265,8 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
         "latency_p50_ms": round(p50, 1),
         "latency_p99_ms": round(p99, 1),
         "rss_mib_100k_agents": round(rss),
+        "guard_refusal_p50_ms": round(g50, 1),
+        "guard_refusal_p99_ms": round(g99, 1),
     }
 
 

@@ -145,7 +145,7 @@ class ControlFollower:
         topic: str,
         staleness_s: float,
         verifier: ControlVerifier | None = None,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int = 50,
         request_timeout_ms: int = 10_000,
         client_id: str = "tripwire-guard",
         consumer_options: Mapping[str, Any] | None = None,

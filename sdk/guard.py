@@ -147,7 +147,7 @@ class _GuardBase:
         approval_hook: ApprovalHook | None = None,
         control_keys: Mapping[str, Secret] | None = None,
         emit_allowed: bool = False,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int = 50,
         request_timeout_ms: int = 10_000,
         max_tracked_runs: int = 1024,
         client_id: str = "tripwire-guard",

@@ -31,6 +31,7 @@ from sinks.alerts import AlertNotifier, AlertRoutes
 from sinks.control_audit import RecordRef, command_audit_row
 from streams import topics
 from streams.agent_states import AgentStates
+from streams.consumer_fetch import set_fetch_max_wait
 from streams.settings import TripwireSettings
 from streams.sink_buffer import AuditStore, BreakerStore, SinkBuffer, StepStore
 from streams.step_processor import BatchResult, StepProcessor, detection_record
@@ -56,6 +57,7 @@ class TripwireApp:
         self.settings = settings
         self.counters = StreamCounters()
         s = settings
+        set_fetch_max_wait(s.fetch_max_wait_ms)
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],

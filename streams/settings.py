@@ -56,6 +56,11 @@ class TripwireSettings(BaseSettings):
         description="Agents whose monitors stay deserialised in memory (LRU); the rest live "
         "only in the changelogged table.",
     )
+    fetch_max_wait_ms: int = Field(
+        20, ge=1, le=5000,
+        description="Longest a worker fetch may wait for data. Real Kafka answers as soon as "
+        "data arrives; the embedded broker always waits this long, so keep it short.",
+    )
     changelog_end_markers: bool | None = Field(
         None,
         description="Close every state write with a one-record changelog batch. Unset: on for "
