@@ -204,7 +204,8 @@ class AgentMonitor:
         if state.get("v") != STATE_VERSION:
             raise ValueError(f"unknown monitor state version {state.get('v')!r}")
         agent_id = str(state["agent"])
-        monitor = cls(agent_id, policy, scanner)
+        monitor = cls.__new__(cls)  # every part is restored below; building fresh ones is waste
+        monitor.agent_id, monitor.policy, monitor.scanner = agent_id, policy, scanner
         clock = monitor.clock = EventClock.from_state(state["clock"], policy.event_time.grace_ms)
         monitor.next_maintenance = int(state["maint"])
         monitor.loops = LoopDetector.from_state(state["loops"], agent_id, policy, clock)

@@ -59,6 +59,10 @@ class DenialKey(BucketRing):
         return key
 
 
+GUARD_DECIDER = "tripwire-guard"
+"""``attributes.decided_by`` of policy decisions the SDK guard emits (sdk/guard.py)."""
+
+
 class DenialRateDetector(StreamDetector):
     name = "denial_rate"
 
@@ -69,15 +73,18 @@ class DenialRateDetector(StreamDetector):
     ) -> None:
         super().__init__(agent_id, policy, clock)
         self.policy = policy.denial_rate
-        self.bands: SeverityBands = compile_bands(
-            self.policy.bands, 1.0, policy.event_time.rearm_ratio
-        )
+        self.bands: SeverityBands = policy.compiled("denial_rate", _bands)
         self.evidence_max = policy.event_time.evidence_max
         self.agent = DenialKey(self.policy.window_ms, self.policy.buckets)
         self.tools: dict[str, DenialKey] = {}
 
     def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
         if not on_time or event["kind"] != "policy_decision":
+            return
+        attributes = event.get("attributes")
+        if attributes and attributes.get("decided_by") == GUARD_DECIDER:
+            # The guard's own refusals enforce a downgrade; counting them as the agent's
+            # denials would push it down again for obeying.
             return
         policy = self.policy
         now = self.clock.watermark
@@ -206,3 +213,7 @@ class DenialRateDetector(StreamDetector):
 
 def _emptied(key: DenialKey, now: int) -> bool:
     return key.advance(now)
+
+
+def _bands(policy: ResolvedPolicy) -> SeverityBands:
+    return compile_bands(policy.denial_rate.bands, 1.0, policy.event_time.rearm_ratio)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import zlib
 from array import array
-from functools import lru_cache
 
 from detectors.detection import Detection
 from detectors.evidence import EvidenceRing
@@ -32,9 +31,8 @@ from detectors.policy import ResolvedPolicy
 from detectors.runs import NOT_ENDED, RunEntry, RunTable
 from detectors.severity import compile_bands
 from detectors.stream_detector import Event, StreamDetector
-from detectors.windows import EventClock
+from detectors.windows import NO_DEADLINE, EventClock
 
-NO_DEADLINE = 2**62
 _NO_MATCHES: list[int] = []  # shared by ended runs, which no longer look for cycles
 
 
@@ -111,10 +109,12 @@ class RunLoops(RunEntry):
             int(v) for v in state[9:13]
         )
         run.last_event_id = str(state[13])
-        if run.symbols is not None and len(run.symbols) > horizon:
-            # The horizon shrank: repeat/cycle history no longer lines up; restart it.
+        if run.symbols is not None and state[7] and int(state[7][0]) != horizon:
+            # The policy changed the horizon: call n no longer sits at n % horizon, so the
+            # repeat/cycle history cannot be read; it restarts.
             run.calls, run.symbols, run.call_steps = 0, array("I"), array("i")
             run.call_ids = EvidenceRing(horizon)
+            run.matches = [0] * periods
         return run
 
 
@@ -156,11 +156,6 @@ class LoopSettings:
         self.max_open_runs = policy.runs.max_open_runs
 
 
-@lru_cache(maxsize=256)
-def loop_settings(policy: ResolvedPolicy) -> LoopSettings:
-    return LoopSettings(policy)
-
-
 class LoopDetector(StreamDetector):
     name = "loop"
 
@@ -170,7 +165,7 @@ class LoopDetector(StreamDetector):
         self, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
     ) -> None:
         super().__init__(agent_id, policy, clock)
-        settings = self.settings = loop_settings(policy)
+        settings = self.settings = policy.compiled("loops", LoopSettings)
         self.runs: RunTable[RunLoops] = RunTable(settings.max_open_runs)
         self.next_deadline = NO_DEADLINE  # earliest never-ending-run threshold among open runs
 

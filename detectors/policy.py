@@ -21,9 +21,10 @@ prints them all (for the README).
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -563,6 +564,25 @@ class ResolvedPolicy(PolicyModel):
             )
         return self
 
+    def compiled(self, name: str, build: Callable[[ResolvedPolicy], T]) -> T:
+        """``build(self)``, made once per policy object and shared by every agent using it.
+
+        Looked up by identity: hashing a frozen policy walks every field (microseconds),
+        too slow for constructing 100k monitors.
+        """
+        key = id(self)
+        entry = _COMPILED.get(key)
+        if entry is None or entry[0]() is not self:
+            entry = _COMPILED[key] = (weakref.ref(self, lambda _ref: _COMPILED.pop(key, None)), {})
+        cache = entry[1]
+        value = cache.get(name)
+        if value is None:
+            value = cache[name] = build(self)
+        return value
+
+
+T = TypeVar("T")
+_COMPILED: dict[int, tuple[weakref.ref[ResolvedPolicy], dict[str, Any]]] = {}
 
 DEFAULT_POLICY = ResolvedPolicy()
 

@@ -50,9 +50,7 @@ class InjectionHitRate(StreamDetector):
         super().__init__(agent_id, policy, clock)
         self.policy = policy.injection
         self.scanner = scanner
-        self.bands: SeverityBands = compile_bands(
-            self.policy.bands, 1.0, policy.event_time.rearm_ratio
-        )
+        self.bands: SeverityBands = policy.compiled("injection", _bands)
         self.evidence_max = policy.event_time.evidence_max
         self.ring = BucketRing(self.policy.window_ms, self.policy.buckets, counts=True)
         self.level = 0
@@ -136,3 +134,7 @@ class InjectionHitRate(StreamDetector):
         if state[2]:
             detector.ids = EvidenceRing.from_state(state[2], detector.evidence_max)
         return detector
+
+
+def _bands(policy: ResolvedPolicy) -> SeverityBands:
+    return compile_bands(policy.injection.bands, 1.0, policy.event_time.rearm_ratio)

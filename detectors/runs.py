@@ -1,8 +1,9 @@
 """Per-run state of one agent, kept bounded.
 
-An agent starts runs forever, so run entries must go away: an ended run is kept for a while
-after its ``run_end`` (its late events still belong to it), a run that goes silent is dropped
-after a long idle time (by then the never-ending-run check has fired), and a cap on open runs
+An agent starts runs forever, so run entries must go away: an ended run is kept for
+``runs.ttl_after_end_ms`` of event time after its ``run_end`` (its late events still belong
+to it) and dropped at the next run start or sweep; a run that goes silent is dropped after
+``runs.idle_expiry_ms`` (by then the never-ending-run check has fired); and a cap on open runs
 evicts the least recently active one if an agent opens runs faster than they expire.
 """
 
@@ -23,12 +24,6 @@ class RunEntry:
         self.first_ts = ts
         self.last_ts = ts
         self.ended_ts = NOT_ENDED
-
-    def touch(self, ts: int) -> None:
-        if ts > self.last_ts:
-            self.last_ts = ts
-        elif ts < self.first_ts:
-            self.first_ts = ts
 
     @property
     def ended(self) -> bool:

@@ -22,7 +22,6 @@ side of stopping early.
 from __future__ import annotations
 
 from array import array
-from functools import lru_cache
 
 from detectors.detection import Detection
 from detectors.evidence import EvidenceRing
@@ -178,11 +177,6 @@ def _next_thresholds(bands: SeverityBands | None) -> tuple[float, ...]:
     return (*bands.thresholds, INFINITY)
 
 
-@lru_cache(maxsize=256)
-def spend_settings(policy: ResolvedPolicy) -> SpendSettings:
-    return SpendSettings(policy)
-
-
 class SpendDetector(StreamDetector):
     name = "spend"
 
@@ -201,7 +195,7 @@ class SpendDetector(StreamDetector):
         self, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
     ) -> None:
         super().__init__(agent_id, policy, clock)
-        settings = self.settings = spend_settings(policy)
+        settings = self.settings = policy.compiled("spend", SpendSettings)
         self.runs: RunTable[RunSpend] = RunTable(settings.max_open_runs)
         self.windows = settings.new_windows()
         self.levels = [0] * len(settings.checks)  # latch of each budget check

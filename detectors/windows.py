@@ -202,11 +202,10 @@ class BucketRing:
             return ring  # the policy changed the window's geometry: start it afresh
         ring.head = int(state[2])
         if len(state) == 3 + width + size * width:
-            cast = int if counts else float
-            ring.total0 = cast(state[3])
+            ring.total0 = state[3]
             if width == 2:
-                ring.total1 = cast(state[4])
-            ring.cells = array(ring.typecode, (cast(v) for v in state[3 + width :]))
+                ring.total1 = state[4]
+            ring.cells = array(ring.typecode, state[3 + width :])
         return ring
 
 

@@ -411,9 +411,10 @@ def busy_agent(runs: int) -> AgentMonitor:
 
 def test_state_stays_bounded_as_runs_and_tools_come_and_go() -> None:
     small, large = busy_agent(100), busy_agent(2_000)
-    # A run lasts 10 s here and ended runs are kept 5 min: ~30 runs, all but one ended and
-    # stripped of their call history.
-    assert len(large.loops.runs) <= 32 and len(large.spend.runs) <= 32
+    # A run lasts 10 s here and ended runs are kept 1 min (dropped at the next run start):
+    # about 7 runs, all but one ended and stripped of their call history.
+    assert len(large.loops.runs) <= 8 and len(large.spend.runs) <= 8
     assert sum(run.symbols is not None for _, run in large.loops.runs) <= 1
+    # A new tool every run: idle tool windows expire, and max_tools caps the rest.
     assert len(large.denials.tools) <= 32
     assert len(json.dumps(large.to_state())) < 1.5 * len(json.dumps(small.to_state()))

@@ -290,3 +290,16 @@ def test_state_round_trip_resumes_identically() -> None:
     got += feed_all(resumed, events[45:])
     assert got == expected
     assert resumed.to_state() == straight.to_state()
+
+
+def test_the_guards_own_refusals_do_not_count_as_the_agents_denials() -> None:
+    # After a downgrade the SDK guard refuses the agent's writes and emits each refusal as a
+    # denied policy decision; counting those would punish the agent for obeying.
+    from sdk.decisions import DECIDED_BY
+
+    detector = DenialRateDetector("agent-1", policy(per_tool=True))
+    guard_refusals = [decision(n, n * 1000) | {"attributes": {"decided_by": DECIDED_BY}}
+                      for n in range(30)]
+    assert feed_all(detector, guard_refusals) == []
+    own = [decision(n, 30_000 + n * 1000) for n in range(30, 40)]
+    assert feed_all(detector, own), "the agent's own denials still count"
