@@ -17,6 +17,7 @@ them; the ReplacingMergeTree collapses that rare case at merge time.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -73,14 +74,24 @@ AGENTS_PARAM_BYTES = 64 * 1024
 _BAD_ID_NAMESPACE = uuid.UUID("5d0c1c8e-4e0c-4c8a-9a57-7a1f0e6b7c21")
 
 
-def _event_uuid(raw: Any) -> uuid.UUID:
-    if isinstance(raw, uuid.UUID):
-        return raw
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _event_key(raw: Any) -> str:
+    """The event id as ClickHouse prints a UUID (lowercase, hyphenated).
+
+    Ids stay strings end to end: parsing 5,000 uuid.UUID objects per batch cost more than
+    the rest of the column building (measured), and the driver writes strings directly.
+    """
+    if isinstance(raw, str):
+        low = raw.lower()
+        if _CANONICAL_UUID.fullmatch(low):
+            return low
     try:
-        return uuid.UUID(str(raw))
+        return str(uuid.UUID(str(raw)))
     except ValueError:
         log.warning("event_id %r is not a UUID; storing it under a derived one", raw)
-        return uuid.uuid5(_BAD_ID_NAMESPACE, str(raw))
+        return str(uuid.uuid5(_BAD_ID_NAMESPACE, str(raw)))
 
 
 class StepSink:
@@ -98,9 +109,9 @@ class StepSink:
         """Store the events not stored yet; returns how many rows were inserted."""
         if not events:
             return 0
-        keyed: dict[uuid.UUID, dict[str, Any]] = {}
+        keyed: dict[str, dict[str, Any]] = {}
         for event in events:
-            keyed.setdefault(_event_uuid(event["event_id"]), event)
+            keyed.setdefault(_event_key(event["event_id"]), event)
         with self._lock:
             if self._check_stored:
                 for stored in self.stored_ids(keyed):
@@ -118,9 +129,9 @@ class StepSink:
             )
         return len(keyed)
 
-    def stored_ids(self, events: Mapping[uuid.UUID, Mapping[str, Any]]) -> set[uuid.UUID]:
-        """Which of these events (keyed by event_id) are already in the table."""
-        found: set[uuid.UUID] = set()
+    def stored_ids(self, events: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Which of these events (keyed by canonical event_id) are already in the table."""
+        found: set[str] = set()
         for agents, lo, hi in _windows(events.values()):
             # Asks for every stored id in the batch's (agent_id, ts) windows rather than
             # for the batch's ids: an id list must be escaped char by char by the
@@ -130,7 +141,7 @@ class StepSink:
             # stored in its window is the neighbouring batches' edges.
             for part in _agent_groups(agents):
                 rows = self._client.query(
-                    f"SELECT event_id FROM {self._table}"
+                    f"SELECT toString(event_id) FROM {self._table}"
                     " WHERE agent_id IN {agents:Array(String)}"
                     " AND ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC')"
                     " AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC')",
@@ -157,7 +168,7 @@ def _windows(events: Iterable[Mapping[str, Any]]) -> list[tuple[list[str], int, 
     return windows
 
 
-def _columns(keyed: dict[uuid.UUID, dict[str, Any]]) -> list[list[Any]]:
+def _columns(keyed: dict[str, dict[str, Any]]) -> list[list[Any]]:
     events = list(keyed.values())
     cols: list[list[Any]] = [
         list(keyed),
