@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from detectors.agent_monitor import AgentMonitor
@@ -150,20 +150,51 @@ class AgentStates:
             self.deadlines.pop(agent_id, None)
             self._seen.pop(agent_id, None)
 
-    def rebuild_deadlines(self, each: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        """After recovery: find agents whose timers must keep running (cool-downs, open runs)."""
-        for agent_id, raw in list(self.table.data.items()):
-            if not raw:
+    def adopt_restored(self, limit: int) -> int:
+        """Give agents restored from the changelog (start-up, rebalance) their timers and idle
+        clocks back; at most ``limit`` per call so a large table never stalls the stream."""
+        adopted = 0
+        for agent_id in list(self.table.data.keys()):
+            if adopted >= limit:
+                break
+            if agent_id in self._meta:
+                continue
+            stored = self._load(agent_id)
+            if stored is None:
                 continue  # an end marker's tombstone
-            stored = json.loads(raw)
-            monitor = self.monitor(agent_id)
+            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+            self._seen.setdefault(agent_id, (int(stored["w"]), int(stored["wm"])))
+            monitor = AgentMonitor.from_state(stored["m"], self.policy.for_agent(agent_id),
+                                              self.scanner)
             deadline = next_deadline(monitor)
             if deadline is not None:
                 self.deadlines[agent_id] = deadline
-            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
-            if each is not None:
-                each(agent_id, stored)
+            adopted += 1
+        return adopted
 
+    def expire_idle(self, wall_ms: int, idle_ms: int, limit: int) -> list[str]:
+        """Forget agents silent for ``idle_ms`` that are fully autonomous with nothing pending.
+
+        A downgraded or pinned agent is kept however long it is quiet: forgetting it would
+        silently hand its autonomy back.
+        """
+        expired: list[str] = []
+        for agent_id, (wall, _) in list(self._seen.items()):
+            if len(expired) >= limit:
+                break
+            if wall_ms - wall < idle_ms or agent_id in self.deadlines:
+                continue
+            monitor = self.monitor(agent_id)
+            if monitor.mode != "autonomous" or monitor.breaker.deadline is not None:
+                continue
+            partition = self._meta[agent_id][0] if agent_id in self._meta else None
+            if partition is not None:
+                self.table.send_changelog(partition, agent_id, None, value_serializer="raw")
+            self.table.data.pop(agent_id, None)
+            for index in (self._live, self._meta, self._seen, self.owners):
+                index.pop(agent_id, None)
+            expired.append(agent_id)
+        return expired
 
     def _load(self, agent_id: str) -> dict[str, Any] | None:
         raw = self.table.data.get(agent_id)

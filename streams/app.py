@@ -109,6 +109,7 @@ class TripwireApp:
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- the hot path ----------------------------------------------------------------------
 
@@ -231,6 +232,11 @@ class TripwireApp:
     async def _advance_timers(self) -> None:
         now = int(time.time() * 1000)
         async with self._state_lock:
+            self.states.adopt_restored(limit=5_000)
+            expired = self.states.expire_idle(now, int(self.settings.agent_idle_expiry_s * 1000),
+                                              limit=1_000)
+            if expired:
+                log.info("forgot %d idle autonomous agents", len(expired))
             result = self.processor.advance(now)
             if result.transitions or result.detections or result.partitions:
                 dets, controls = await self._publish(result)
@@ -238,6 +244,11 @@ class TripwireApp:
                 dets, controls = [], []
         if dets or controls:
             await self.sink.add([], dets, controls, [])
+
+    async def _on_revoked(self, sender: object, revoked: set, **_: object) -> None:
+        # Another worker owns these agents now; live copies here would go stale.
+        self.states.forget_partitions({tp.partition for tp in revoked
+                                       if tp.topic == topics.STEPS})
 
     async def _report(self) -> None:
         c, k = self.counters, self.sink.counters

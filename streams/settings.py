@@ -61,6 +61,12 @@ class TripwireSettings(BaseSettings):
         description="Longest a worker fetch may wait for data. Real Kafka answers as soon as "
         "data arrives; the embedded broker always waits this long, so keep it short.",
     )
+    agent_idle_expiry_s: float = Field(
+        86_400.0, gt=0,
+        description="State of an agent silent this long is dropped, but only if it is "
+        "autonomous with nothing pending (a downgraded agent is never forgotten). Longer "
+        "than every detector window (the longest, daily spend, is 24 h).",
+    )
     changelog_end_markers: bool | None = Field(
         None,
         description="Close every state write with a one-record changelog batch. Unset: on for "

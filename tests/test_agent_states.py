@@ -1,0 +1,80 @@
+"""AgentStates over a stand-in for Faust's table (its ``data`` mapping and
+``send_changelog``); the real table is exercised by the pipeline and scenario tests."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from detectors.injection import scan_text
+from detectors.policy import Policy
+from schemas.codec import StepBatchCodec
+from simulator.fleet import fleet_events, scenario_of
+from simulator.scenarios import SCENARIOS
+from streams.agent_states import AgentStates
+from streams.step_processor import StepProcessor
+
+
+class ChangelogTable:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.changelog: list[tuple[int, str, Any]] = []
+
+    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
+        self.changelog.append((partition, key, value))
+
+
+def records(events: list[dict], partition: int = 0, first_offset: int = 0) -> list[tuple]:
+    codec = StepBatchCodec()
+    return [(e["agent_id"].encode(), codec.encode([e]), [], "agent-steps", partition,
+             first_offset + i) for i, e in enumerate(events)]
+
+
+def fleet(n: int) -> list[dict]:
+    return list(itertools.islice(fleet_events(seed=21, agents=3, scenarios=SCENARIOS), n))
+
+
+def test_redelivered_records_do_not_count_twice() -> None:
+    table = ChangelogTable()
+    processor = StepProcessor(AgentStates(table, Policy(), scan_text))
+    recs = records(fleet(2000))
+    first = processor.process(recs)
+    again = processor.process(recs[1500:])  # a crash re-delivers the uncommitted tail
+    assert first.replayed_events == 0 and first.transitions
+    assert again.replayed_events == 500 and not again.transitions and not again.detections
+    assert len(again.accepted) == 500, "still offered to the sink, which deduplicates"
+
+
+def test_restored_state_resumes_identically_and_regains_its_timers() -> None:
+    events = fleet(3000)
+    table = ChangelogTable()
+    StepProcessor(AgentStates(table, Policy(), scan_text)).process(records(events[:1500]))
+    # A new worker over the same (recovered) table continues where the old one stopped.
+    restored = AgentStates(table, Policy(), scan_text)
+    assert restored.adopt_restored(limit=10_000) == len({e["agent_id"] for e in events[:1500]})
+    cooling = [a for a in restored.deadlines if scenario_of(a)]
+    assert cooling, "downgraded agents keep their recovery timers across the restart"
+    tail = StepProcessor(restored).process(records(events[1500:], first_offset=1500))
+
+    reference_table = ChangelogTable()
+    reference = StepProcessor(AgentStates(reference_table, Policy(), scan_text))
+    reference.process(records(events[:1500]))
+    expected = reference.process(records(events[1500:], first_offset=1500))
+    assert [t.to_control() for t in tail.transitions] == \
+        [t.to_control() for t in expected.transitions]
+
+
+def test_idle_autonomous_agents_are_forgotten_downgraded_ones_never() -> None:
+    table = ChangelogTable()
+    states = AgentStates(table, Policy(), scan_text)
+    result = StepProcessor(states).process(records(fleet(2000)))
+    downgraded = {t.agent_id for t in result.transitions if t.scope == "agent"}
+    assert downgraded
+    far_future = 10**13
+    for agent in list(states.deadlines):  # cool-downs done: only the mode still matters
+        states.deadlines.pop(agent)
+    expired = states.expire_idle(far_future, idle_ms=1, limit=10_000)
+    assert expired and not set(expired) & downgraded
+    assert all(a not in table.data for a in expired)
+    assert all(a in table.data for a in downgraded)
+    assert {k for p, k, v in table.changelog if v is None} == set(expired), "tombstones"
