@@ -98,7 +98,7 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
 
 
 async def wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int,
-                         worker: WorkerProcess, limit_s: float = 90) -> None:
+                         worker: WorkerProcess, limit_s: float = 180) -> None:
     hw = await highwaters(bootstrap, topic, partitions)
     deadline = time.monotonic() + limit_s
     while True:
