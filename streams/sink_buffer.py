@@ -57,13 +57,13 @@ class _Pending:
 class SinkBuffer:
     """Collects rows into batches; a background task inserts them in order and then acks.
 
-    The stream only waits when ``max_inflight`` full batches are already queued: that is the
+    The stream only waits when ``max_inflight`` (8) batches are already queued: that is the
     back-pressure from a slow ClickHouse, and otherwise inserts never sit on the detection
     path.
     """
 
     def __init__(self, steps: StepStore, breaker: BreakerStore, audit: AuditStore, *,
-                 max_rows: int, flush_seconds: float, max_inflight: int = 2) -> None:
+                 max_rows: int, flush_seconds: float, max_inflight: int = 8) -> None:
         self.steps = steps
         self.breaker = breaker
         self.audit = audit

@@ -64,6 +64,9 @@ def run_worker(
     on_started: Callable[[], None] | None = None,
     serve_dashboards: bool = False,
 ) -> int:
+    # The sink thread prepares ClickHouse columns in Python; a shorter GIL switch interval
+    # keeps it from holding the event loop (and so detection) for 5 ms slices at a time.
+    sys.setswitchinterval(0.001)
     policy = load_breaker_policy(settings)
     client = prepare_services(settings)
     tw = build_app(settings, StepSink(client), BreakerSink(client), AuditSink(client), policy)
