@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.worker_process import read_all
 from schemas.codec import StepBatchCodec
 from schemas.validation import check_batch_key, check_event
 from simulator import (
@@ -184,25 +184,9 @@ def test_never_ending_run_signature(fleet):
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, list[dict[str, Any]]]]:
-    """Every record as (key, decoded events), by manual assignment (no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        codec = StepBatchCodec()
-        out: list[tuple[bytes, list[dict[str, Any]]]] = []
-        deadline = time.monotonic() + 30
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            assert time.monotonic() < deadline, "topic not read back within 30 s"
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for msgs in batches.values():
-                out.extend((m.key, codec.decode(m.value)) for m in msgs)
-        return out
-    finally:
-        await consumer.stop()
+    """Every record of ``topic`` as (key, decoded events), by manual assignment (no group)."""
+    codec = StepBatchCodec()
+    return [(m.key, codec.decode(m.value)) for m in await read_all(bootstrap, topic, PARTITIONS)]
 
 
 @pytest.fixture
