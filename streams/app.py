@@ -30,6 +30,7 @@ from sdk.operator import KILL_ALL_KEY
 from sinks.alerts import AlertNotifier, AlertRoutes
 from sinks.control_audit import RecordRef, command_audit_row
 from streams import topics
+from streams.ack_guard import guard_acks, stored
 from streams.agent_states import AgentStates
 from streams.consumer_fetch import set_fetch_max_wait
 from streams.settings import TripwireSettings
@@ -58,6 +59,7 @@ class TripwireApp:
         self.counters = StreamCounters()
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
+        guard_acks({topics.STEPS, topics.COMMANDS})
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],
@@ -267,6 +269,7 @@ class TripwireApp:
 
 def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg coroutine factory
     async def ack() -> None:
+        stored(event.message.tp, event.message.offset)
         await stream.ack(event)
 
     return ack

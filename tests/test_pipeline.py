@@ -71,7 +71,8 @@ async def emit(bootstrap: str, events: list[dict], rate: float | None = None) ->
             if rate and i % 100 == 99:
                 await asyncio.sleep(100 / rate)
         assert await em.flush(30)
-        assert em.stats().dropped == 0
+        stats = em.stats()
+        assert stats.dropped == 0 and stats.errors == 0, stats
 
 
 def malformed_records(good: dict) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
@@ -216,10 +217,27 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(fresh_broker, tmp_
         asyncio.run(scenario())
     finally:
         worker.stop()
+    codec = StepBatchCodec()
+    on_topic = {e["event_id"] for r in asyncio.run(read_all(bootstrap, topics.STEPS, PARTITIONS))
+                for e in codec.decode(r.value)}
+    assert on_topic == {e["event_id"] for e in events}, "the broker holds every event"
     [[rows, distinct]] = sql(env, "SELECT count(), uniqExact(event_id) FROM steps")
+    if int(distinct) != len(events):
+        stored = {r[0] for r in sql(env, "SELECT toString(event_id) FROM steps")}
+        missing = sorted(on_topic - stored)[:5]
+        detail = asyncio.run(locate(bootstrap, set(missing)))
+        raise AssertionError(f"{len(on_topic - stored)} events lost: {detail}\n"
+                             + worker.log()[-2000:])
     assert (int(rows), int(distinct)) == (len(events), len(events))
     log = worker.log()
     assert log.count("Worker ready") == 2, "the worker started twice: before and after the kill"
+
+
+async def locate(bootstrap: str, event_ids: set[str]) -> list[tuple[int, int, str]]:
+    codec = StepBatchCodec()
+    return [(r.partition, r.offset, e["event_id"])
+            for r in await read_all(bootstrap, topics.STEPS, PARTITIONS)
+            for e in codec.decode(r.value) if e["event_id"] in event_ids]
 
 
 def _take(it: Iterator[dict], n: int) -> Iterator[dict]:
