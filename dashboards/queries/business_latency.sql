@@ -9,7 +9,16 @@ SELECT t, point.1 AS series, round(point.2) AS value
 FROM (
     SELECT
         toStartOfInterval(bucket, toIntervalSecond(greatest(60, {bucket_s:UInt32}))) AS t,
-        quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_quantiles) AS q,
+        -- p50/p90/p99 from the latency histogram (see 0003_dashboard_rollups.sql): the
+        -- bucket holding the quantile, interpolated log-linearly within it.
+        sumMap(latency_hist) AS hist,
+        mapValues(hist) AS v,
+        arrayCumSum(v) AS c,
+        arrayMap(b -> toFloat64(b), mapKeys(hist)) AS k,
+        arrayMap(p -> arrayFirstIndex(x -> x >= p * c[-1], c), [0.5, 0.9, 0.99]) AS i,
+        arrayMap((p, j) -> if(j = 0, nan,
+                              pow(2, (k[j] - 1 + (p * c[-1] - c[j] + v[j]) / v[j]) / 4)),
+                 [0.5, 0.9, 0.99], i) AS q,
         [('p50', q[1]), ('p90', q[2]), ('p99', q[3])] AS points
     FROM agent_stats
     WHERE resolution = if({bucket_s:UInt32} >= 3600, 3600, 60)

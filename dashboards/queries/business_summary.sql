@@ -27,7 +27,16 @@ FROM (
                        {sla_ms:UInt32} >= 1000, tool_le_1000,
                        tool_le_500)) AS tool_within_sla,
            sum(tool_timed) AS tool_calls_timed,
-           quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_quantiles) AS latency,
+           -- p50/p90/p99 from the latency histogram (see 0003_dashboard_rollups.sql):
+           -- the bucket holding the quantile, interpolated log-linearly within it.
+           sumMap(latency_hist) AS hist,
+           mapValues(hist) AS v,
+           arrayCumSum(v) AS c,
+           arrayMap(b -> toFloat64(b), mapKeys(hist)) AS k,
+           arrayMap(p -> arrayFirstIndex(x -> x >= p * c[-1], c), [0.5, 0.9, 0.99]) AS i,
+           arrayMap((p, j) -> if(j = 0, nan,
+                                 pow(2, (k[j] - 1 + (p * c[-1] - c[j] + v[j]) / v[j]) / 4)),
+                    [0.5, 0.9, 0.99], i) AS latency,
            sum(policy_approval_required) AS asked,
            sum(policy_decisions) AS decided,
            sum(approval_wait_ms) AS waited,

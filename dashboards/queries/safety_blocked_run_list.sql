@@ -27,12 +27,23 @@ WITH
           AND (empty({workflows:Array(String)}) OR workflow IN {workflows:Array(String)})
           AND (empty({environments:Array(String)})
                OR environment IN {environments:Array(String)})
-          -- Only runs with a block or a stop are grouped (a few percent of a day's runs).
+          -- Only candidate runs are grouped: each agent's latest runs with a block (by the
+          -- block's hour row; a run is short, so that orders them as their starts do) and
+          -- the runs a breaker stopped. A day holds ~a hundred thousand blocked runs; the
+          -- list shows at most 8 of each agent.
           AND (run_key IN (SELECT run_key FROM run_hour_stats
                            WHERE hour >= toStartOfHour(
                                      fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'))
                              AND hour < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
-                             AND denied + escalated + approvals_rejected > 0)
+                             AND (empty({agents:Array(String)})
+                                  OR agent_id IN {agents:Array(String)})
+                             AND (empty({workflows:Array(String)})
+                                  OR workflow IN {workflows:Array(String)})
+                             AND (empty({environments:Array(String)})
+                                  OR environment IN {environments:Array(String)})
+                             AND denied + escalated + approvals_rejected > 0
+                           ORDER BY first_ts DESC
+                           LIMIT 16 BY agent_id)
                OR run_key IN (SELECT cityHash64(run_id) FROM stopped))
         GROUP BY run_key
     )

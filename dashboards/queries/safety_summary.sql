@@ -19,32 +19,31 @@ WITH scoped AS (
       AND (empty({environments:Array(String)}) OR environment IN {environments:Array(String)})
     GROUP BY agent_id
 )
+-- One pass over the scoped agents: their current mode and detections joined on by agent
+-- (so the rollup is read once, not again for each IN).
 SELECT
-    m.downgraded AS agents_downgraded,
-    s.agents AS agents_active,
-    s.actions AS blocked_actions,
-    s.runs AS blocked_runs,
-    d.detections AS detections,
-    d.injection AS injection_detections,
-    s.effects AS side_effects_run,
-    round(s.cost, 2) AS spend_usd
-FROM (SELECT count() AS agents, sum(effects) AS effects, sum(cost) AS cost,
-             sum(blocked) AS actions, uniqMerge(runs) AS runs FROM scoped) AS s
-CROSS JOIN (
-    SELECT countIf(current_mode != 'autonomous') AS downgraded
-    FROM (
-        SELECT agent_id, argMax(mode, seq) AS current_mode
-        FROM mode_changes FINAL
-        WHERE scope = 'agent'
-          AND issued_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
-          AND agent_id IN (SELECT agent_id FROM scoped)
-        GROUP BY agent_id
-    )
-) AS m
-CROSS JOIN (
-    SELECT count() AS detections, countIf(detector = 'injection') AS injection
+    countIf(m.current_mode NOT IN ('', 'autonomous')) AS agents_downgraded,
+    count() AS agents_active,
+    sum(s.blocked) AS blocked_actions,
+    uniqMerge(s.runs) AS blocked_runs,
+    sum(d.detections) AS detections,
+    sum(d.injection) AS injection_detections,
+    sum(s.effects) AS side_effects_run,
+    round(sum(s.cost), 2) AS spend_usd
+FROM scoped AS s
+LEFT JOIN (
+    SELECT agent_id, argMax(mode, seq) AS current_mode
+    FROM mode_changes FINAL
+    WHERE scope = 'agent'
+      AND issued_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
+      AND (empty({agents:Array(String)}) OR agent_id IN {agents:Array(String)})
+    GROUP BY agent_id
+) AS m ON m.agent_id = s.agent_id
+LEFT JOIN (
+    SELECT agent_id, count() AS detections, countIf(detector = 'injection') AS injection
     FROM detections FINAL
     WHERE ts >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')
       AND ts < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
-      AND agent_id IN (SELECT agent_id FROM scoped)
-) AS d
+      AND (empty({agents:Array(String)}) OR agent_id IN {agents:Array(String)})
+    GROUP BY agent_id
+) AS d ON d.agent_id = s.agent_id

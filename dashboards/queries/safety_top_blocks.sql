@@ -22,5 +22,5 @@ WHERE resolution = if({bucket_s:UInt32} >= 3600, 3600, 60)
   AND (empty({workflows:Array(String)}) OR workflow IN {workflows:Array(String)})
   AND (empty({environments:Array(String)}) OR environment IN {environments:Array(String)})
 GROUP BY agent_id, tool, action_class, outcome, reason
-ORDER BY blocked DESC, agent_id, tool
+ORDER BY blocked DESC, agent_id, tool, action_class, outcome, reason
 LIMIT 20
