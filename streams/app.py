@@ -30,7 +30,7 @@ from sdk.operator import KILL_ALL_KEY
 from sinks.alerts import AlertNotifier, AlertRoutes
 from sinks.control_audit import RecordRef, command_audit_row
 from streams import topics
-from streams.ack_guard import guard_acks, stored
+from streams.ack_guard import CommitGapHealer, guard_acks, stored
 from streams.agent_states import AgentStates
 from streams.consumer_fetch import set_fetch_max_wait
 from streams.settings import TripwireSettings
@@ -60,6 +60,7 @@ class TripwireApp:
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
         guard_acks({topics.STEPS, topics.COMMANDS})
+        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS})
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],
@@ -111,6 +112,7 @@ class TripwireApp:
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
+        self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- the hot path ----------------------------------------------------------------------
@@ -246,6 +248,9 @@ class TripwireApp:
                 dets, controls = [], []
         if dets or controls:
             await self.sink.add([], dets, controls, [])
+
+    async def _heal_commit_gaps(self) -> None:
+        await self._gap_healer.check(self.app.consumer)
 
     async def _on_revoked(self, sender: object, revoked: set, **_: object) -> None:
         # Another worker owns these agents now; live copies here would go stale.
