@@ -6,9 +6,12 @@ policy and sinks come from validated settings.
 One agent consumes ``agent-steps`` in small batches (``stream_batch_records`` /
 ``stream_batch_seconds``) so a tripped breaker is published within tens of milliseconds:
 
-    decode once -> dead letters -> detectors + breaker per agent -> state (changelog)
-    -> controls + detections published and flushed -> rows handed to the SinkBuffer,
-    which acks the Kafka offsets only after ClickHouse has stored them.
+    decode once -> dead letters -> detectors + breaker per agent (state marked dirty)
+    -> controls + detections published and flushed -> rows handed to the SinkBuffer.
+
+Before the SinkBuffer seals a batch of rows, the dirty agents' state is checkpointed to the
+changelog and flushed; the batch's Kafka offsets are acked only after ClickHouse has stored
+its rows. So a committed offset implies both the rows and the state that counted them.
 """
 
 from __future__ import annotations
@@ -83,11 +86,12 @@ class TripwireApp:
                "value_serializer": "raw", "partitions": s.partitions}
         self.steps_topic = self.app.topic(topics.STEPS, **raw)
         self.state_table = self.app.Table("agent-state", partitions=s.partitions,
-                                          key_type=str, value_type=str)
+                                          key_type=str, value_type=bytes)
         self.states = AgentStates(self.state_table, policy, scan_text, s.live_agents)
         self.processor = StepProcessor(self.states)
         self.sink = SinkBuffer(steps, breaker, audit, max_rows=s.sink_batch_rows,
-                               flush_seconds=s.sink_flush_seconds)
+                               flush_seconds=s.sink_flush_seconds,
+                               before_seal=self._checkpoint)
         self.commands_topic = self.app.topic(topics.COMMANDS, **raw)
         self.verifier = CommandVerifier(
             {k: v.get_secret_value() for k, v in s.operator_keys.items()},
@@ -160,12 +164,9 @@ class TripwireApp:
             futures.append(await producer.send(
                 topics.CONTROLS, control["agent_id"].encode(),
                 self._control_codec.encode(control), None, None, headers))
-        if futures or result.partitions:
+        if futures:
             await producer.flush()
-            if futures:
-                await asyncio.gather(*futures)
-            if result.partitions and self.settings.end_markers():
-                await self._end_markers(result.partitions)
+            await asyncio.gather(*futures)
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
         for t, control in zip(result.transitions, controls, strict=True):
@@ -179,6 +180,15 @@ class TripwireApp:
 
     def _record_alert(self, row: dict) -> None:
         self._alert_rows.append(row)
+
+    async def _checkpoint(self) -> None:
+        """Write the state of every agent updated since the last checkpoint, durably."""
+        async with self._state_lock:
+            partitions = self.states.checkpoint()
+            if partitions:
+                await self.app.producer.flush()
+                if self.settings.end_markers():
+                    await self._end_markers(partitions)
 
     async def _end_markers(self, partitions: set[int]) -> None:
         # Written after the state batch is flushed, so each marker travels alone in its own
@@ -242,7 +252,7 @@ class TripwireApp:
             if expired:
                 log.info("forgot %d idle autonomous agents", len(expired))
             result = self.processor.advance(now)
-            if result.transitions or result.detections or result.partitions:
+            if result.transitions or result.detections:
                 dets, controls = await self._publish(result)
             else:
                 dets, controls = [], []

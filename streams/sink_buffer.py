@@ -63,13 +63,17 @@ class SinkBuffer:
     """
 
     def __init__(self, steps: StepStore, breaker: BreakerStore, audit: AuditStore, *,
-                 max_rows: int, flush_seconds: float, max_inflight: int = 8) -> None:
+                 max_rows: int, flush_seconds: float, max_inflight: int = 8,
+                 before_seal: Callable[[], Awaitable[None]] | None = None) -> None:
         self.steps = steps
         self.breaker = breaker
         self.audit = audit
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self.counters = SinkCounters()
+        # Runs before each batch is sealed: what the batch's acks commit must be durable
+        # elsewhere too (the stream's detector state) before any of them can happen.
+        self._before_seal = before_seal
         self._pending = _Pending()
         self._ready: asyncio.Queue[_Pending] = asyncio.Queue()
         self._space = asyncio.Semaphore(max_inflight)
@@ -107,6 +111,8 @@ class SinkBuffer:
 
     async def _seal(self) -> None:
         batch, self._pending = self._pending, _Pending()
+        if self._before_seal is not None:
+            await self._before_seal()
         await self._space.acquire()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())

@@ -29,8 +29,6 @@ class BatchResult:
     transitions: list[Transition] = field(default_factory=list)
     replayed_events: int = 0
     """Events whose effect on detector state was already stored (re-delivery after a crash)."""
-    partitions: set[int] = field(default_factory=set)
-    """Changelog partitions written."""
 
 
 class StepProcessor:
@@ -67,8 +65,7 @@ class StepProcessor:
             out.detections.extend(detections)
             out.transitions.extend(transitions)
             partition, offset = last[agent]
-            states.save(agent, monitor, partition, str(partition), offset)
-            out.partitions.add(partition)
+            states.update(agent, monitor, partition, str(partition), offset)
         return out
 
     def apply_command(self, command: dict[str, Any], partition: int, offset: int,
@@ -92,8 +89,7 @@ class StepProcessor:
             out.transitions.extend(monitor.on_command(command, now_ms))
             home = states.partition_of(agent)
             home = partition if home is None else home
-            states.save(agent, monitor, home, source, offset)
-            out.partitions.add(home)
+            states.update(agent, monitor, home, source, offset)
         return out
 
     def advance(self, wall_ms: int) -> BatchResult:
@@ -108,8 +104,7 @@ class StepProcessor:
             detections, transitions = monitor.advance(now_ms)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
-            states.save(agent, monitor, partition)
-            out.partitions.add(partition)
+            states.update(agent, monitor, partition)
         return out
 
 

@@ -48,7 +48,9 @@ def test_redelivered_records_do_not_count_twice() -> None:
 def test_restored_state_resumes_identically_and_regains_its_timers() -> None:
     events = fleet(3000)
     table = ChangelogTable()
-    StepProcessor(AgentStates(table, Policy(), scan_text)).process(records(events[:1500]))
+    states = AgentStates(table, Policy(), scan_text)
+    StepProcessor(states).process(records(events[:1500]))
+    states.checkpoint()
     # A new worker over the same (recovered) table continues where the old one stopped.
     restored = AgentStates(table, Policy(), scan_text)
     assert restored.adopt_restored(limit=10_000) == len({e["agent_id"] for e in events[:1500]})
@@ -68,6 +70,7 @@ def test_idle_autonomous_agents_are_forgotten_downgraded_ones_never() -> None:
     table = ChangelogTable()
     states = AgentStates(table, Policy(), scan_text)
     result = StepProcessor(states).process(records(fleet(2000)))
+    states.checkpoint()
     downgraded = {t.agent_id for t in result.transitions if t.scope == "agent"}
     assert downgraded
     far_future = 10**13
@@ -78,3 +81,56 @@ def test_idle_autonomous_agents_are_forgotten_downgraded_ones_never() -> None:
     assert all(a not in table.data for a in expired)
     assert all(a in table.data for a in downgraded)
     assert {k for p, k, v in table.changelog if v is None} == set(expired), "tombstones"
+
+
+def test_batches_only_mark_state_dirty_and_a_checkpoint_writes_each_agent_once() -> None:
+    table = ChangelogTable()
+    states = AgentStates(table, Policy(), scan_text)
+    processor = StepProcessor(states)
+    recs = records(fleet(900))
+    for i in range(0, 900, 30):  # thirty small batches, as under steady load
+        processor.process(recs[i:i + 30])
+    assert table.changelog == [] and table.data == {}
+    agents = {e["agent_id"] for e in fleet(900)}
+    assert states.dirty == len(agents)
+    partitions = states.checkpoint()
+    assert partitions == {0}
+    assert sorted(k for _, k, _ in table.changelog) == sorted(agents), "once per agent"
+    assert states.dirty == 0 and states.checkpoint() == set()
+
+
+def test_an_agent_evicted_before_the_checkpoint_is_written_at_eviction() -> None:
+    events = fleet(3000)
+    table = ChangelogTable()
+    states = AgentStates(table, Policy(), scan_text, live_capacity=1)
+    processor = StepProcessor(states)
+    processor.process(records(events[:1500]))
+    states.checkpoint()
+    restored = StepProcessor(AgentStates(table, Policy(), scan_text))
+    tail = restored.process(records(events[1500:], first_offset=1500))
+
+    reference = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text))
+    reference.process(records(events[:1500]))
+    expected = reference.process(records(events[1500:], first_offset=1500))
+    assert tail.transitions, "the tail still trips breakers"
+    assert [t.to_control() for t in tail.transitions] == \
+        [t.to_control() for t in expected.transitions]
+
+
+def test_state_not_checkpointed_is_rebuilt_from_the_redelivered_records() -> None:
+    # A crash after the batches but before the checkpoint: nothing of them was acked, so all
+    # of it is delivered again to a worker whose table holds only the older checkpoint.
+    events = fleet(3000)
+    table = ChangelogTable()
+    states = AgentStates(table, Policy(), scan_text)
+    processor = StepProcessor(states)
+    recs = records(events)
+    processor.process(recs[:1000])
+    states.checkpoint()
+    lost = processor.process(recs[1000:2000])  # its checkpoint never happens
+
+    survivor = StepProcessor(AgentStates(table, Policy(), scan_text))
+    again = survivor.process(recs[1000:2000])
+    assert again.replayed_events == 0, "the checkpoint predates these records"
+    assert [t.to_control() for t in again.transitions] == \
+        [t.to_control() for t in lost.transitions]
