@@ -17,6 +17,7 @@ its rows. So a committed offset implies both the rows and the state that counted
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -117,6 +118,7 @@ class TripwireApp:
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
+        self.app.task(self._freeze_startup_heap)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- the hot path ----------------------------------------------------------------------
@@ -266,6 +268,14 @@ class TripwireApp:
         # Another worker owns these agents now; live copies here would go stale.
         self.states.forget_partitions({tp.partition for tp in revoked
                                        if tp.topic == topics.STEPS})
+
+    async def _freeze_startup_heap(self) -> None:
+        # A full (generation 2) collection walks every tracked object, and the modules, Faust
+        # and the app built at start-up are most of them and never become garbage. Measured
+        # at 3,000 events/s: gen-2 pauses of 76-147 ms before freezing them, 19-40 ms after,
+        # each one a stall of the detection loop.
+        gc.collect()
+        gc.freeze()
 
     async def _report(self) -> None:
         c, k = self.counters, self.sink.counters
