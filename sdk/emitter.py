@@ -1,7 +1,12 @@
 """Emitters: ship an agent's StepEvents to Kafka without ever stalling the agent.
 
-Events of one agent are grouped into one Kafka record (key = agent_id, value = a StepBatch)
-for up to ``linger_ms`` or until a batch reaches ``max_batch_events`` / ``max_batch_bytes``.
+Events are grouped per agent for up to ``linger_ms`` or until a batch reaches
+``max_batch_events`` / ``max_batch_bytes``. When the oldest batch has lingered its time, every
+open batch leaves with it, and the batches bound for one partition travel as one Kafka record
+(value = a StepBatch): keyed by the agent_id when they are one agent's, unkeyed when they mix
+agents, in the partition the producer's partitioner gives each of those agents' ids. Tripwire's
+worker pays a fixed cost per record, so a fleet of agents that each emit a step now and then
+costs it one record per partition per linger instead of one per step.
 Events wait in a bounded in-process buffer; when it is full, ``emit`` waits at most
 ``max_block_ms`` (not at all while Kafka is unreachable) and then drops the event, counting
 the drop against its agent. Delivery runs in a background task; its failures are counted and
@@ -26,6 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.codec import StepBatchCodec
 from streams.topics import STEPS
@@ -167,17 +173,17 @@ class _Buffer:
             self.unreported_drops[agent_id] = self.unreported_drops.get(agent_id, 0) + n
 
     def take(self, now: float, force: bool) -> tuple[list[_Batch], float | None]:
-        """Remove batches that are full or past their linger (all of them if ``force``);
-        also return the deadline of the oldest batch left open."""
+        """Remove the full batches, and every open one once the oldest is past its linger
+        (or if ``force``); also return the deadline of the oldest batch left open.
+
+        Younger batches leave with the oldest so that the sender ships one record per
+        partition per linger period: they only go out sooner than their linger asked."""
         with self.lock:
-            out = list(self.closed)
+            out = list(self.closed)  # an agent's full batches precede its open one
             self.closed.clear()
-            while self.open:
-                batch = next(iter(self.open.values()))
-                if not force and batch.deadline > now:
-                    break
-                self.open.popitem(last=False)
-                out.append(batch)
+            if self.open and (force or next(iter(self.open.values())).deadline <= now):
+                out.extend(self.open.values())
+                self.open.clear()
             taken = sum(len(b.events) for b in out)
             self.count -= taken
             if taken and self.waiters:
@@ -263,6 +269,12 @@ class AsyncEmitter:
         self.report_interval_s = report_interval_s
         self.on_drop = on_drop
         self._max_batch_bytes = max_batch_bytes
+        self._max_batch_events = max_batch_events
+        # Mixed-agent records are placed by the same partitioner that places keyed ones, so
+        # an agent's events share one partition whichever way they travel.
+        self._partitioner = options.pop("partitioner", None) or DefaultPartitioner()
+        self._partition_cache: dict[str, int] = {}
+        self._partition_list: list[int] = []
         self._producer_config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -273,6 +285,7 @@ class AsyncEmitter:
             "linger_ms": 0,
             "max_batch_size": max(16_384, min(max_batch_bytes, 128 * 1024)),
             "request_timeout_ms": request_timeout_ms,
+            "partitioner": self._partitioner,
             **options,
         }
         # Fail on a bad compression setting here, in the caller's code, rather than later in
@@ -535,15 +548,16 @@ class AsyncEmitter:
             if batches:
                 self._space.set()
                 self._submitting += sum(len(b.events) for b in batches)
-                for i, batch in enumerate(batches):
+                records = self._records_of(batches)
+                for i, (key, partition, events) in enumerate(records):
                     try:
-                        await self._submit(batch)
+                        await self._submit(key, partition, events)
                     except BaseException:
-                        # Cancelled by close() on a stalled broker: the batches not yet
+                        # Cancelled by close() on a stalled broker: the records not yet
                         # handed over are lost, and must show up in the drop count.
-                        for rest in batches[i + 1:]:
-                            self._submitting -= len(rest.events)
-                            self._buffer.record_drop(rest.agent_id, len(rest.events))
+                        for _, _, rest in records[i + 1:]:
+                            self._submitting -= len(rest)
+                            self._drop_events(rest)
                         raise
                 continue
             if self._closing:
@@ -565,21 +579,64 @@ class AsyncEmitter:
                 return []
             mid = len(events) // 2
             return self._encode(events[:mid]) + self._encode(events[mid:])
-        if len(value) > self._max_batch_bytes and len(events) > 1:
+        too_big = len(value) > self._max_batch_bytes or len(events) > self._max_batch_events
+        if too_big and len(events) > 1:
             mid = len(events) // 2
             return self._encode(events[:mid]) + self._encode(events[mid:])
         return [(len(events), value)]
 
-    async def _submit(self, batch: _Batch) -> None:
+    def _records_of(self, batches: list[_Batch]) -> list[tuple[bytes | None, int | None,
+                                                             list[dict[str, Any]]]]:
+        """(key, partition, events) of the records that carry these batches: one per
+        partition, keyed when it holds a single agent (the partitioner then places it)."""
         assert self._producer is not None
-        key = batch.agent_id.encode("utf-8")
+        partitions = self._producer.client.cluster.partitions_for_topic(self.topic)
+        if not partitions:
+            # No metadata yet (the first send fetches it): one keyed record per batch.
+            return [(b.agent_id.encode("utf-8"), None, b.events) for b in batches]
+        ordered = sorted(partitions)
+        if ordered != self._partition_list:
+            self._partition_list = ordered
+            self._partition_cache.clear()
+        by_partition: dict[int, list[_Batch]] = {}
+        for b in batches:
+            by_partition.setdefault(self._partition_of(b.agent_id, ordered), []).append(b)
+        out: list[tuple[bytes | None, int | None, list[dict[str, Any]]]] = []
+        for partition, group in by_partition.items():
+            events = group[0].events if len(group) == 1 else [e for b in group for e in b.events]
+            if all(b.agent_id == group[0].agent_id for b in group):
+                out.append((group[0].agent_id.encode("utf-8"), None, events))
+            else:
+                out.append((None, partition, events))
+        return out
+
+    def _partition_of(self, agent_id: str, partitions: list[int]) -> int:
+        cached = self._partition_cache.get(agent_id)
+        if cached is None:
+            if len(self._partition_cache) >= 100_000:
+                self._partition_cache.clear()  # bounded: a churn of agent ids costs a rehash
+            cached = self._partitioner(agent_id.encode("utf-8"), partitions, partitions)
+            self._partition_cache[agent_id] = cached
+        return cached
+
+    def _drop_events(self, events: list[dict[str, Any]]) -> None:
+        by_agent: dict[str, int] = {}
+        for e in events:
+            by_agent[e["agent_id"]] = by_agent.get(e["agent_id"], 0) + 1
+        for agent_id, n in by_agent.items():
+            self._buffer.record_drop(agent_id, n)
+
+    async def _submit(self, key: bytes | None, partition: int | None,
+                      events: list[dict[str, Any]]) -> None:
+        assert self._producer is not None
         parts: list[tuple[int, bytes]] = []
         handled = 0
         try:
-            parts = self._encode(batch.events)
+            parts = self._encode(events)
             for n, value in parts:
                 try:
-                    fut = await self._producer.send(self.topic, value, key=key)
+                    fut = await self._producer.send(self.topic, value, key=key,
+                                                    partition=partition)
                 except Exception as exc:  # noqa: BLE001 - counted, logged by the reporter
                     self._failed(n, exc)
                     handled += n
@@ -591,10 +648,10 @@ class AsyncEmitter:
         except BaseException:
             lost = sum(n for n, _ in parts) - handled
             if lost:
-                self._buffer.record_drop(batch.agent_id, lost)
+                self._drop_events(events[len(events) - lost:])
             raise
         finally:
-            self._submitting -= len(batch.events)
+            self._submitting -= len(events)
 
     def _delivered(self, fut: asyncio.Future[Any], n: int) -> None:
         self._inflight.discard(fut)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka.codec import has_lz4
+from aiokafka.partitioner import murmur2
 
 from bench.worker_process import read_all
 from schemas.codec import StepBatchCodec
@@ -208,6 +209,49 @@ async def test_emitter_delivers_batched_per_agent(broker: EmbeddedBroker, steps_
         by_run[e["run_id"]].append(e["step"])
     assert all(steps == list(range(10)) for steps in by_run.values())
     assert Counter(e["agent_id"] for e in events) == dict.fromkeys(agents, 250)
+
+
+async def test_a_fleet_of_sporadic_agents_shares_records_per_partition(
+        broker: EmbeddedBroker, steps_topic: str):
+    # 60 agents each taking a step now and then: per-agent records would hold ~1 event each.
+    agents = [f"fleet-{i:03d}" for i in range(60)]
+    async with AsyncEmitter(broker.bootstrap, steps_topic, idempotence=False,
+                            linger_ms=20) as emitter:
+        sessions = {a: AgentSession(emitter, a).start_run() for a in agents}
+        for round_ in range(10):
+            for a in agents:
+                sessions[a].tool_call("crm.get_contact", "read", {"n": round_})
+            await asyncio.sleep(0.005)
+        for run in sessions.values():
+            run.end()
+        assert await emitter.flush(30)
+        stats = emitter.stats()
+    n = 60 * 12
+    assert (stats.sent, stats.dropped, stats.errors) == (n, 0, 0)
+
+    messages = await read_all(broker.bootstrap, steps_topic, PARTITIONS)
+    codec = StepBatchCodec()
+    partition_of_agent: dict[str, set[int]] = defaultdict(set)
+    mixed = 0
+    for m in messages:
+        events = codec.decode(m.value)
+        if m.key is None:
+            mixed += 1
+            assert len({e["agent_id"] for e in events}) > 1
+        else:
+            assert check_batch_key(events, m.key) is None
+        for e in events:
+            partition_of_agent[e["agent_id"]].add(m.partition)
+            # Where Kafka's default partitioner puts a record keyed by this agent.
+            expected = (murmur2(e["agent_id"].encode()) & 0x7FFFFFFF) % PARTITIONS
+            assert m.partition == expected, "mixed records go where keyed ones would"
+    assert all(len(ps) == 1 for ps in partition_of_agent.values())
+    assert mixed and len(messages) < n / 10, "one record per partition per linger, not per step"
+    steps_by_run: dict[str, list[int]] = defaultdict(list)
+    for m in messages:
+        for e in codec.decode(m.value):
+            steps_by_run[e["run_id"]].append(e["step"])
+    assert all(steps == list(range(12)) for steps in steps_by_run.values()), "order kept"
 
 
 async def test_byte_and_count_caps_split_records(broker: EmbeddedBroker, steps_topic: str):
