@@ -242,7 +242,10 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
                 guard_lat = sorted(asyncio.run(guard_probes(bootstrap, max(10, probes // 3))))
             finally:
                 load.terminate()
-                load.wait(30)
+                try:
+                    load.wait(30)
+                except subprocess.TimeoutExpired:
+                    load.kill()
             p50, p99 = statistics.median(lat), percentile(lat, 0.99)
             g50, g99 = statistics.median(guard_lat), percentile(guard_lat, 0.99)
             print(f"(c) latency   p50 {p50:.1f} ms  p99 {p99:.1f} ms  ({len(lat)} probes at "
@@ -256,8 +259,14 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
             rss = rss_mib(worker.proc.pid)  # type: ignore[union-attr]
             print(f"(d) memory    {rss:.0f} MiB RSS after {memory_agents} distinct agents",
                   file=sys.stderr)
-        finally:
-            worker.stop(60)
+        except BaseException:
+            # The failure that ended the run is the one to report, not a slow shutdown.
+            try:
+                worker.stop(60)
+            except AssertionError as exc:
+                print(f"(also: {str(exc)[:200]})", file=sys.stderr)
+            raise
+        worker.stop(60)
     return {
         "ceiling_events_per_s": round(ceiling_eps),
         "pipeline_events_per_s": round(pipeline_eps),
