@@ -38,7 +38,7 @@ from streams.ack_guard import CommitGapHealer, guard_acks, stored
 from streams.agent_states import AgentStates
 from streams.consumer_fetch import set_fetch_max_wait
 from streams.settings import TripwireSettings
-from streams.sink_buffer import AuditStore, BreakerStore, SinkBuffer, StepStore
+from streams.sink_buffer import SinkBuffer, Store
 from streams.step_processor import BatchResult, StepProcessor, detection_record
 
 log = logging.getLogger("tripwire.streams")
@@ -57,8 +57,7 @@ class StreamCounters:
 
 
 class TripwireApp:
-    def __init__(self, settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
-                 audit: AuditStore, policy: Policy) -> None:
+    def __init__(self, settings: TripwireSettings, store: Store, policy: Policy) -> None:
         self.settings = settings
         self.counters = StreamCounters()
         s = settings
@@ -90,7 +89,7 @@ class TripwireApp:
                                           key_type=str, value_type=bytes)
         self.states = AgentStates(self.state_table, policy, scan_text, s.live_agents)
         self.processor = StepProcessor(self.states)
-        self.sink = SinkBuffer(steps, breaker, audit, max_rows=s.sink_batch_rows,
+        self.sink = SinkBuffer(store, max_rows=s.sink_batch_rows,
                                flush_seconds=s.sink_flush_seconds,
                                before_seal=self._checkpoint)
         self.commands_topic = self.app.topic(topics.COMMANDS, **raw)
@@ -146,7 +145,10 @@ class TripwireApp:
             log.warning("dead-lettered %d: first reason: %s", len(result.dead),
                         result.dead[0].reason)
         acks = [_acker(stream, ev) for ev in events]
-        await self.sink.add(result.accepted, dets, controls, acks)
+        # The records, not the decoded events: the ClickHouse writer decodes them again in its
+        # own process, where that costs the detection loop nothing.
+        kept = records if not result.dead else [r for r in records if r[1]]
+        await self.sink.add(kept, len(result.accepted), dets, controls, acks)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
         """Send dead letters, detections and controls; make them and the state durable."""
@@ -234,7 +236,7 @@ class TripwireApp:
                 d, c = await self._publish(result)
             dets += d
             controls += c
-        await self.sink.add([], dets, controls, [_acker(stream, ev) for ev in events],
+        await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
                             {"operator_commands": audit})
 
     # --- time ------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class TripwireApp:
     async def _flush_sink(self) -> None:
         if self._alert_rows:
             rows, self._alert_rows = self._alert_rows, []
-            await self.sink.add([], [], [], [], {"alert_deliveries": rows})
+            await self.sink.add([], 0, [], [], [], {"alert_deliveries": rows})
         await self.sink.flush_if_due()
 
     async def _advance_timers(self) -> None:
@@ -259,7 +261,7 @@ class TripwireApp:
             else:
                 dets, controls = [], []
         if dets or controls:
-            await self.sink.add([], dets, controls, [])
+            await self.sink.add([], 0, dets, controls, [])
 
     async def _heal_commit_gaps(self) -> None:
         await self._gap_healer.check(self.app.consumer)
@@ -308,6 +310,5 @@ def _key_matches(key: bytes | None, command: dict) -> bool:
     return key is not None and key.decode("utf-8", "replace") == command.get("agent_id")
 
 
-def build_app(settings: TripwireSettings, steps: StepStore, breaker: BreakerStore,
-              audit: AuditStore, policy: Policy) -> TripwireApp:
-    return TripwireApp(settings, steps, breaker, audit, policy)
+def build_app(settings: TripwireSettings, store: Store, policy: Policy) -> TripwireApp:
+    return TripwireApp(settings, store, policy)

@@ -20,17 +20,15 @@ from typing import Any, Protocol
 log = logging.getLogger("tripwire.sink")
 
 
-class StepStore(Protocol):
-    def insert(self, events: list[dict]) -> int: ...
+class Store(Protocol):
+    """Where sealed batches go: :class:`~streams.clickhouse_writer.ClickHouseWriter`."""
 
+    def insert_steps(self, records: Sequence[tuple]) -> int: ...
 
-class BreakerStore(Protocol):
-    def insert(self, detections: Sequence[Mapping[str, Any]],
-               controls: Sequence[Mapping[str, Any]]) -> None: ...
+    def insert_breaker(self, detections: Sequence[Mapping[str, Any]],
+                       controls: Sequence[Mapping[str, Any]]) -> None: ...
 
-
-class AuditStore(Protocol):
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
+    def insert_audit(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
 
 Ack = Callable[[], Awaitable[Any]]
@@ -46,7 +44,9 @@ class SinkCounters:
 
 @dataclass
 class _Pending:
-    steps: list[dict] = field(default_factory=list)
+    steps: list[tuple] = field(default_factory=list)
+    """agent-steps records; the store decodes and stores their valid events."""
+    rows: int = 0
     detections: list[Mapping[str, Any]] = field(default_factory=list)
     controls: list[Mapping[str, Any]] = field(default_factory=list)
     audit: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
@@ -62,12 +62,9 @@ class SinkBuffer:
     path.
     """
 
-    def __init__(self, steps: StepStore, breaker: BreakerStore, audit: AuditStore, *,
-                 max_rows: int, flush_seconds: float, max_inflight: int = 8,
+    def __init__(self, store: Store, *, max_rows: int, flush_seconds: float, max_inflight: int = 8,
                  before_seal: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.steps = steps
-        self.breaker = breaker
-        self.audit = audit
+        self.store = store
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self.counters = SinkCounters()
@@ -78,21 +75,23 @@ class SinkBuffer:
         self._ready: asyncio.Queue[_Pending] = asyncio.Queue()
         self._space = asyncio.Semaphore(max_inflight)
         self._writer: asyncio.Task[None] | None = None
-        # One thread: chDB is one engine per process, and ordered inserts keep acks ordered.
+        # One thread: inserts in order keep acks in order.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
 
-    async def add(self, steps: list[dict], detections: list[Mapping[str, Any]],
+    async def add(self, steps: list[tuple], rows: int, detections: list[Mapping[str, Any]],
                   controls: list[Mapping[str, Any]], acks: list[Ack],
                   audit: Mapping[str, list[Mapping[str, Any]]] | None = None) -> None:
+        """``steps`` are agent-steps records holding ``rows`` valid events between them."""
         p = self._pending
         p.steps += steps
+        p.rows += rows
         p.detections += detections
         p.controls += controls
         p.acks += acks
-        for table, rows in (audit or {}).items():
-            p.audit.setdefault(table, []).extend(rows)
-        self.counters.rows_offered += len(steps)
-        if len(p.steps) >= self.max_rows:
+        for table, table_rows in (audit or {}).items():
+            p.audit.setdefault(table, []).extend(table_rows)
+        self.counters.rows_offered += rows
+        if p.rows >= self.max_rows:
             await self._seal()
 
     async def flush_if_due(self) -> None:
@@ -142,17 +141,17 @@ class SinkBuffer:
             except Exception as exc:  # noqa: BLE001 - any sink failure means retry, not loss
                 self.counters.retries += 1
                 log.error("ClickHouse insert of %d rows failed, retrying in %.1fs: %s",
-                          len(batch.steps), delay, exc)
+                          batch.rows, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     def _insert(self, batch: _Pending) -> int:
         # Breaker rows first: they are few, and a dashboard showing a downgrade before the
         # steps that caused it is less confusing than the reverse.
-        self.breaker.insert(batch.detections, batch.controls)
+        self.store.insert_breaker(batch.detections, batch.controls)
         for table, rows in batch.audit.items():
-            self.audit.insert(table, rows)
-        return self.steps.insert(batch.steps) if batch.steps else 0
+            self.store.insert_audit(table, rows)
+        return self.store.insert_steps(batch.steps) if batch.steps else 0
 
     def close(self) -> None:
         if self._writer is not None:

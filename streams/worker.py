@@ -13,13 +13,11 @@ from collections.abc import Callable
 import faust
 
 from detectors.policy import Policy, load_policy
-from sinks.breaker_sink import BreakerSink
 from sinks.clickhouse import Client, connect
-from sinks.control_audit import AuditSink
 from sinks.migrations import migrate
-from sinks.step_sink import StepSink
 from streams.app import build_app
 from streams.broker import EmbeddedBroker
+from streams.clickhouse_writer import ClickHouseWriter, WriterError
 from streams.settings import TripwireSettings
 from streams.topics import ensure_topics, tripwire_topics
 
@@ -64,20 +62,27 @@ def run_worker(
     on_started: Callable[[], None] | None = None,
     serve_dashboards: bool = False,
 ) -> int:
-    # The sink thread prepares ClickHouse columns in Python; a shorter GIL switch interval
-    # keeps it from holding the event loop (and so detection) for 5 ms slices at a time.
+    # The Faust producer, consumer and this loop share one interpreter lock; a shorter switch
+    # interval keeps a busy thread from holding the event loop for 5 ms slices at a time.
     sys.setswitchinterval(0.001)
     policy = load_breaker_policy(settings)
-    client = prepare_services(settings)
-    tw = build_app(settings, StepSink(client), BreakerSink(client), AuditSink(client), policy)
-    dashboard = None
-    if serve_dashboards:
-        # In this process because it owns the embedded ClickHouse (one process per chDB dir).
-        from dashboards.server import DashboardServer
-
-        dashboard = DashboardServer(client, settings.dashboard_host, settings.dashboard_port)
-        dashboard.start()
-        print(f"tripwire: dashboards        {dashboard.url}", flush=True)
+    asyncio.run(
+        ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
+                      settings.replication_factor)
+    )
+    # The dashboards of `tripwire run` are served by the writer: it holds the embedded
+    # ClickHouse, and a chDB directory belongs to one process.
+    writer = ClickHouseWriter(
+        settings.clickhouse_dsn(), settings.retention_days,
+        dashboards=(settings.dashboard_host, settings.dashboard_port) if serve_dashboards else None)
+    try:
+        writer.start()
+    except WriterError as exc:
+        print(f"tripwire: {exc}", file=sys.stderr)
+        return 2
+    if writer.dashboard_url is not None:
+        print(f"tripwire: dashboards        {writer.dashboard_url}", flush=True)
+    tw = build_app(settings, writer, policy)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:
@@ -89,8 +94,8 @@ def run_worker(
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = int(exc.code or 0)
-    if dashboard is not None:
-        dashboard.stop()
+    finally:
+        writer.close()
     print(f"tripwire: worker stopped: {tw.summary()}", flush=True)
     return code
 
