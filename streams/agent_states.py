@@ -55,6 +55,8 @@ class AgentStates:
         self.owners: dict[str, tuple[str | None, str | None]] = {}
         # agents updated since the last checkpoint; each is live until it is written
         self._dirty: set[str] = set()
+        # changelog writes since the last checkpoint (evictions write early)
+        self.writes_since_checkpoint = 0
 
     def monitor(self, agent_id: str, workflow: str | None = None) -> AgentMonitor:
         live = self._live.get(agent_id)
@@ -141,6 +143,7 @@ class AgentStates:
         for agent_id in self._dirty:
             partitions.add(self._write(agent_id, self._live[agent_id]))
         self._dirty.clear()
+        self.writes_since_checkpoint = 0
         return partitions
 
     @property
@@ -154,6 +157,7 @@ class AgentStates:
                         "m": monitor.to_state()})
         self.table.data[agent_id] = value
         self.table.send_changelog(partition, agent_id, value, value_serializer="raw")
+        self.writes_since_checkpoint += 1
         return partition
 
     def agents_in_partition(self, partition: int) -> list[str]:

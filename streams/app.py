@@ -44,6 +44,9 @@ from streams.step_processor import BatchResult, StepProcessor, detection_record
 log = logging.getLogger("tripwire.streams")
 
 END_MARKER_KEY = "__tripwire_end__"
+# Changelog writes queued by evictions before a checkpoint is forced (bounds producer memory:
+# at 100,000 new agents a second their state otherwise waited for the next sink flush).
+EARLY_CHECKPOINT_WRITES = 5_000
 
 
 @dataclass
@@ -136,6 +139,10 @@ class TripwireApp:
         async with self._state_lock:
             result = self.processor.process(records)
             dets, controls = await self._publish(result)
+        if self.states.writes_since_checkpoint >= EARLY_CHECKPOINT_WRITES:
+            # A flood of new agents evicts dirty ones from the live set, and each eviction
+            # queues a changelog write; flush them before they pile up in the producer.
+            await self._checkpoint()
         c = self.counters
         c.records += len(records)
         c.events_accepted += len(result.accepted)
