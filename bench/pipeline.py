@@ -4,10 +4,11 @@ machines are noisy; the ratio is what to compare).
 
 (a) ceiling: plain aiokafka consume + StepBatchCodec decode of the backlog;
 (b) pipeline: a real `tripwire worker` process (decode -> detectors -> breaker -> changelog ->
-    controls -> ClickHouse) draining the same backlog;
+    controls -> its ClickHouse writer process) draining the same backlog;
 (c) latency: under steady load at half of (b), from an offending event's produce time to its
     control record being readable on agent-controls;
-(d) memory: the worker's resident set after it has seen 100,000 distinct agents;
+(d) memory: the worker's resident set after it has seen 100,000 distinct agents (its
+    ClickHouse writer's, which holds no agent state, is printed beside it);
 (e) enforcement: from an agent emitting an offending step through the SDK to its own guard
     refusing the next write tool call (issue 4's end-to-end figure).
 """
@@ -193,6 +194,16 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def writer_pid(worker_pid: int) -> int | None:
+    """The worker's ClickHouse writer child (a multiprocessing spawn of it)."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            return int(pid)
+    return None
+
+
 def many_agents(n: int, start_ms: int) -> list[dict[str, Any]]:
     """Two events for each of n distinct agents: enough to give each a monitor and state."""
     out = []
@@ -257,8 +268,10 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
             asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker,
                                        limit_s=900))
             rss = rss_mib(worker.proc.pid)  # type: ignore[union-attr]
-            print(f"(d) memory    {rss:.0f} MiB RSS after {memory_agents} distinct agents",
-                  file=sys.stderr)
+            writer = writer_pid(worker.proc.pid)  # type: ignore[union-attr]
+            writer_rss = rss_mib(writer) if writer is not None else 0.0
+            print(f"(d) memory    {rss:.0f} MiB RSS after {memory_agents} distinct agents "
+                  f"(its ClickHouse writer process: {writer_rss:.0f} MiB more)", file=sys.stderr)
         except BaseException:
             # The failure that ended the run is the one to report, not a slow shutdown.
             try:
@@ -274,6 +287,7 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
         "latency_p50_ms": round(p50, 1),
         "latency_p99_ms": round(p99, 1),
         "rss_mib_100k_agents": round(rss),
+        "writer_rss_mib": round(writer_rss),
         "guard_refusal_p50_ms": round(g50, 1),
         "guard_refusal_p99_ms": round(g99, 1),
     }
