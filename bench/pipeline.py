@@ -305,7 +305,7 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path) -> dict[str
             print(f"(b) pipeline  {pipeline_eps:10.0f} events/s", file=sys.stderr)
 
             guard_n = max(10, probes // 3)
-            load_s = 3 + probes * 0.25 + guard_n * 1.0 + 10
+            load_s = 3 + probes * 0.35 + guard_n * 2.0 + 10  # generous: probes slow under load
             print(f"generating {load_s:.0f} s of steady load at {pipeline_eps / 2:.0f} "
                   "events/s ...", file=sys.stderr)
             load = steady_load(pipeline_eps / 2, load_s, int(time.time() * 1000))
