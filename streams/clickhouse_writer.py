@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ log = logging.getLogger("tripwire.sink")
 # chDB locks its directory per process; a writer restarted right after its predecessor died
 # waits for the kernel to drop that lock rather than failing at once.
 OPEN_RETRY_S = 15.0
+WRITER_NICENESS = 10
 
 
 class WriterError(RuntimeError):
@@ -139,6 +141,9 @@ class ClickHouseWriter:
 def serve(conn: Connection, dsn: str, retention_days: int,
           dashboards: tuple[str, int] | None) -> None:
     """The child's main loop: one request at a time, answered ("ok", value) or ("error", why)."""
+    # When the cores are contended, detection should win over storage: a slower insert only
+    # delays acks (and back-pressure, if it lasts), a slower detector delays every control.
+    os.nice(WRITER_NICENESS)
     # Imported here: the parent only needs the proxy, and the child pays for the rest.
     from sinks.breaker_sink import BreakerSink
     from sinks.clickhouse import connect, redact
