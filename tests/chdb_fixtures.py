@@ -20,6 +20,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,17 +47,45 @@ def ch_dsn(chdb_dir: Path) -> Iterator[str]:
 
 @pytest.fixture
 def ch_client(ch_dsn: str) -> Iterator[Client]:
-    client = connect(ch_dsn)
-    try:
+    with client_on(ch_dsn) as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
 def ch_migrated(ch_client: Client) -> Client:
     migrate(ch_client, TEST_RETENTION_DAYS)
     return ch_client
+
+
+@contextmanager
+def sample_fleet_database(chdb_dir: Path, prefix: str, end_ms: int,
+                          hours: float = 2.0) -> Iterator[tuple[str, object]]:
+    """(dsn, SampleFleet) of a fresh database holding ``hours`` of the scenario fleet up to
+    ``end_ms``, dropped afterwards. No client stays open: each test opens its own."""
+    from dashboards.sample_fleet import fill
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _admin(chdb_dir, f"CREATE DATABASE {name}")
+    dsn = f"chdb://{chdb_dir}?database={name}"
+    client = connect(dsn)
+    try:
+        migrate(client, TEST_RETENTION_DAYS)
+        sample = fill(client, end_ms=end_ms, hours=hours)
+    finally:
+        client.close()
+    try:
+        yield dsn, sample
+    finally:
+        _admin(chdb_dir, f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+@contextmanager
+def client_on(dsn: str) -> Iterator[Client]:
+    client = connect(dsn)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def run_sql_in_subprocess(dsn: str, sql: str, timeout: float = 120) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,9 +11,10 @@ import pytest
 from dashboards.catalog import CHARTS, PARAMETER_TYPES, catalog, panels, parse_query
 from dashboards.filters import Filters, auto_bucket_s, now_ms
 from dashboards.runner import run_query
-from dashboards.sample_fleet import SampleFleet, fill
-from sinks.clickhouse import Client, connect
+from dashboards.sample_fleet import SampleFleet
+from sinks.clickhouse import Client
 from sinks.migrations import migrate
+from tests.chdb_fixtures import client_on, sample_fleet_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,32 +24,15 @@ RANGE = Filters(from_ms=END_MS - 6 * 3600_000, to_ms=END_MS + 60_000)
 
 @pytest.fixture(scope="module")
 def fleet(chdb_dir: Path) -> Iterator[tuple[str, SampleFleet]]:
-    """One database with two hours of the scenario fleet, shared by this module's tests;
-    every test opens (and closes) its own client on it."""
-    name = f"dash_{uuid.uuid4().hex[:10]}"
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"CREATE DATABASE {name}")
-    admin.close()
-    dsn = f"chdb://{chdb_dir}?database={name}"
-    client = connect(dsn)
-    try:
-        migrate(client, 30)
-        sample = fill(client, end_ms=END_MS, hours=2.0)
-    finally:
-        client.close()
-    yield dsn, sample
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
-    admin.close()
+    """One database with two hours of the scenario fleet, shared by this module's tests."""
+    with sample_fleet_database(chdb_dir, "dash", END_MS) as (dsn, sample):
+        yield dsn, sample  # type: ignore[misc]
 
 
 @pytest.fixture
 def client(fleet: tuple[str, SampleFleet]) -> Iterator[Client]:
-    c = connect(fleet[0])
-    try:
+    with client_on(fleet[0]) as c:
         yield c
-    finally:
-        c.close()
 
 
 def _sum(client: Client, sql: str) -> float:

@@ -20,8 +20,8 @@ from dashboards.evidence import (
 from dashboards.filters import now_ms
 from dashboards.runner import table_exists
 from dashboards.sample_fleet import SampleFleet, fill
-from sinks.clickhouse import Client, connect
-from sinks.migrations import migrate
+from sinks.clickhouse import Client
+from tests.chdb_fixtures import client_on, sample_fleet_database
 
 pytestmark = pytest.mark.integration
 
@@ -34,30 +34,15 @@ RAW_COLUMNS = ("event_id", "ts", "agent_id", "agent_version", "run_id", "step", 
 
 @pytest.fixture(scope="module")
 def fleet(chdb_dir: Path) -> Iterator[tuple[str, SampleFleet]]:
-    name = f"evid_{uuid.uuid4().hex[:10]}"
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"CREATE DATABASE {name}")
-    admin.close()
-    dsn = f"chdb://{chdb_dir}?database={name}"
-    client = connect(dsn)
-    try:
-        migrate(client, 30)
-        sample = fill(client, end_ms=END_MS, hours=2.0)
-    finally:
-        client.close()
-    yield dsn, sample
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
-    admin.close()
+    """One database with two hours of the scenario fleet, shared by this module's tests."""
+    with sample_fleet_database(chdb_dir, "evid", END_MS) as (dsn, sample):
+        yield dsn, sample  # type: ignore[misc]
 
 
 @pytest.fixture
 def client(fleet: tuple[str, SampleFleet]) -> Iterator[Client]:
-    c = connect(fleet[0])
-    try:
+    with client_on(fleet[0]) as c:
         yield c
-    finally:
-        c.close()
 
 
 def raw_rows(client: Client, where: str, params: dict) -> list[dict]:

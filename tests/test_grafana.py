@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,8 @@ from dashboards.catalog import DASHBOARDS, catalog, panels
 from dashboards.filters import Filters, now_ms
 from dashboards.grafana import DATASOURCE, GRAFANA_DIR, GRAFANA_PARAMETERS, render
 from dashboards.runner import run_query
-from dashboards.sample_fleet import fill
-from sinks.clickhouse import Client, connect
-from sinks.migrations import migrate
+from sinks.clickhouse import Client
+from tests.chdb_fixtures import client_on, sample_fleet_database
 
 REPO = Path(__file__).resolve().parent.parent
 END_MS = now_ms() - 60_000
@@ -72,30 +70,14 @@ def test_provisioning_points_at_the_compose_clickhouse() -> None:
 
 @pytest.fixture(scope="module")
 def fleet_dsn(chdb_dir: Path) -> Iterator[str]:
-    name = f"graf_{uuid.uuid4().hex[:10]}"
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"CREATE DATABASE {name}")
-    admin.close()
-    dsn = f"chdb://{chdb_dir}?database={name}"
-    client = connect(dsn)
-    try:
-        migrate(client, 30)
-        fill(client, end_ms=END_MS, hours=2.0)
-    finally:
-        client.close()
-    yield dsn
-    admin = connect(f"chdb://{chdb_dir}")
-    admin.command(f"DROP DATABASE IF EXISTS {name} SYNC")
-    admin.close()
+    with sample_fleet_database(chdb_dir, "graf", END_MS) as (dsn, _):
+        yield dsn
 
 
 @pytest.fixture
 def client(fleet_dsn: str) -> Iterator[Client]:
-    c = connect(fleet_dsn)
-    try:
+    with client_on(fleet_dsn) as c:
         yield c
-    finally:
-        c.close()
 
 
 def same_rows(left: list, right: list) -> bool:
