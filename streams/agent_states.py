@@ -113,8 +113,9 @@ class AgentStates:
     def update(self, agent_id: str, monitor: AgentMonitor, partition: int,
                source: str | None = None, offset: int | None = None,
                wall_ms: int | None = None) -> None:
-        """Record that ``monitor`` (live) has new state, applied up to ``offset`` of ``source``;
-        it reaches the changelog at the next :meth:`checkpoint`."""
+        """Record that ``monitor``, the live one :meth:`monitor` returned, has new state applied
+        up to ``offset`` of ``source``; it reaches the changelog at the next :meth:`checkpoint`
+        (or when it is evicted from the live set first)."""
         meta = self._meta.get(agent_id)
         offsets = meta[1] if meta is not None else {}
         if source is not None and offset is not None:
@@ -132,10 +133,7 @@ class AgentStates:
             self.deadlines.pop(agent_id, None)
         else:
             self.deadlines[agent_id] = deadline
-        if self._live.get(agent_id) is not monitor:
-            self._write(agent_id, monitor)  # not held live (a caller's own copy): write now
-        else:
-            self._dirty.add(agent_id)
+        self._dirty.add(agent_id)
 
     def checkpoint(self) -> set[int]:
         """Write every agent updated since the last checkpoint, once; the partitions written."""

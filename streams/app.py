@@ -145,7 +145,7 @@ class TripwireApp:
             await self._checkpoint()
         c = self.counters
         c.records += len(records)
-        c.events_accepted += len(result.accepted)
+        c.events_accepted += result.accepted
         c.dead_letters += len(result.dead)
         c.replayed_events += result.replayed_events
         if result.dead:
@@ -153,9 +153,8 @@ class TripwireApp:
                         result.dead[0].reason)
         acks = [_acker(stream, ev) for ev in events]
         # The records, not the decoded events: the ClickHouse writer decodes them again in its
-        # own process, where that costs the detection loop nothing.
-        kept = records if not result.dead else [r for r in records if r[1]]
-        await self.sink.add(kept, len(result.accepted), dets, controls, acks)
+        # own process (where that costs the detection loop nothing) and stores the same events.
+        await self.sink.add(records, result.accepted, dets, controls, acks)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
         """Send dead letters, detections and controls; make them and the state durable."""

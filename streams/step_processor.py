@@ -23,7 +23,8 @@ RecordTuple = tuple[bytes | None, bytes | None, Any, str, int, int]
 
 @dataclass
 class BatchResult:
-    accepted: list[dict] = field(default_factory=list)
+    accepted: int = 0
+    """Valid events, replayed ones included (the sink deduplicates those)."""
     dead: list[DeadLetter] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -48,7 +49,7 @@ class StepProcessor:
                 out.dead.extend(dead)
             if not events:
                 continue
-            out.accepted.extend(events)
+            out.accepted += len(events)
             source = str(partition)
             for ev in events:
                 agent = ev["agent_id"]

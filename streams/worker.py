@@ -24,12 +24,17 @@ from streams.topics import ensure_topics, tripwire_topics
 log = logging.getLogger("tripwire")
 
 
-def prepare_services(settings: TripwireSettings) -> Client:
-    """Topics and schema first: a worker must never create either implicitly."""
+def prepare_topics(settings: TripwireSettings) -> None:
+    """Every topic with its partition count: a worker must never create one implicitly."""
     asyncio.run(
         ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
                       settings.replication_factor)
     )
+
+
+def prepare_services(settings: TripwireSettings) -> Client:
+    """Topics and schema first (``tripwire init``); a worker's writer migrates on start."""
+    prepare_topics(settings)
     client = connect(settings.clickhouse_dsn())
     migrate(client, settings.retention_days)
     return client
@@ -66,10 +71,7 @@ def run_worker(
     # interval keeps a busy thread from holding the event loop for 5 ms slices at a time.
     sys.setswitchinterval(0.001)
     policy = load_breaker_policy(settings)
-    asyncio.run(
-        ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
-                      settings.replication_factor)
-    )
+    prepare_topics(settings)
     # The dashboards of `tripwire run` are served by the writer: it holds the embedded
     # ClickHouse, and a chDB directory belongs to one process.
     writer = ClickHouseWriter(

@@ -42,7 +42,7 @@ def test_redelivered_records_do_not_count_twice() -> None:
     again = processor.process(recs[1500:])  # a crash re-delivers the uncommitted tail
     assert first.replayed_events == 0 and first.transitions
     assert again.replayed_events == 500 and not again.transitions and not again.detections
-    assert len(again.accepted) == 500, "still offered to the sink, which deduplicates"
+    assert again.accepted == 500, "still offered to the sink, which deduplicates"
 
 
 def test_restored_state_resumes_identically_and_regains_its_timers() -> None:
