@@ -53,6 +53,9 @@ class _Pending:
     acks: list[Ack] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
 
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.acks or self.detections or self.controls or self.audit)
+
 
 class SinkBuffer:
     """Collects rows into batches; a background task inserts them in order and then acks.
@@ -96,15 +99,12 @@ class SinkBuffer:
 
     async def flush_if_due(self) -> None:
         p = self._pending
-        if (p.steps or p.acks or p.detections or p.controls or p.audit) and (
-            time.monotonic() - p.since >= self.flush_seconds
-        ):
+        if p and time.monotonic() - p.since >= self.flush_seconds:
             await self._seal()
 
     async def flush(self) -> None:
         """Seal what is pending and wait until everything sealed so far is stored and acked."""
-        p = self._pending
-        if p.steps or p.acks or p.controls or p.detections or p.audit:
+        if self._pending:
             await self._seal()
         await self._ready.join()
 
