@@ -33,7 +33,9 @@ from typing import Any
 __all__ = [
     "MAX_ZERO_WIDTH_ITEMS",
     "AvroDecodeError",
+    "ColumnReader",
     "Reader",
+    "compile_column_reader",
     "compile_reader",
     "generate_source",
 ]
@@ -41,6 +43,11 @@ __all__ = [
 Reader = Callable[[bytes, int], tuple[Any, int]]
 """``reader(buf, pos) -> (value, end)``: decode one value starting at ``buf[pos]``; ``end`` is
 the offset just past it (never beyond ``len(buf)``), so callers can reject trailing bytes."""
+
+ColumnReader = Callable[[bytes, int, list[list[Any]]], int]
+"""``reader(buf, pos, columns) -> end``: decode an array of records starting at ``buf[pos]``,
+appending each record's fields, in schema order, to ``columns[0]``, ``columns[1]``, ...
+On error some columns may already hold part of the array: the caller truncates them."""
 
 MAX_ZERO_WIDTH_ITEMS = 1 << 16
 """Cap on the items, across one decoded value, of arrays whose item type encodes to zero bytes
@@ -519,12 +526,48 @@ class _Gen:
             lines += [*self.read(schema, "v", ind), f"{ind}return v, pos"]
         self.body.extend([*lines, ""])
 
-    def module(self, schema: Any) -> str:
+    def emit_columns(self, schema: Mapping[str, Any]) -> str:
+        """A function reading an array of ``schema`` records into one list per field: no dict
+        per record, for a consumer (the ClickHouse sink) that wants columns anyway."""
+        ind = "    "
+        fields = schema["fields"]
+        appends = [self.fresh("a") for _ in fields]
+        lines = ["def _read_columns(buf, pos, cols, zw):", f"{ind}end = len(buf)"]
+        lines += [f"{ind}{a} = cols[{i}].append" for i, a in enumerate(appends)]
+
+        def per_item(inner: str) -> list[str]:
+            out: list[str] = []
+            for field, append in zip(fields, appends, strict=True):
+                f = self.fresh("f")
+                out += [*self.read(field["type"], f, inner), f"{inner}{append}({f})"]
+            return out or [f"{inner}pass"]
+
+        self.inlining.append(schema["name"])
+        try:
+            lines += [
+                f"{ind}if buf[pos] == 0:",
+                f"{ind}    return pos + 1",
+                *self._blocks(self.min_size(schema), ind, per_item),
+                f"{ind}return pos",
+            ]
+        finally:
+            self.inlining.pop()
+        self.body.extend([*lines, ""])
+        return "_read_columns"
+
+    def module(self, schema: Any, columns: bool = False) -> str:
         resolved = self.resolve(schema)
-        if isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
+        if columns:
+            if not (isinstance(resolved, dict) and resolved.get("type") in ("record", "error")):
+                raise ValueError("a column reader needs a record schema")
+            top = self.emit_columns(resolved)
+            signature, args = "read(buf, pos, cols)", "buf, pos, cols"
+        elif isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
             top = self.function(resolved["name"], resolved, "record")
+            signature, args = "read(buf, pos)", "buf, pos"
         else:
             top = self.function("", resolved, "top")
+            signature, args = "read(buf, pos)", "buf, pos"
         while self.pending:
             self.emit_function(*self.pending.pop())
         constants = [f"{name} = {source}" for source, name in self.constants.items()]
@@ -532,9 +575,9 @@ class _Gen:
         # IndexError can only come from reading buf[pos] past the end (all other indexing
         # is range-checked), struct.error from a float/double cut short.
         entry = f"""
-def read(buf, pos):
+def {signature}:
     try:
-        return {top}(buf, pos, [MAX_ZERO_WIDTH_ITEMS])
+        return {top}({args}, [MAX_ZERO_WIDTH_ITEMS])
     except (IndexError, StructError):
         raise AvroDecodeError(f"truncated: input ends at offset {{len(buf)}}") from None
     except UnicodeDecodeError as exc:
@@ -546,20 +589,21 @@ def read(buf, pos):
 
 
 @lru_cache(maxsize=64)
-def _build(source: str) -> Reader:
+def _build(source: str) -> Any:
     # Keyed by the generated source, which embeds every constant it uses: codecs built
     # repeatedly for the same schema (one per test example, one per worker) compile once.
     namespace = dict(_HELPERS)
     exec(compile(source, "<avro reader>", "exec"), namespace)  # noqa: S102 - our own source
-    reader: Reader = namespace["read"]
-    return reader
+    return namespace["read"]
 
 
-def generate_source(schema: Any, named: Mapping[str, Any] | None = None) -> str:
-    """The Python source ``compile_reader`` would exec for ``schema`` (for debugging)."""
+def generate_source(schema: Any, named: Mapping[str, Any] | None = None,
+                    columns: bool = False) -> str:
+    """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``)
+    would exec for ``schema`` (for debugging)."""
     if named is None:
         named = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
-    return _Gen(named).module(schema)
+    return _Gen(named).module(schema, columns)
 
 
 def compile_reader(schema: Any, named: Mapping[str, Any] | None = None) -> Reader:
@@ -568,4 +612,15 @@ def compile_reader(schema: Any, named: Mapping[str, Any] | None = None) -> Reade
     Named types referenced by name are looked up in ``named``, by default the parsed schema's
     ``__named_schemas``. Raises ValueError for a schema it cannot handle.
     """
-    return _build(generate_source(schema, named))
+    reader: Reader = _build(generate_source(schema, named))
+    return reader
+
+
+def compile_column_reader(record: Any, named: Mapping[str, Any] | None = None) -> ColumnReader:
+    """A :data:`ColumnReader` for arrays of ``record`` (a parsed record schema).
+
+    Each value comes out exactly as ``compile_reader`` would put it in the record's dict, and
+    malformed input raises AvroDecodeError the same way.
+    """
+    reader: ColumnReader = _build(generate_source(record, named, columns=True))
+    return reader

@@ -7,7 +7,8 @@ before inserting, :class:`StepSink` asks which of the batch's event_ids are alre
 stored and drops them. The question is asked along the table's sorting key
 ``(agent_id, ts, ...)`` so it only reads the granules the batch's events could be
 in; see ``sinks/sql/0001_steps.sql``. It costs ~10 ms per 5,000-row batch (~20 ms
-when the batch is all re-delivered), a few percent of the insert, so it is always on.
+when the batch is all re-delivered), so it is asked only where a re-delivery can be: for
+rows from Kafka, until a partition's rows are found new (see :class:`StepSink`).
 
 The check is exact for inserts made through one StepSink (calls are serialised).
 Two processes storing the same events at the same moment can still both insert
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from schemas.step_columns import StepColumns
 from sinks.clickhouse import Client
 from sinks.masking import mask, mask_attributes
 
@@ -63,6 +65,10 @@ COLUMNS: tuple[str, ...] = (
     "attributes",
 )
 
+FIELDS: tuple[str, ...] = ("event_id", "ts", "agent_id", "run_id", "step", "kind", *_TEXT,
+                            *_ZERO, *_NULLABLE, "content", "injection_flagged", "attributes")
+"""The StepEvent fields a dict batch is read for (:meth:`StepSink.insert`)."""
+
 # The "already stored?" check asks for at most this many (agents, ts span) windows per
 # batch, split where consecutive events are more than WINDOW_GAP_MS apart.
 MAX_WINDOWS = 8
@@ -95,42 +101,101 @@ def _event_key(raw: Any) -> str:
 
 
 class StepSink:
-    """Inserts batches of StepEvent dicts into ``table``; thread-safe, synchronous."""
+    """Inserts batches of StepEvents into ``table``; thread-safe, synchronous.
+
+    Which rows to check: after a crash or a rebalance, what a partition re-delivers is a run
+    of its records from the last committed offset on, and what of it is already stored is a
+    prefix of that run (inserts go in offset order, one batch at a time). So once a batch
+    finds none of a partition's rows stored, the partition's later records are new too, and
+    they skip the check until an offset at or below one already inserted shows up (a
+    re-delivery) or :meth:`recheck` is called (the partitions changed hands). Rows without a
+    partition (:meth:`insert`) are always checked.
+    """
 
     def __init__(self, client: Client, *, table: str = "steps", check_stored: bool = True):
         self._client = client
         self._table = table
         self._check_stored = check_stored
+        # partition -> highest offset inserted since its rows were last found all new
+        self._clean: dict[int, int] = {}
         # One insert at a time: two overlapping batches checked concurrently would
         # both see their shared events as new.
         self._lock = threading.Lock()
 
     def insert(self, events: list[dict[str, Any]]) -> int:
         """Store the events not stored yet; returns how many rows were inserted."""
-        if not events:
+        batch = StepColumns(FIELDS)
+        batch.append_events(events)
+        return self.insert_columns(batch)
+
+    def recheck(self) -> None:
+        """Check every partition's next rows again (its records may have been stored by
+        another worker meanwhile)."""
+        with self._lock:
+            self._clean.clear()
+
+    def insert_columns(self, batch: StepColumns) -> int:
+        """Store the batch's events not stored yet; returns how many rows were inserted."""
+        if not len(batch):
             return 0
-        keyed: dict[str, dict[str, Any]] = {}
-        for event in events:
-            keyed.setdefault(_event_key(event["event_id"]), event)
+        ids = list(map(_event_key, batch.column("event_id")))
+        if len(set(ids)) != len(ids):
+            first: dict[str, int] = {}
+            for i, key in enumerate(ids):
+                first.setdefault(key, i)
+            batch.keep(list(first.values()))
+            ids = list(first)
         with self._lock:
             if self._check_stored:
-                for stored in self.stored_ids(keyed):
-                    del keyed[stored]
-            if not keyed:
+                ids = self._drop_stored(batch, ids)
+            if not ids:
                 return 0
-            self._client.insert(
-                self._table,
-                _columns(keyed),
-                column_names=COLUMNS,
-                column_oriented=True,
-                # A replayed backlog can span many days (one partition each); the
-                # default limit of 100 would make such a batch fail forever.
-                settings={"max_partitions_per_insert_block": 0},
-            )
-        return len(keyed)
+            touched: dict[int, int] = {}
+            for p, o in zip(batch.partitions, batch.offsets, strict=True):
+                if p is not None and o is not None and o > touched.get(p, -1):
+                    touched[p] = o
+            try:
+                self._client.insert(
+                    self._table,
+                    _columns(batch, ids),
+                    column_names=COLUMNS,
+                    column_oriented=True,
+                    # A replayed backlog can span many days (one partition each); the
+                    # default limit of 100 would make such a batch fail forever.
+                    settings={"max_partitions_per_insert_block": 0},
+                )
+            except BaseException:
+                # Some of the insert's parts may have been written: check these again.
+                for p in touched:
+                    self._clean.pop(p, None)
+                raise
+            for p, offset in touched.items():
+                if p in self._clean:
+                    self._clean[p] = max(self._clean[p], offset)
+        return len(ids)
 
-    def stored_ids(self, events: Mapping[str, Mapping[str, Any]]) -> set[str]:
-        """Which of these events (keyed by canonical event_id) are already in the table."""
+    def _drop_stored(self, batch: StepColumns, ids: list[str]) -> list[str]:
+        clean = self._clean
+        suspect = [i for i, (p, o) in enumerate(zip(batch.partitions, batch.offsets, strict=True))
+                   if p is None or o is None or p not in clean or o <= clean[p]]
+        if not suspect:
+            return ids
+        agents, ts = batch.column("agent_id"), batch.column("ts")
+        checked = {ids[i]: (agents[i], ts[i]) for i in suspect}
+        stored = self.stored_ids(checked)
+        dirty = {batch.partitions[i] for i in suspect if ids[i] in stored}
+        for i in suspect:
+            p, o = batch.partitions[i], batch.offsets[i]
+            if p is not None and o is not None and p not in dirty:
+                clean[p] = max(clean.get(p, o), o)
+        if not stored:
+            return ids
+        keep = [i for i, key in enumerate(ids) if key not in stored]
+        batch.keep(keep)
+        return [ids[i] for i in keep]
+
+    def stored_ids(self, events: Mapping[str, tuple[str, int]]) -> set[str]:
+        """Which of these events (canonical event_id -> (agent_id, ts)) are already stored."""
         found: set[str] = set()
         for agents, lo, hi in _windows(events.values()):
             # Asks for every stored id in the batch's (agent_id, ts) windows rather than
@@ -151,39 +216,34 @@ class StepSink:
         return found
 
 
-def _windows(events: Iterable[Mapping[str, Any]]) -> list[tuple[list[str], int, int]]:
-    """(agents, min ts, max ts) spans covering the events, cut at the widest gaps in ts.
+def _windows(rows: Iterable[tuple[str, int]]) -> list[tuple[list[str], int, int]]:
+    """(agents, min ts, max ts) spans covering the (agent_id, ts) rows, cut at the widest
+    gaps in ts.
 
     A straggler from an hour ago would otherwise stretch one window over the whole
     hour; cut off at a gap, it gets a window of its own just as wide as itself.
     """
-    ordered = sorted(events, key=lambda e: e["ts"])
-    gaps = sorted((ordered[i + 1]["ts"] - ordered[i]["ts"], i + 1) for i in range(len(ordered) - 1))
+    ordered = sorted(rows, key=lambda r: r[1])
+    gaps = sorted((ordered[i + 1][1] - ordered[i][1], i + 1) for i in range(len(ordered) - 1))
     cuts = sorted(i for gap, i in gaps[-(MAX_WINDOWS - 1) :] if gap > WINDOW_GAP_MS)
     windows = []
     for start, end in zip([0, *cuts], [*cuts, len(ordered)], strict=True):
         span = ordered[start:end]
-        agents = sorted({e["agent_id"] for e in span})
-        windows.append((agents, span[0]["ts"], span[-1]["ts"]))
+        agents = sorted({agent for agent, _ in span})
+        windows.append((agents, span[0][1], span[-1][1]))
     return windows
 
 
-def _columns(keyed: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    events = list(keyed.values())
-    cols: list[list[Any]] = [
-        list(keyed),
-        [e["ts"] for e in events],
-        [e["agent_id"] for e in events],
-        [e["run_id"] for e in events],
-        [e["step"] for e in events],
-        [e["kind"] for e in events],
-    ]
-    cols.extend([e.get(name) or "" for e in events] for name in _TEXT)
-    cols.extend([e.get(name) or 0 for e in events] for name in _ZERO)
-    cols.extend([e.get(name) for e in events] for name in _NULLABLE)
-    cols.append([mask(e.get("content") or "") for e in events])
-    cols.append([bool(e.get("injection_flagged")) for e in events])
-    cols.append([mask_attributes(e.get("attributes")) for e in events])
+def _columns(batch: StepColumns, ids: list[str]) -> list[list[Any]]:
+    col = dict(zip(batch.fields, batch.columns, strict=True))
+    cols: list[list[Any]] = [ids, col["ts"], col["agent_id"], col["run_id"], col["step"],
+                             col["kind"]]
+    cols.extend([v or "" for v in col[name]] for name in _TEXT)
+    cols.extend([v or 0 for v in col[name]] for name in _ZERO)
+    cols.extend(col[name] for name in _NULLABLE)
+    cols.append([mask(v) if v else "" for v in col["content"]])
+    cols.append(list(map(bool, col["injection_flagged"])))
+    cols.append(list(map(mask_attributes, col["attributes"])))
     return cols
 
 

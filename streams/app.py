@@ -47,6 +47,11 @@ END_MARKER_KEY = "__tripwire_end__"
 # Changelog writes queued by evictions before a checkpoint is forced (bounds producer memory:
 # at 100,000 new agents a second their state otherwise waited for the next sink flush).
 EARLY_CHECKPOINT_WRITES = 5_000
+# A take of a backlog can hold 500 records of hundreds of events each (~1.5 s of detector
+# work). Handing its rows to the sink in pieces of about this many value bytes lets the
+# ClickHouse writer store one piece while the detectors run the next, instead of both taking
+# turns (measured on the bench backlog, ~320 bytes an event).
+CHUNK_BYTES = 2 * 1024 * 1024
 
 
 @dataclass
@@ -129,7 +134,8 @@ class TripwireApp:
         s = self.settings
         batches = stream.noack_take(s.stream_batch_records, within=s.stream_batch_seconds)
         async for events in batches:
-            await self.handle_batch(stream, events)
+            for chunk in _chunks(events, CHUNK_BYTES):
+                await self.handle_batch(stream, chunk)
 
     async def handle_batch(self, stream: StreamT, events: Sequence[EventT]) -> None:
         records = []
@@ -154,7 +160,7 @@ class TripwireApp:
         acks = [_acker(stream, ev) for ev in events]
         # The records, not the decoded events: the ClickHouse writer decodes them again in its
         # own process (where that costs the detection loop nothing) and stores the same events.
-        await self.sink.add(records, result.accepted, dets, controls, acks)
+        await self.sink.add(result.stored, result.accepted, dets, controls, acks)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
         """Send dead letters, detections and controls; make them and the state durable."""
@@ -276,6 +282,8 @@ class TripwireApp:
         # Another worker owns these agents now; live copies here would go stale.
         self.states.forget_partitions({tp.partition for tp in revoked
                                        if tp.topic == topics.STEPS})
+        # ... and may store their records before they come back here.
+        self.sink.store.recheck()
 
     async def _freeze_startup_heap(self) -> None:
         # A full (generation 2) collection walks every tracked object, and the modules, Faust
@@ -298,6 +306,20 @@ class TripwireApp:
                 f"dead_letters={c.dead_letters} detections={c.detections} "
                 f"transitions={c.transitions} replayed={c.replayed_events} "
                 f"sink_retries={k.retries}")
+
+
+def _chunks(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
+    """Consecutive runs of events whose record values add up to about ``max_bytes``."""
+    out: list[Sequence[EventT]] = []
+    start = size = 0
+    for i, ev in enumerate(events):
+        size += len(ev.message.value or b"")
+        if size >= max_bytes:
+            out.append(events[start:i + 1])
+            start, size = i + 1, 0
+    if start < len(events):
+        out.append(events[start:])
+    return out
 
 
 def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg coroutine factory

@@ -25,6 +25,8 @@ class Store(Protocol):
 
     def insert_steps(self, records: Sequence[tuple]) -> int: ...
 
+    def recheck(self) -> None: ...
+
     def insert_breaker(self, detections: Sequence[Mapping[str, Any]],
                        controls: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -45,7 +47,8 @@ class SinkCounters:
 @dataclass
 class _Pending:
     steps: list[tuple] = field(default_factory=list)
-    """agent-steps records; the store decodes and stores their valid events."""
+    """agent-steps records with accepted events, as
+    :data:`~streams.step_processor.StoredRecord`; the store decodes and stores those events."""
     rows: int = 0
     detections: list[Mapping[str, Any]] = field(default_factory=list)
     controls: list[Mapping[str, Any]] = field(default_factory=list)
@@ -84,7 +87,7 @@ class SinkBuffer:
     async def add(self, steps: list[tuple], rows: int, detections: list[Mapping[str, Any]],
                   controls: list[Mapping[str, Any]], acks: list[Ack],
                   audit: Mapping[str, list[Mapping[str, Any]]] | None = None) -> None:
-        """``steps`` are agent-steps records holding ``rows`` valid events between them."""
+        """``steps`` are StoredRecords holding ``rows`` valid events between them."""
         p = self._pending
         p.steps += steps
         p.rows += rows

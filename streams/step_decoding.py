@@ -11,6 +11,12 @@ from schemas.validation import check_batch_key, check_event
 from streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
 
 
+def content_type(headers: object) -> str | None:
+    """The record's content-type header, normalised, or None."""
+    raw = header_map(headers).get(CONTENT_TYPE)
+    return raw.decode("latin-1").strip().lower() if raw else None
+
+
 class StepRecordDecoder:
     def __init__(self, codec: StepBatchCodec | None = None) -> None:
         self.codec = codec or StepBatchCodec()
@@ -24,8 +30,7 @@ class StepRecordDecoder:
         partition: int,
         offset: int,
     ) -> tuple[list[dict], list[DeadLetter]]:
-        ctype_raw = header_map(headers).get(CONTENT_TYPE)
-        ctype = ctype_raw.decode("latin-1").strip().lower() if ctype_raw else None
+        ctype = content_type(headers)
 
         def dead(reason: str, index: int | None = None) -> DeadLetter:
             return DeadLetter(reason, key, value, topic, partition, offset, index, ctype)

@@ -15,16 +15,22 @@ from detectors.breaker import Transition
 from detectors.detection import Detection
 from streams.agent_states import AgentStates
 from streams.dead_letters import DeadLetter
-from streams.step_decoding import StepRecordDecoder
+from streams.step_decoding import StepRecordDecoder, content_type
 
 # (key, value, headers, topic, partition, offset) of one Kafka record.
 RecordTuple = tuple[bytes | None, bytes | None, Any, str, int, int]
+
+StoredRecord = tuple[bytes, str | None, int, int, tuple[int, ...]]
+"""What the ClickHouse sink needs of a record with accepted events: (value, content type,
+partition, offset, indices of the events in it that were refused)."""
 
 
 @dataclass
 class BatchResult:
     accepted: int = 0
     """Valid events, replayed ones included (the sink deduplicates those)."""
+    stored: list[StoredRecord] = field(default_factory=list)
+    """The records that hold the accepted events, for the ClickHouse sink."""
     dead: list[DeadLetter] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -50,6 +56,8 @@ class StepProcessor:
             if not events:
                 continue
             out.accepted += len(events)
+            refused = tuple(d.event_index for d in dead if d.event_index is not None)
+            out.stored.append((value, content_type(headers), partition, offset, refused))
             source = str(partition)
             for ev in events:
                 agent = ev["agent_id"]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from schemas.avro_decoder import (
     MAX_ZERO_WIDTH_ITEMS,
     AvroDecodeError,
+    compile_column_reader,
     compile_reader,
     generate_source,
 )
@@ -507,3 +508,66 @@ def test_codec_fast_path_equals_fastavro_path() -> None:
     value = STEPS.encode(events)
     schema = CONTRACT["StepBatch"]._schema
     assert same(STEPS.decode(value), fastavro_read(schema, value[HEADER_SIZE:])[0]["events"])
+
+
+# --- column readers ----------------------------------------------------------------------------
+
+
+def columns_or_error(schema: Any, body: bytes) -> tuple[list[list[Any]], int] | None:
+    """What the column reader appends to fresh columns, or None when it rejects ``body``."""
+    columns: list[list[Any]] = [[] for _ in schema["fields"]]
+    try:
+        end = compile_column_reader(schema)(body, 0, columns)
+    except AvroDecodeError as exc:
+        assert exc.reason
+        return None
+    return columns, end
+
+
+def as_columns(schema: Any, records: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[r[f["name"]] for r in records] for f in schema["fields"]]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_column_reader_gives_the_record_readers_values_by_field(data: st.DataObject) -> None:
+    fields = data.draw(st.lists(avro_schemas(), max_size=6))
+    top = {"type": "record", "name": "?",
+           "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(fields)]}
+    schema = parse_schema(with_unique_names(top))
+    records = data.draw(st.lists(values(schema, schema.get("__named_schemas", {})), max_size=5))
+    body = encode(parse_schema({"type": "array", "items": schema}), records)
+    expected, end = compile_reader(parse_schema({"type": "array", "items": schema}))(body, 0)
+    got = columns_or_error(schema, body)
+    assert got is not None
+    assert same(got[0], as_columns(schema, expected))
+    assert got[1] == end == len(body)
+
+
+def test_column_reader_appends_to_what_the_columns_already_hold() -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    events = list(itertools.islice(fleet_events(seed=3, agents=5, scenarios=SCENARIOS), 120))
+    columns: list[list[Any]] = [[] for _ in schema["fields"]]
+    read = compile_column_reader(schema)
+    for start in range(0, 120, 40):
+        body = encode(CONTRACT["StepBatch"]._schema, {"events": events[start:start + 40]})
+        assert read(body, 0, columns) == len(body)
+    assert columns == as_columns(schema, events)
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=300))
+def test_column_reader_rejects_what_the_record_reader_rejects(body: bytes) -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    whole = decode_or_error(compile_reader(CONTRACT["StepBatch"]._schema), body)
+    got = columns_or_error(schema, body)
+    if whole is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got == (as_columns(schema, whole[0]["events"]), whole[1])
+
+
+def test_column_reader_needs_a_record_schema() -> None:
+    with pytest.raises(ValueError, match="record schema"):
+        compile_column_reader(parse_schema({"type": "array", "items": "long"}))

@@ -24,15 +24,14 @@ def records(n: int) -> tuple[list[tuple], list[dict]]:
     events = list(itertools.islice(
         fleet_events(seed=5, agents=4, scenarios=SCENARIOS, start_ms=start_ms), n))
     codec = StepBatchCodec()
-    recs = [(e["agent_id"].encode(), codec.encode([e]), [], "agent-steps", 0, i)
-            for i, e in enumerate(events)]
+    recs = [(codec.encode([e]), None, 0, i, ()) for i, e in enumerate(events)]
     return recs, events
 
 
 def test_stores_each_valid_event_once_and_survives_its_own_death(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'ch'}"
     recs, events = records(300)
-    bad = (b"agent-x", b"\x00not avro", [], "agent-steps", 0, 999)
+    bad = (b"\x00not avro", None, 0, 999, ())
     writer = ClickHouseWriter(dsn, retention_days=30).start()
     try:
         assert writer.insert_steps(recs[:200] + [bad]) == 200, "the bad record adds nothing"

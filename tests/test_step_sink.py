@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from schemas.step_columns import StepColumns
 from sinks.clickhouse import Client
-from sinks.step_sink import StepSink
+from sinks.step_sink import FIELDS, StepSink
 from sinks.tabsep import QueryError, run_sql
 
 pytestmark = pytest.mark.integration
@@ -193,3 +194,76 @@ def test_sql_errors_carry_clickhouse_message(ch_migrated: Client):
         run(ch_migrated, "SELECT * FROM no_such_table")
     with pytest.raises(QueryError, match="SYNTAX_ERROR|Syntax error"):
         run(ch_migrated, "SELEC 1")
+
+
+class CountingClient:
+    """The real client, counting the queries the sink asks (its "already stored?" checks)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.queries = 0
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self.queries += 1
+        return self.client.query(*args, **kwargs)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.insert(*args, **kwargs)
+
+
+def from_kafka(events: list[dict[str, Any]], partition: int, first_offset: int) -> StepColumns:
+    cols = StepColumns(FIELDS)
+    for i, event in enumerate(events):
+        cols.append_events([event], partition, first_offset + i)
+    return cols
+
+
+def test_a_partition_found_new_skips_the_check_until_it_re_delivers(ch_migrated: Client):
+    client = CountingClient(ch_migrated)
+    sink = StepSink(client)  # type: ignore[arg-type]
+    events = batch(400)
+    assert sink.insert_columns(from_kafka(events[:100], 0, 0)) == 100
+    assert client.queries == 1, "a partition's first rows are checked"
+    assert sink.insert_columns(from_kafka(events[100:200], 0, 100)) == 100
+    assert sink.insert_columns(from_kafka(batch(50), 1, 0)) == 50
+    assert client.queries == 2, "partition 0 was found new, partition 1 is new to the sink"
+    # Offsets at or below what was inserted: a re-delivery, checked and dropped.
+    assert sink.insert_columns(from_kafka(events[150:300], 0, 150)) == 100
+    assert client.queries == 3
+    sink.recheck()  # the partitions changed hands: the next rows of each are checked
+    assert sink.insert_columns(from_kafka(events[300:350], 0, 300)) == 50
+    assert client.queries == 4
+    assert count(ch_migrated) == 400
+
+
+def test_a_partition_whose_rows_were_stored_stays_checked(ch_migrated: Client):
+    client = CountingClient(ch_migrated)
+    events = batch(300)
+    StepSink(ch_migrated).insert_columns(from_kafka(events[:200], 0, 0))  # the crashed worker
+    sink = StepSink(client)  # type: ignore[arg-type]
+    assert sink.insert_columns(from_kafka(events[:100], 0, 0)) == 0
+    assert sink.insert_columns(from_kafka(events[100:250], 0, 100)) == 50
+    assert sink.insert_columns(from_kafka(events[250:], 0, 250)) == 50
+    assert client.queries == 3, "checked until a batch of the partition was all new"
+    assert count(ch_migrated) == 300
+
+
+def test_a_failed_insert_has_its_partitions_checked_again(ch_migrated: Client):
+    class SecondInsertFails(CountingClient):
+        inserts = 0
+
+        def insert(self, *args: Any, **kwargs: Any) -> Any:
+            result = self.client.insert(*args, **kwargs)
+            self.inserts += 1
+            if self.inserts == 2:  # stored, but reported failed
+                raise RuntimeError("connection reset")
+            return result
+
+    client = SecondInsertFails(ch_migrated)
+    sink = StepSink(client)  # type: ignore[arg-type]
+    events = batch(200)
+    sink.insert_columns(from_kafka(events[:100], 0, 0))
+    with pytest.raises(RuntimeError):
+        sink.insert_columns(from_kafka(events[100:], 0, 100))
+    assert sink.insert_columns(from_kafka(events[100:], 0, 100)) == 0, "the retry finds them"
+    assert count(ch_migrated) == 200

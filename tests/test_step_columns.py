@@ -1,0 +1,64 @@
+"""Record values to columns: the same values StepBatchCodec gives, whichever path a value takes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from schemas.codec import DecodeError, StepBatchCodec
+from schemas.step_columns import StepColumnDecoder
+from simulator.fleet import fleet_events
+from simulator.scenarios import SCENARIOS
+
+CODEC = StepBatchCodec()
+EVENTS = list(itertools.islice(fleet_events(seed=11, agents=6, scenarios=SCENARIOS), 90))
+
+
+def rows(decoder: StepColumnDecoder, batch: Any) -> list[dict[str, Any]]:
+    by_row = zip(*batch.columns, strict=True)
+    return [dict(zip(decoder.fields, values, strict=True)) for values in by_row]
+
+
+def test_batches_decode_to_the_codecs_events_in_order() -> None:
+    decoder = StepColumnDecoder(CODEC)
+    batch = decoder.new_batch()
+    for i, start in enumerate(range(0, 90, 30)):
+        assert decoder.add(batch, CODEC.encode(EVENTS[start:start + 30]), None, 3, 100 + i) == 30
+    assert rows(decoder, batch) == EVENTS
+    assert batch.partitions == [3] * 90
+    assert batch.offsets == [100] * 30 + [101] * 30 + [102] * 30
+
+
+def test_json_and_bare_event_frames_take_the_codec_path_with_the_same_values() -> None:
+    decoder = StepColumnDecoder(CODEC)
+    batch = decoder.new_batch()
+    decoder.add(batch, json.dumps(EVENTS[:2]).encode(), "application/json", 0, 1)
+    decoder.add(batch, CODEC.event_codec.encode(EVENTS[2]), None, 0, 2)
+    assert rows(decoder, batch) == EVENTS[:3]
+
+
+def test_refused_events_are_left_out() -> None:
+    decoder = StepColumnDecoder(CODEC)
+    batch = decoder.new_batch()
+    decoder.add(batch, CODEC.encode(EVENTS[:5]), None, 0, 1)
+    assert decoder.add(batch, CODEC.encode(EVENTS[5:10]), None, 0, 2, refused=(0, 3)) == 3
+    assert rows(decoder, batch) == EVENTS[:5] + [EVENTS[6], EVENTS[7], EVENTS[9]]
+    assert batch.offsets == [1] * 5 + [2] * 3
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (CODEC.encode(EVENTS[:4])[:-7], "truncated"),
+    (CODEC.encode(EVENTS[:4]) + b"\x00", "trailing bytes"),
+    (b"\xc3\x01" + b"\x00" * 8, "unknown schema fingerprint"),
+])
+def test_a_bad_value_raises_and_leaves_the_batch_as_it_was(value: bytes, reason: str) -> None:
+    decoder = StepColumnDecoder(CODEC)
+    batch = decoder.new_batch()
+    decoder.add(batch, CODEC.encode(EVENTS[:2]), None, 0, 1)
+    with pytest.raises(DecodeError, match=reason):
+        decoder.add(batch, value, None, 0, 2)
+    assert rows(decoder, batch) == EVENTS[:2]
+    assert len(batch) == 2 and all(len(c) == 2 for c in batch.columns)
