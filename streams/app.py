@@ -99,7 +99,7 @@ class TripwireApp:
         self.processor = StepProcessor(self.states)
         self.sink = SinkBuffer(store, max_rows=s.sink_batch_rows,
                                flush_seconds=s.sink_flush_seconds,
-                               before_seal=self._checkpoint)
+                               checkpoint=self._checkpoint)
         self.commands_topic = self.app.topic(topics.COMMANDS, **raw)
         self.verifier = CommandVerifier(
             {k: v.get_secret_value() for k, v in s.operator_keys.items()},
@@ -119,6 +119,9 @@ class TripwireApp:
         self._alert_rows: list[dict] = []
         # Serialises changelog writes, so an end marker really is the last record written.
         self._state_lock = asyncio.Lock()
+        # Sends (controls, detections, dead letters) the broker has not confirmed yet: the
+        # next checkpoint waits for them before the records that caused them are acked.
+        self._unconfirmed: list[asyncio.Future] = []
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
@@ -148,7 +151,7 @@ class TripwireApp:
         if self.states.writes_since_checkpoint >= EARLY_CHECKPOINT_WRITES:
             # A flood of new agents evicts dirty ones from the live set, and each eviction
             # queues a changelog write; flush them before they pile up in the producer.
-            await self._checkpoint()
+            await (await self._checkpoint())
         c = self.counters
         c.records += len(records)
         c.events_accepted += result.accepted
@@ -180,9 +183,10 @@ class TripwireApp:
             futures.append(await producer.send(
                 topics.CONTROLS, control["agent_id"].encode(),
                 self._control_codec.encode(control), None, None, headers))
-        if futures:
-            await producer.flush()
-            await asyncio.gather(*futures)
+        # Not flushed here: the producer sends at once (no linger), and waiting for the broker's
+        # answer on every batch stalled detection behind each round trip (tens of ms under
+        # load). The checkpoint before the batch's acks waits for these.
+        self._unconfirmed.extend(futures)
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
         for t, control in zip(result.transitions, controls, strict=True):
@@ -197,18 +201,34 @@ class TripwireApp:
     def _record_alert(self, row: dict) -> None:
         self._alert_rows.append(row)
 
-    async def _checkpoint(self) -> None:
-        """Write the state of every agent updated since the last checkpoint, durably."""
+    async def _checkpoint(self) -> asyncio.Future[None]:
+        """Write the state of every agent updated since the last checkpoint; returns a future
+        that completes once that state, and everything published before it, is durable."""
         async with self._state_lock:
             partitions = self.states.checkpoint()
-            if partitions:
-                await self.app.producer.flush()
-                if self.settings.end_markers():
-                    await self._end_markers(partitions)
+            sent, self._unconfirmed = self._unconfirmed, []
+        return asyncio.ensure_future(self._confirm(partitions, sent))
+
+    async def _confirm(self, partitions: set[int], sent: list[asyncio.Future]) -> None:
+        # The stream goes on meanwhile: its new changelog writes only follow these.
+        await self.app.producer.flush()
+        try:
+            await asyncio.gather(*sent)
+        except Exception as exc:
+            # The broker refused a control or detection after the producer's retries: the
+            # records behind it must be processed again, which a restart does (none is acked).
+            log.critical("a publish failed, stopping the worker: %r", exc)
+            await self.app.crash(exc)
+            raise
+        if partitions and self.settings.end_markers():
+            async with self._state_lock:
+                await self._end_markers(partitions)
 
     async def _end_markers(self, partitions: set[int]) -> None:
         # Written after the state batch is flushed, so each marker travels alone in its own
-        # produce batch and the broker's (wrong) end offset still covers all real state.
+        # produce batch and the broker's (wrong) end offset still covers all real state. The
+        # caller holds the state lock until they are sent: no state write may join a marker's
+        # batch after it.
         for p in partitions:
             self.state_table.send_changelog(p, END_MARKER_KEY, None, value_serializer="raw")
         await self.app.producer.flush()

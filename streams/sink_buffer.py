@@ -55,6 +55,8 @@ class _Pending:
     audit: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     acks: list[Ack] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
+    durable: Awaitable[None] | None = None
+    """Completes once what the acks commit is durable elsewhere too (see ``checkpoint``)."""
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.acks or self.detections or self.controls or self.audit)
@@ -69,14 +71,16 @@ class SinkBuffer:
     """
 
     def __init__(self, store: Store, *, max_rows: int, flush_seconds: float, max_inflight: int = 8,
-                 before_seal: Callable[[], Awaitable[None]] | None = None) -> None:
+                 checkpoint: Callable[[], Awaitable[Awaitable[None]]] | None = None) -> None:
         self.store = store
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
         self.counters = SinkCounters()
-        # Runs before each batch is sealed: what the batch's acks commit must be durable
-        # elsewhere too (the stream's detector state) before any of them can happen.
-        self._before_seal = before_seal
+        # Runs as each batch is sealed: what the batch's acks commit must be durable elsewhere
+        # too (the stream's detector state) before any of them can happen. It returns an
+        # awaitable for that durability, which the batch's insert does not wait for (the
+        # stream and the insert go on while the broker confirms), only its acks.
+        self._checkpoint = checkpoint
         self._pending = _Pending()
         self._ready: asyncio.Queue[_Pending] = asyncio.Queue()
         self._space = asyncio.Semaphore(max_inflight)
@@ -113,8 +117,8 @@ class SinkBuffer:
 
     async def _seal(self) -> None:
         batch, self._pending = self._pending, _Pending()
-        if self._before_seal is not None:
-            await self._before_seal()
+        if self._checkpoint is not None:
+            batch.durable = await self._checkpoint()
         await self._space.acquire()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
@@ -125,6 +129,8 @@ class SinkBuffer:
             batch = await self._ready.get()
             try:
                 await self._store_until_done(batch)
+                if batch.durable is not None:
+                    await batch.durable
                 for ack in batch.acks:
                     await ack()
             finally:
