@@ -65,10 +65,6 @@ COLUMNS: tuple[str, ...] = (
     "attributes",
 )
 
-FIELDS: tuple[str, ...] = ("event_id", "ts", "agent_id", "run_id", "step", "kind", *_TEXT,
-                            *_ZERO, *_NULLABLE, "content", "injection_flagged", "attributes")
-"""The StepEvent fields a dict batch is read for (:meth:`StepSink.insert`)."""
-
 # The "already stored?" check asks for at most this many (agents, ts span) windows per
 # batch, split where consecutive events are more than WINDOW_GAP_MS apart.
 MAX_WINDOWS = 8
@@ -124,7 +120,7 @@ class StepSink:
 
     def insert(self, events: list[dict[str, Any]]) -> int:
         """Store the events not stored yet; returns how many rows were inserted."""
-        batch = StepColumns(FIELDS)
+        batch = StepColumns(COLUMNS)  # the columns are named as the fields
         batch.append_events(events)
         return self.insert_columns(batch)
 

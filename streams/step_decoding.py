@@ -25,12 +25,13 @@ class StepRecordDecoder:
         self,
         key: bytes | None,
         value: bytes | None,
-        headers: object,
+        ctype: str | None,
         topic: str,
         partition: int,
         offset: int,
     ) -> tuple[list[dict], list[DeadLetter]]:
-        ctype = content_type(headers)
+        """Accepted events and dead letters of one record; ``ctype`` from
+        :func:`content_type` of its headers."""
 
         def dead(reason: str, index: int | None = None) -> DeadLetter:
             return DeadLetter(reason, key, value, topic, partition, offset, index, ctype)

@@ -50,14 +50,15 @@ class StepProcessor:
         fresh: dict[str, list[dict]] = {}
         last: dict[str, tuple[int, int]] = {}
         for key, value, headers, topic, partition, offset in records:
-            events, dead = self.decoder.decode(key, value, headers, topic, partition, offset)
+            ctype = content_type(headers)
+            events, dead = self.decoder.decode(key, value, ctype, topic, partition, offset)
             if dead:
                 out.dead.extend(dead)
             if not events:
                 continue
             out.accepted += len(events)
             refused = tuple(d.event_index for d in dead if d.event_index is not None)
-            out.stored.append((value, content_type(headers), partition, offset, refused))
+            out.stored.append((value, ctype, partition, offset, refused))
             source = str(partition)
             for ev in events:
                 agent = ev["agent_id"]

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.step_columns import StepColumns
 from sinks.clickhouse import Client
-from sinks.step_sink import FIELDS, StepSink
+from sinks.step_sink import COLUMNS, StepSink
 from sinks.tabsep import QueryError, run_sql
 
 pytestmark = pytest.mark.integration
@@ -212,7 +212,7 @@ class CountingClient:
 
 
 def from_kafka(events: list[dict[str, Any]], partition: int, first_offset: int) -> StepColumns:
-    cols = StepColumns(FIELDS)
+    cols = StepColumns(COLUMNS)
     for i, event in enumerate(events):
         cols.append_events([event], partition, first_offset + i)
     return cols
