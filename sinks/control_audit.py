@@ -101,6 +101,16 @@ def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -
     return len(data)
 
 
+def applied_nonces(client: Client, since_ms: int) -> list[dict[str, Any]]:
+    """``nonce`` and ``issued_at`` (epoch ms) of the commands applied that were issued at or
+    after ``since_ms``: what :meth:`~schemas.command_signing.CommandVerifier.remember` takes."""
+    result = client.query(
+        "SELECT DISTINCT nonce, toUnixTimestamp64Milli(issued_at) FROM operator_commands "
+        "WHERE outcome = 'applied' AND nonce != '' AND issued_at >= fromUnixTimestamp64Milli("
+        "{since:Int64}, 'UTC')", parameters={"since": since_ms})
+    return [{"nonce": nonce, "issued_at": int(issued)} for nonce, issued in result.result_rows]
+
+
 def _not_null(value: Any) -> Any:
     return "" if value is None else value
 
@@ -114,3 +124,6 @@ class AuditSink:
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         return insert_rows(self._client, table, rows) if rows else 0
+
+    def applied_nonces(self, since_ms: int) -> list[dict[str, Any]]:
+        return applied_nonces(self._client, since_ms)

@@ -235,6 +235,15 @@ class TripwireApp:
 
     # --- operator commands -----------------------------------------------------------------
 
+    def remember_applied_commands(self) -> int:
+        """Load the nonces of recently applied commands from the audit table; call before the
+        stream starts. The verifier keeps nonces in memory, so without this a command captured
+        before a restart could be replayed until it expires. Returns how many were loaded."""
+        since = int(time.time() * 1000) - self.verifier.max_age_ms
+        applied = self.sink.store.applied_nonces(since)
+        self.verifier.remember(applied)
+        return len(applied)
+
     async def _process_commands(self, stream: StreamT) -> None:
         async for events in stream.noack_take(100, within=0.01):
             await self.handle_commands(stream, events)

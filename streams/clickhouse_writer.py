@@ -86,6 +86,10 @@ class ClickHouseWriter:
     def insert_audit(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         return int(self._call("audit", table, list(rows))) if rows else 0
 
+    def applied_nonces(self, since_ms: int) -> list[dict[str, Any]]:
+        """Nonces of the operator commands applied since ``since_ms`` (from the audit table)."""
+        return list(self._call("applied_nonces", since_ms))
+
     def close(self, timeout_s: float = 30) -> None:
         with self._lock:
             if self._conn is not None:
@@ -213,6 +217,8 @@ def serve(conn: Connection, dsn: str, retention_days: int,
                     result = breaker.insert(*payload)
                 elif kind == "audit":
                     result = audit.insert(*payload)
+                elif kind == "applied_nonces":
+                    result = audit.applied_nonces(*payload)
                 else:
                     raise ValueError(f"unknown request {kind!r}")
             except Exception as exc:  # noqa: BLE001 - the parent retries; nothing is acked

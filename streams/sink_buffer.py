@@ -32,6 +32,8 @@ class Store(Protocol):
 
     def insert_audit(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
+    def applied_nonces(self, since_ms: int) -> list[dict[str, Any]]: ...
+
 
 Ack = Callable[[], Awaitable[Any]]
 

@@ -85,6 +85,15 @@ def run_worker(
     if writer.dashboard_url is not None:
         print(f"tripwire: dashboards        {writer.dashboard_url}", flush=True)
     tw = build_app(settings, writer, policy)
+    try:
+        remembered = tw.remember_applied_commands()
+    except WriterError as exc:
+        writer.close()
+        print(f"tripwire: cannot read the operator command audit: {exc}", file=sys.stderr)
+        return 2
+    if remembered:
+        print(f"tripwire: {remembered} recently applied operator command(s) remembered: "
+              "their replays stay refused", flush=True)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:

@@ -8,7 +8,7 @@ from chdb_fixtures import TEST_RETENTION_DAYS
 from schemas.command_signing import CommandVerifier, sign_command
 from sinks.alerts import AlertNotifier
 from sinks.clickhouse import Client
-from sinks.control_audit import RecordRef, command_audit_row, insert_rows
+from sinks.control_audit import RecordRef, applied_nonces, command_audit_row, insert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,28 @@ def test_every_command_accepted_or_not_is_auditable(ch_migrated: Client):
         (2, "c-2", "agent-7", "rejected", "bad_signature", "refund loop"),
         (3, "", "", "rejected", "undecodable", ""),
     ]
+
+
+def test_a_restarted_verifier_refuses_replays_of_applied_commands(ch_migrated: Client):
+    before = CommandVerifier({"ops": "secret"})
+    base = {"action": "kill", "agent_id": "agent-7", "mode": None, "duration_ms": None,
+            "reason": "refund loop", "operator": "alice"}
+    old = sign_command(base | {"command_id": "c-old", "issued_at": NOW - 400_000}, "ops", "secret")
+    recent = sign_command(base | {"command_id": "c-new", "issued_at": NOW - 1_000}, "ops", "secret")
+    forged = sign_command(base | {"command_id": "c-bad", "issued_at": NOW}, "ops", "guess")
+    rows = [command_audit_row(RecordRef("agent-commands", 0, i, NOW, b"agent-7"), cmd,
+                              rejection=before.verify(cmd, cmd["issued_at"]), judged_at_ms=NOW)
+            for i, cmd in enumerate([old, recent, forged])]
+    insert_rows(ch_migrated, "operator_commands", rows)
+
+    after = CommandVerifier({"ops": "secret"}, max_age_s=300)
+    since = NOW - after.max_age_ms
+    # Only applied commands young enough to be replayed; a rejected one never used its nonce.
+    assert applied_nonces(ch_migrated, since) == [
+        {"nonce": recent["nonce"], "issued_at": NOW - 1_000}]
+    after.remember(applied_nonces(ch_migrated, since))
+    assert after.verify(recent, NOW) == "replayed"
+    assert after.verify(old, NOW) == "expired"
 
 
 async def test_alert_outcomes_land_as_rows(ch_migrated: Client):

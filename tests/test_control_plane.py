@@ -79,6 +79,7 @@ class Plane:
     def __init__(self, broker: EmbeddedBroker, worker: WorkerProcess, env: dict[str, str],
                  hooks: WebhookReceiver) -> None:
         self.broker, self.worker, self.env, self.hooks = broker, worker, env, hooks
+        self.applied_command: dict[str, Any] | None = None  # replayed after a restart
 
     def guard(self, agent: str) -> Guard:
         keys = {CONTROL_KEY[0]: derive_agent_key(CONTROL_KEY[1], agent)}
@@ -217,20 +218,32 @@ def test_replayed_command_is_rejected(plane: Plane) -> None:
     signed = sign_command(new_command("pin", reason="hold", operator="alice", agent_id=agent,
                                       mode="suggest_only", duration_ms=60_000), *OPERATOR_KEY)
 
-    async def send_twice() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=plane.broker.bootstrap)
-        await p.start()
-        for _ in range(2):
-            await p.send_and_wait(topics.COMMANDS, command_codec().encode(signed),
-                                  key=agent.encode())
-        await p.stop()
-
-    asyncio.run(send_twice())
+    asyncio.run(send_command(plane, signed, times=2))
     guard = plane.guard(agent)
     try:
         assert guard.wait_for_mode("suggest_only", timeout_s=5)
     finally:
         guard.close()
+    plane.applied_command = signed
+
+
+async def send_command(plane: Plane, command: dict[str, Any], times: int = 1) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=plane.broker.bootstrap)
+    await p.start()
+    for _ in range(times):
+        await p.send_and_wait(topics.COMMANDS, command_codec().encode(command),
+                              key=command["agent_id"].encode())
+    await p.stop()
+
+
+def command_outcomes(plane: Plane) -> dict[tuple[str, str], int]:
+    q = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "sql",
+         "SELECT outcome, rejection, count() FROM operator_commands "
+         "GROUP BY outcome, rejection ORDER BY outcome, rejection"],
+        cwd=ROOT, env=plane.env, capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stderr
+    return {(o, r): int(n) for o, r, n in (line.split("\t") for line in q.stdout.splitlines())}
 
 
 def test_zz_audit_and_alerts_after_the_worker_stops(plane: Plane) -> None:
@@ -250,13 +263,7 @@ def test_zz_audit_and_alerts_after_the_worker_stops(plane: Plane) -> None:
     assert len(alerting) >= 5
     assert all("text" in b for b in plane.hooks.bodies), "Slack-compatible body"
 
-    q = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql",
-         "SELECT outcome, rejection, count() FROM operator_commands "
-         "GROUP BY outcome, rejection ORDER BY outcome, rejection"],
-        cwd=ROOT, env=plane.env, capture_output=True, text=True, timeout=60)
-    assert q.returncode == 0, q.stderr
-    rows = {(o, r): int(n) for o, r, n in (line.split("\t") for line in q.stdout.splitlines())}
+    rows = command_outcomes(plane)
     assert rows[("applied", "")] == 4  # kill, release, kill, pin
     for rejection in ("unsigned", "bad_signature", "replayed"):
         assert any(r == rejection for (_, r) in rows), (rejection, rows)
@@ -265,3 +272,23 @@ def test_zz_audit_and_alerts_after_the_worker_stops(plane: Plane) -> None:
 
 
 
+
+
+def test_zzz_a_restarted_worker_still_refuses_replays(plane: Plane, tmp_path) -> None:
+    # Nonces live in the verifier's memory; a restarted worker reloads those of recently
+    # applied commands from the audit table, so a captured command stays single-use.
+    assert plane.applied_command is not None
+    worker = WorkerProcess(plane.env, tmp_path / "worker.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while "Worker ready" not in worker.log():
+            assert worker.alive() and time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.1)
+        assert "recently applied operator command(s) remembered" in worker.log()
+        asyncio.run(send_command(plane, plane.applied_command))
+        time.sleep(3)  # judged, audited and flushed
+    finally:
+        assert worker.stop() == 0
+    rows = command_outcomes(plane)
+    assert rows[("rejected", "replayed")] == 2
+    assert rows[("applied", "")] == 4
