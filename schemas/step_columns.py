@@ -41,7 +41,7 @@ class StepColumns:
         before = len(self.columns[0])
         for name, column in zip(self.fields, self.columns, strict=True):
             column.extend(e.get(name) for e in events)
-        self._sources(len(self.columns[0]) - before, partition, offset)
+        self.add_sources(len(self.columns[0]) - before, partition, offset)
 
     def keep(self, rows: Sequence[int]) -> None:
         """Keep only these rows, in this order."""
@@ -49,11 +49,14 @@ class StepColumns:
         self.partitions = [self.partitions[i] for i in rows]
         self.offsets = [self.offsets[i] for i in rows]
 
-    def _sources(self, n: int, partition: int | None, offset: int | None) -> None:
+    def add_sources(self, n: int, partition: int | None, offset: int | None) -> None:
+        """Record the partition and offset of the last ``n`` rows, appended to the columns
+        directly."""
         self.partitions.extend([partition] * n)
         self.offsets.extend([offset] * n)
 
-    def _truncate(self, n: int) -> None:
+    def truncate(self, n: int) -> None:
+        """Drop column values past the first ``n`` rows (a decode that failed half-way)."""
         for col in self.columns:
             del col[n:]
 
@@ -86,13 +89,13 @@ class StepColumnDecoder:
             try:
                 end = self._read(value, HEADER_SIZE, out.columns)
             except AvroDecodeError as exc:
-                out._truncate(before)
+                out.truncate(before)
                 raise DecodeError(f"avro body does not match StepBatch: {exc.reason}") from exc
             if end != len(value):
-                out._truncate(before)
+                out.truncate(before)
                 raise DecodeError(f"avro body does not match StepBatch: {len(value) - end} "
                                   "trailing bytes")
-            out._sources(len(out.columns[0]) - before, partition, offset)
+            out.add_sources(len(out.columns[0]) - before, partition, offset)
         else:
             out.append_events(self.codec.decode(value, content_type), partition, offset)
         if refused:
