@@ -183,12 +183,16 @@ class CommandVerifier:
         self.max_age_ms = int(max_age_s * 1000)
         self.max_skew_ms = int(max_skew_s * 1000)
         self._clock = clock
-        self._nonces: set[str] = set()
+        # nonce -> where the command that used it was read (None: unknown), so the same record
+        # read again (at-least-once re-delivery) is not mistaken for a replay.
+        self._nonces: dict[str, Any] = {}
         self._expiry: list[tuple[int, str]] = []  # (issued_at, nonce), min-heap
 
-    def verify(self, command: Mapping[str, Any], now_ms: int | None = None) -> str | None:
+    def verify(self, command: Mapping[str, Any], now_ms: int | None = None,
+               source: Any = None) -> str | None:
         """None if the command may be applied (its nonce is then used up), else a reason from
-        :data:`REJECTIONS`."""
+        :data:`REJECTIONS`. ``source`` identifies the record it was read from (e.g. topic,
+        partition, offset): the same record verified again is a re-delivery, not a replay."""
         now = self._now(now_ms)
         self._forget_before(now - self.max_age_ms)
         key_id, nonce, signature = (command.get(f) for f in ("key_id", "nonce", "signature"))
@@ -213,31 +217,34 @@ class CommandVerifier:
         if issued_at > now + self.max_skew_ms:
             return "from_future"
         if nonce in self._nonces:
-            return "replayed"
-        self._remember(nonce, issued_at)
+            if source is None or self._nonces[nonce] != source:
+                return "replayed"
+            return None
+        self._remember(nonce, issued_at, source)
         return None
 
     def remember(self, commands: Iterable[Mapping[str, Any]]) -> None:
         """Mark already-applied commands' nonces as used, e.g. re-read after a restart, so a
-        replay within ``max_age_s`` of the original is still caught."""
+        replay within ``max_age_s`` of the original is still caught. Each item has ``nonce``,
+        ``issued_at`` and optionally ``source``, as :meth:`verify` takes it."""
         for command in commands:
             nonce, issued_at = command.get("nonce"), command.get("issued_at")
             if nonce and isinstance(issued_at, int) and nonce not in self._nonces:
-                self._remember(nonce, issued_at)
+                self._remember(nonce, issued_at, command.get("source"))
 
     @property
     def remembered(self) -> int:
         """Nonces currently held."""
         return len(self._nonces)
 
-    def _remember(self, nonce: str, issued_at: int) -> None:
-        self._nonces.add(nonce)
+    def _remember(self, nonce: str, issued_at: int, source: Any) -> None:
+        self._nonces[nonce] = source
         heapq.heappush(self._expiry, (issued_at, nonce))
 
     def _forget_before(self, horizon_ms: int) -> None:
         while self._expiry and self._expiry[0][0] < horizon_ms:
             _, nonce = heapq.heappop(self._expiry)
-            self._nonces.discard(nonce)
+            self._nonces.pop(nonce, None)
 
     def _now(self, now_ms: int | None) -> int:
         if now_ms is not None:

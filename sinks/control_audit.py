@@ -102,13 +102,18 @@ def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -
 
 
 def applied_nonces(client: Client, since_ms: int) -> list[dict[str, Any]]:
-    """``nonce`` and ``issued_at`` (epoch ms) of the commands applied that were issued at or
-    after ``since_ms``: what :meth:`~schemas.command_signing.CommandVerifier.remember` takes."""
+    """``nonce``, ``issued_at`` (epoch ms) and ``source`` (topic, partition, offset of the
+    record) of the commands applied that were issued at or after ``since_ms``: what
+    :meth:`~schemas.command_signing.CommandVerifier.remember` takes."""
     result = client.query(
-        "SELECT DISTINCT nonce, toUnixTimestamp64Milli(issued_at) FROM operator_commands "
+        "SELECT DISTINCT nonce, toUnixTimestamp64Milli(issued_at), source_topic, "
+        "source_partition, source_offset FROM operator_commands "
         "WHERE outcome = 'applied' AND nonce != '' AND issued_at >= fromUnixTimestamp64Milli("
-        "{since:Int64}, 'UTC')", parameters={"since": since_ms})
-    return [{"nonce": nonce, "issued_at": int(issued)} for nonce, issued in result.result_rows]
+        "{since:Int64}, 'UTC') ORDER BY source_topic, source_partition, source_offset",
+        parameters={"since": since_ms})
+    return [{"nonce": nonce, "issued_at": int(issued),
+             "source": (topic, int(partition), int(offset))}
+            for nonce, issued, topic, partition, offset in result.result_rows]
 
 
 def _not_null(value: Any) -> Any:

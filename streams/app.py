@@ -264,7 +264,7 @@ class TripwireApp:
                 audit.append(command_audit_row(ref, None, rejection="undecodable",
                                                judged_at_ms=now, detail=exc.reason))
                 continue
-            rejection = self.verifier.verify(command, now)
+            rejection = self.verifier.verify(command, now, (m.topic, m.partition, m.offset))
             if rejection is None and not _key_matches(m.key, command):
                 rejection = "key_mismatch"
             audit.append(command_audit_row(ref, command, rejection=rejection, judged_at_ms=now))

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_bench_produces_every_figure(tmp_path: Path) -> None:
     # Large enough for (b): its rate is taken between the first commit and the last.
-    result = run(events=60_000, memory_agents=2_000, probes=10, workdir=tmp_path,
+    result = run(events=150_000, memory_agents=2_000, probes=10, workdir=tmp_path,
                  backlog_shape="sdk", load_rate=500)
     assert result["ceiling_events_per_s"] > 0 and result["pipeline_events_per_s"] > 0
     assert result["ratio"] == round(result["pipeline_events_per_s"]

@@ -126,6 +126,20 @@ def test_remember_preloads_nonces_after_a_restart():
     assert v.verify(cmd, NOW) == "replayed"
 
 
+def test_the_same_record_read_again_is_a_redelivery_not_a_replay():
+    cmd = signed()
+    v = verifier()
+    assert v.verify(cmd, NOW, ("agent-commands", 2, 40)) is None
+    assert v.verify(cmd, NOW + 10, ("agent-commands", 2, 40)) is None  # at-least-once re-read
+    assert v.verify(cmd, NOW + 20, ("agent-commands", 2, 41)) == "replayed"  # a copy
+    assert v.verify(cmd, NOW + 30) == "replayed"  # no source: never trusted as a re-read
+    restarted = verifier()
+    restarted.remember([{"nonce": cmd["nonce"], "issued_at": cmd["issued_at"],
+                         "source": ("agent-commands", 2, 40)}])
+    assert restarted.verify(cmd, NOW + 40, ("agent-commands", 2, 40)) is None
+    assert restarted.verify(cmd, NOW + 50, ("agent-commands", 0, 3)) == "replayed"
+
+
 def test_verifier_clock_is_injectable():
     assert CommandVerifier(KEYS, clock=lambda: NOW).verify(signed()) is None
     with pytest.raises(ValueError, match="clock"):

@@ -73,9 +73,11 @@ def test_a_restarted_verifier_refuses_replays_of_applied_commands(ch_migrated: C
     since = NOW - after.max_age_ms
     # Only applied commands young enough to be replayed; a rejected one never used its nonce.
     assert applied_nonces(ch_migrated, since) == [
-        {"nonce": recent["nonce"], "issued_at": NOW - 1_000}]
+        {"nonce": recent["nonce"], "issued_at": NOW - 1_000, "source": ("agent-commands", 0, 1)}]
     after.remember(applied_nonces(ch_migrated, since))
-    assert after.verify(recent, NOW) == "replayed"
+    assert after.verify(recent, NOW, ("agent-commands", 0, 7)) == "replayed"
+    # The applied record itself read again (its effect may not have been stored): applied.
+    assert after.verify(recent, NOW, ("agent-commands", 0, 1)) is None
     assert after.verify(old, NOW) == "expired"
 
 

@@ -239,7 +239,9 @@ async def send_command(plane: Plane, command: dict[str, Any], times: int = 1) ->
 def command_outcomes(plane: Plane) -> dict[tuple[str, str], int]:
     q = subprocess.run(
         [sys.executable, "-m", "streams.cli", "sql",
-         "SELECT outcome, rejection, count() FROM operator_commands "
+         # FINAL: a record re-read after a restart is audited again, and the copies only
+         # collapse at a merge.
+         "SELECT outcome, rejection, count() FROM operator_commands FINAL "
          "GROUP BY outcome, rejection ORDER BY outcome, rejection"],
         cwd=ROOT, env=plane.env, capture_output=True, text=True, timeout=60)
     assert q.returncode == 0, q.stderr
