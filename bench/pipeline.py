@@ -150,14 +150,7 @@ async def drain_rate(bootstrap: str, index: EventIndex, total: int, worker: Work
 def start_worker(bootstrap: str, data: Path) -> WorkerProcess:
     env = worker_env(bootstrap, data, PARTITIONS,
                      TRIPWIRE_SINK_FLUSH_SECONDS="1.0")
-    worker = WorkerProcess(env, data.parent / "worker.log").start()
-    deadline = time.monotonic() + 120
-    while "Worker ready" not in worker.log():
-        if not worker.alive() or time.monotonic() > deadline:
-            worker.stop(10)
-            raise RuntimeError("worker did not start:\n" + worker.log()[-3000:])
-        time.sleep(0.05)
-    return worker
+    return WorkerProcess(env, data.parent / "worker.log").start().wait_ready()
 
 
 def steady_load(rate: float, seconds: float, start_ms: int) -> list[tuple[float, int, bytes]]:

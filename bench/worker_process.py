@@ -45,6 +45,17 @@ class WorkerProcess:
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
+    def wait_ready(self, timeout_s: float = 120) -> WorkerProcess:
+        """Wait for the worker's "Worker ready" line; if it dies or is late, stop it and raise
+        RuntimeError with its log tail."""
+        deadline = time.monotonic() + timeout_s
+        while "Worker ready" not in self.log():
+            if not self.alive() or time.monotonic() > deadline:
+                self.stop(10)
+                raise RuntimeError("worker did not start:\n" + self.log()[-3000:])
+            time.sleep(0.05)
+        return self
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

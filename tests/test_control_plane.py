@@ -111,11 +111,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             TRIPWIRE_ALERT_WEBHOOKS=json.dumps({"default": hooks.url}),
             TRIPWIRE_ALERT_DEDUP_S="0",
         )
-        worker = WorkerProcess(env, tmp / "worker.log").start()
-        deadline = time.monotonic() + 60
-        while "Worker ready" not in worker.log():
-            assert worker.alive() and time.monotonic() < deadline, worker.log()[-3000:]
-            time.sleep(0.1)
+        worker = WorkerProcess(env, tmp / "worker.log").start().wait_ready(60)
         plane = Plane(broker, worker, env, hooks)
         yield plane
         worker.stop()
@@ -280,12 +276,8 @@ def test_zzz_a_restarted_worker_still_refuses_replays(plane: Plane, tmp_path) ->
     # Nonces live in the verifier's memory; a restarted worker reloads those of recently
     # applied commands from the audit table, so a captured command stays single-use.
     assert plane.applied_command is not None
-    worker = WorkerProcess(plane.env, tmp_path / "worker.log").start()
+    worker = WorkerProcess(plane.env, tmp_path / "worker.log").start().wait_ready(60)
     try:
-        deadline = time.monotonic() + 60
-        while "Worker ready" not in worker.log():
-            assert worker.alive() and time.monotonic() < deadline, worker.log()[-3000:]
-            time.sleep(0.1)
         assert "recently applied operator command(s) remembered" in worker.log()
         asyncio.run(send_command(plane, plane.applied_command))
         time.sleep(3)  # judged, audited and flushed
