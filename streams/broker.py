@@ -61,6 +61,10 @@ class EmbeddedBroker:
             time.sleep(0.05)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

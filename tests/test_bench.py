@@ -27,3 +27,8 @@ def test_bench_produces_every_figure(tmp_path: Path) -> None:
     assert result["latency_p50_ms"] <= result["latency_p99_ms"]
     assert result["rss_mib_100k_agents"] > 50 and result["writer_rss_mib"] > 50
     assert result["backlog"] == "sdk" and result["load_events_per_s"] == 500
+    # Every process of the load phase was found and measured; the broker and the worker
+    # both did work while the load played.
+    shares = result["load_cpu_percent"]
+    assert set(shares) == {"worker", "writer", "broker", "bench"}, shares
+    assert shares["worker"] > 0 and shares["broker"] > 0, shares
