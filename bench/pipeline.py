@@ -12,6 +12,9 @@ machines are noisy; the ratio is what to compare).
     ClickHouse writer's, which holds no agent state, is printed beside it);
 (e) enforcement: from an agent emitting an offending step through the SDK to its own guard
     refusing the next write tool call (issue 4's end-to-end figure).
+
+(c), (e) and (d) run on a second broker and worker, started fresh (see ``run``), and the CPU
+each process took during the load is printed with them.
 """
 
 from __future__ import annotations
