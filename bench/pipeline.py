@@ -216,8 +216,8 @@ async def replay(bootstrap: str, load: list[tuple[float, int, bytes]]) -> None:
 async def under_load(bootstrap: str, load: list[tuple[float, int, bytes]],
                      probes: int) -> tuple[list[float], list[float]]:
     """Latency and guard probes while the load plays; each kind stops early (with at least
-    ten samples) rather than outlast its share of the load, since probes slow down as the
-    pipeline lags."""
+    ten samples) rather than outlast its share of the load: guard probes wait for each
+    answer, so they slow down as the pipeline lags."""
     sender = asyncio.create_task(replay(bootstrap, load))
     start = time.perf_counter()
     load_end = start + load[-1][0]
