@@ -139,11 +139,7 @@ async def drain_rate(bootstrap: str, index: EventIndex, total: int, worker: Work
                 first = (now, done)
             if done >= total:
                 break
-            if not worker.alive():
-                raise AssertionError(f"worker died; log tail:\n{worker.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"committed {got}: {done} of {total} events\n"
-                                   f"{worker.log()[-4000:]}")
+            worker.check_progress(deadline, f"committed {got}: {done} of {total} events")
             await asyncio.sleep(0.05)
     finally:
         await c.stop()

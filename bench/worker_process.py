@@ -56,6 +56,14 @@ class WorkerProcess:
             time.sleep(0.05)
         return self
 
+    def check_progress(self, deadline: float, waiting_for: str) -> None:
+        """Raise, with the log tail, if the worker died or ``deadline`` (monotonic) passed
+        while the caller was still waiting for ``waiting_for``."""
+        if not self.alive():
+            raise AssertionError(f"worker died; log tail:\n{self.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{waiting_for}\n{self.log()[-4000:]}")
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -116,10 +124,7 @@ async def wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int
         got = await committed(bootstrap, group, topic, partitions)
         if all(got[p] >= hw[p] for p in hw):
             return
-        if not worker.alive():
-            raise AssertionError(f"worker died; log tail:\n{worker.log()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"committed {got} never reached {hw}\n{worker.log()[-4000:]}")
+        worker.check_progress(deadline, f"committed {got} never reached {hw}")
         await asyncio.sleep(0.5)
 
 
