@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,10 +270,7 @@ def test_zz_audit_and_alerts_after_the_worker_stops(plane: Plane) -> None:
     assert rows[("rejected", "unsigned")] == 1 and rows[("rejected", "replayed")] == 1
 
 
-
-
-
-def test_zzz_a_restarted_worker_still_refuses_replays(plane: Plane, tmp_path) -> None:
+def test_zzz_a_restarted_worker_still_refuses_replays(plane: Plane, tmp_path: Path) -> None:
     # Nonces live in the verifier's memory; a restarted worker reloads those of recently
     # applied commands from the audit table, so a captured command stays single-use.
     assert plane.applied_command is not None
