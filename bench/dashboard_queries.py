@@ -1,6 +1,6 @@
 """How fast the dashboard queries answer on 10 million steps in the embedded ClickHouse.
 
-    .venv/bin/python -m bench.dashboard_queries [--steps 10000000] [--agents 500]
+    .venv/bin/python -m tripwire.bench.dashboard_queries [--steps 10000000] [--agents 500]
                                                  [--days 2] [--runs 5]
 
 Generates the steps inside ClickHouse (``INSERT ... SELECT FROM numbers()``, through the
@@ -21,12 +21,12 @@ import tempfile
 import time
 from typing import Any
 
-from dashboards.catalog import catalog
-from dashboards.evidence import agent_evidence, run_evidence
-from dashboards.filters import Filters, now_ms
-from dashboards.runner import run_query
-from sinks.clickhouse import Client, connect
-from sinks.migrations import migrate
+from tripwire.dashboards.catalog import catalog
+from tripwire.dashboards.evidence import agent_evidence, run_evidence
+from tripwire.dashboards.filters import Filters, now_ms
+from tripwire.dashboards.runner import run_query
+from tripwire.sinks.clickhouse import Client, connect
+from tripwire.sinks.migrations import migrate
 
 TARGET_MS = 200.0
 CHUNK = 1_000_000

@@ -1,7 +1,7 @@
 """Measure the prompt-injection scanner on its labelled set, and time it.
 
-    python -m bench.injection_eval                 # dev and test metrics + timings
-    python -m bench.injection_eval --split dev --errors   # list misses and false positives
+    python -m tripwire.bench.injection_eval                 # dev and test metrics + timings
+    python -m tripwire.bench.injection_eval --split dev --errors   # list misses and false positives
 
 Precision, recall, F1 and false-positive rate per split, recall per attack category,
 false positives per benign category, then microseconds per scan for a typical 500-character
@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib.resources import files
 
-from detectors.injection import HIT_THRESHOLD, scan_text
+from tripwire.detectors.injection import HIT_THRESHOLD, scan_text
 
-DATA = files("detectors") / "data" / "injection_labelled.jsonl"
+DATA = files("tripwire.detectors") / "data" / "injection_labelled.jsonl"
 
 # A typical piece of benign step content: ~500 characters of business prose.
 TYPICAL_BENIGN = (

@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from dashboards.catalog import DASHBOARDS, Query, catalog, panels
-from dashboards.evidence import Evidence, EvidenceNotFound, agent_evidence, run_evidence
-from dashboards.filters import Filters, parse_instant
-from dashboards.runner import run_query
-from sinks.clickhouse import Client
+from tripwire.dashboards.catalog import DASHBOARDS, Query, catalog, panels
+from tripwire.dashboards.evidence import Evidence, EvidenceNotFound, agent_evidence, run_evidence
+from tripwire.dashboards.filters import Filters, parse_instant
+from tripwire.dashboards.runner import run_query
+from tripwire.sinks.clickhouse import Client
 
 log = logging.getLogger(__name__)
 

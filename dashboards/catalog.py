@@ -130,7 +130,8 @@ def parse_query(name: str, text: str) -> Query:
 def catalog() -> dict[str, Query]:
     """Every query file, by name (the file name without ``.sql``)."""
     found: dict[str, Query] = {}
-    for entry in sorted(files("dashboards") .joinpath("queries").iterdir(), key=lambda e: e.name):
+    queries = files("tripwire.dashboards").joinpath("queries")
+    for entry in sorted(queries.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".sql"):
             name = entry.name[: -len(".sql")]
             found[name] = parse_query(name, entry.read_text(encoding="utf-8"))

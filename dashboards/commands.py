@@ -53,16 +53,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _dsn(args: argparse.Namespace) -> tuple[str, Any]:
-    from streams.cli import load_settings
+    from tripwire.streams.cli import load_settings
 
     settings = load_settings(data_dir=args.data_dir, clickhouse_url=args.clickhouse_url)
     return settings.clickhouse_dsn(), settings
 
 
 def evidence_command(args: argparse.Namespace) -> int:
-    from dashboards.evidence import EvidenceNotFound, agent_evidence, run_evidence
-    from dashboards.filters import now_ms, parse_instant
-    from sinks.clickhouse import connect
+    from tripwire.dashboards.evidence import EvidenceNotFound, agent_evidence, run_evidence
+    from tripwire.dashboards.filters import now_ms, parse_instant
+    from tripwire.sinks.clickhouse import connect
 
     if bool(args.run_id) == bool(args.agent):
         print("tripwire evidence: give either RUN_ID or --agent A --since T [--until T]",
@@ -103,9 +103,9 @@ def evidence_command(args: argparse.Namespace) -> int:
 
 
 def dashboard_command(args: argparse.Namespace) -> int:
-    from dashboards.server import DashboardServer
-    from sinks.clickhouse import connect, redact
-    from sinks.migrations import migrate
+    from tripwire.dashboards.server import DashboardServer
+    from tripwire.sinks.clickhouse import connect, redact
+    from tripwire.sinks.migrations import migrate
 
     dsn, settings = _dsn(args)
     port = args.port if args.port is not None else getattr(settings, "dashboard_port",
@@ -113,8 +113,8 @@ def dashboard_command(args: argparse.Namespace) -> int:
     client = connect(dsn)
     try:
         if args.sample:
-            from dashboards.filters import now_ms
-            from dashboards.sample_fleet import fill
+            from tripwire.dashboards.filters import now_ms
+            from tripwire.dashboards.sample_fleet import fill
 
             migrate(client, settings.retention_days)
             sample = fill(client, end_ms=now_ms() - 60_000, hours=3.0)

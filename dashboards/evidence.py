@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dashboards.runner import json_value, run_query
-from sinks.clickhouse import Client
+from tripwire.dashboards.runner import json_value, run_query
+from tripwire.sinks.clickhouse import Client
 
 SIDE_EFFECT_CLASSES = ("write", "external", "money", "destructive")
 BLOCKING_OUTCOMES = ("denied", "escalated")

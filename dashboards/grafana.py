@@ -1,7 +1,7 @@
 """Grafana dashboards generated from the named queries, so Grafana and the built-in page
 show the same SQL.
 
-``python -m dashboards.grafana`` rewrites ``grafana/dashboards/*.json``;
+``python -m tripwire.dashboards.grafana`` rewrites ``grafana/dashboards/*.json``;
 tests/test_grafana.py fails when the committed files differ from what this generates, and
 runs every panel's SQL (with Grafana's variables filled in) against chDB.
 
@@ -25,8 +25,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dashboards.catalog import DASHBOARDS, Query, panels, query
-from dashboards.filters import DEFAULT_DAILY_BUDGET_USD, DEFAULT_SLA_MS, SLA_BOUNDS_MS
+from tripwire.dashboards.catalog import DASHBOARDS, Query, panels, query
+from tripwire.dashboards.filters import DEFAULT_DAILY_BUDGET_USD, DEFAULT_SLA_MS, SLA_BOUNDS_MS
 
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "tripwire-clickhouse"}
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from dashboards.catalog import Query, query
-from sinks.clickhouse import Client
+from tripwire.dashboards.catalog import Query, query
+from tripwire.sinks.clickhouse import Client
 
 
 @dataclass

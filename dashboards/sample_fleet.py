@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.fleet import fleet_events, scenario_of
-from simulator.scenarios import SCENARIOS
-from sinks.clickhouse import Client
-from sinks.step_sink import StepSink
+from tripwire.simulator.fleet import fleet_events, scenario_of
+from tripwire.simulator.scenarios import SCENARIOS
+from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.step_sink import StepSink
 
 _NAMESPACE = uuid.UUID("8a1f3f9e-2b7c-4d1e-9f6a-3c5b7e2d1a40")
 _MODE_RANK = {"halted": 0, "read_only": 1, "suggest_only": 2, "approve_to_act": 3,

@@ -1,8 +1,8 @@
 """Screenshots of both dashboards with a simulated fleet, for docs/ and the README.
 
-``python -m dashboards.screenshots [--out docs]`` fills a temporary embedded ClickHouse with
-:mod:`dashboards.sample_fleet`, serves the dashboards from it and photographs them with
-Debian's headless chromium (``scripts/setup_browser.sh`` installs it). The browser test uses
+``python -m tripwire.dashboards.screenshots [--out docs]`` fills a temporary embedded ClickHouse
+with :mod:`tripwire.dashboards.sample_fleet`, serves the dashboards from it and photographs them
+with Debian's headless chromium (``scripts/setup_browser.sh`` installs it). The browser test uses
 the same launcher, so what the screenshots show is what the test checked.
 """
 
@@ -88,10 +88,10 @@ def shoot(base_url: str, out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dashboards.sample_fleet import fill
-    from dashboards.server import DashboardServer
-    from sinks.clickhouse import connect
-    from sinks.migrations import migrate
+    from tripwire.dashboards.sample_fleet import fill
+    from tripwire.dashboards.server import DashboardServer
+    from tripwire.sinks.clickhouse import connect
+    from tripwire.sinks.migrations import migrate
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs"))
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(f"chdb://{data}")
     try:
         migrate(client, 90)
-        from dashboards.filters import now_ms
+        from tripwire.dashboards.filters import now_ms
 
         sample = fill(client, end_ms=now_ms() - 60_000, hours=3.0)
         print(f"sample fleet: {sample.steps} steps, {len(sample.detections)} detections, "

@@ -14,8 +14,8 @@ import threading
 
 from aiohttp import web
 
-from dashboards.api import Defaults, build_app
-from sinks.clickhouse import Client
+from tripwire.dashboards.api import Defaults, build_app
+from tripwire.sinks.clickhouse import Client
 
 START_TIMEOUT_S = 15.0
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from detectors.breaker import Breaker, Command, Transition
-from detectors.denial_rate import DenialRateDetector
-from detectors.detection import Detection
-from detectors.loops import LoopDetector
-from detectors.modes import Mode
-from detectors.policy import ResolvedPolicy
-from detectors.prompt_injection_hits import InjectionHitRate, Scanner
-from detectors.spend import SpendDetector
-from detectors.stream_detector import Event
-from detectors.windows import EventClock
+from tripwire.detectors.breaker import Breaker, Command, Transition
+from tripwire.detectors.denial_rate import DenialRateDetector
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.loops import LoopDetector
+from tripwire.detectors.policy import ResolvedPolicy
+from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
+from tripwire.detectors.spend import SpendDetector
+from tripwire.detectors.stream_detector import Event
+from tripwire.detectors.windows import EventClock
+from tripwire.schemas.modes import Mode
 
 MAINTENANCE_EVERY_MS = 300_000
 """Time between sweeps that drop emptied windows (idle tools) and idle runs. A sweep costs

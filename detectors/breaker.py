@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from detectors.detection import Detection, Scope
-from detectors.modes import Mode
-from detectors.policy import BreakerPolicy
-from detectors.windows import NO_TIME
+from tripwire.detectors.detection import Detection, Scope
+from tripwire.detectors.policy import BreakerPolicy
+from tripwire.detectors.windows import NO_TIME
+from tripwire.schemas.modes import Mode
 
 TRANSITION_NAMESPACE = uuid.UUID("0b6a3f4e-1c2d-4e5f-8a9b-6c7d8e9f0a1b")
 

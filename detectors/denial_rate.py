@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 
-from detectors.detection import Detection
-from detectors.evidence import EvidenceRing
-from detectors.policy import ResolvedPolicy
-from detectors.severity import SeverityBands, compile_bands
-from detectors.stream_detector import Event, StreamDetector
-from detectors.windows import BucketRing, EventClock
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.evidence import EvidenceRing
+from tripwire.detectors.policy import ResolvedPolicy
+from tripwire.detectors.severity import SeverityBands, compile_bands
+from tripwire.detectors.stream_detector import Event, StreamDetector
+from tripwire.detectors.windows import BucketRing, EventClock
 
 
 class DenialKey(BucketRing):

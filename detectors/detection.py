@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detectors.severity import Severity
+from tripwire.detectors.severity import Severity
 
 Scope = Literal["agent", "run"]
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import zlib
 from array import array
 
-from detectors.detection import Detection
-from detectors.evidence import EvidenceRing
-from detectors.policy import ResolvedPolicy
-from detectors.runs import NOT_ENDED, RunEntry, RunTable
-from detectors.severity import compile_bands
-from detectors.stream_detector import Event, StreamDetector
-from detectors.windows import NO_DEADLINE, EventClock
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.evidence import EvidenceRing
+from tripwire.detectors.policy import ResolvedPolicy
+from tripwire.detectors.runs import NOT_ENDED, RunEntry, RunTable
+from tripwire.detectors.severity import compile_bands
+from tripwire.detectors.stream_detector import Event, StreamDetector
+from tripwire.detectors.windows import NO_DEADLINE, EventClock
 
 _NO_MATCHES: list[int] = []  # shared by ended runs, which no longer look for cycles
 

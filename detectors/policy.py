@@ -37,8 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from detectors.modes import Mode
-from detectors.severity import Severity
+from tripwire.detectors.severity import Severity
+from tripwire.schemas.modes import Mode
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from array import array
 
-from detectors.detection import Detection
-from detectors.evidence import EvidenceRing
-from detectors.policy import DAY_MS, HOUR_MS, ResolvedPolicy
-from detectors.runs import NOT_ENDED, RunEntry, RunTable
-from detectors.severity import SeverityBands, compile_bands
-from detectors.stream_detector import Event, StreamDetector
-from detectors.windows import BucketRing, CoalescedWindows, EventClock, EwmaBaseline
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.evidence import EvidenceRing
+from tripwire.detectors.policy import DAY_MS, HOUR_MS, ResolvedPolicy
+from tripwire.detectors.runs import NOT_ENDED, RunEntry, RunTable
+from tripwire.detectors.severity import SeverityBands, compile_bands
+from tripwire.detectors.stream_detector import Event, StreamDetector
+from tripwire.detectors.windows import BucketRing, CoalescedWindows, EventClock, EwmaBaseline
 
 USD, TOKENS = "usd", "tokens"
 QUANTITY = {USD: 0, TOKENS: 1}  # index of each unit in CoalescedWindows

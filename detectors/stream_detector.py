@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from detectors.detection import Detection
-from detectors.policy import ResolvedPolicy
-from detectors.windows import EventClock
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.policy import ResolvedPolicy
+from tripwire.detectors.windows import EventClock
 
 Event = Mapping[str, Any]
 """A step event as the stream decodes it: every field of step_event.avsc present."""

@@ -26,10 +26,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.codec import control_codec
-from sdk import AgentSession, Emitter
-from sdk.guard import Approval, ApprovalRequest, Guard, Proposal, RunHalted, ToolRefused
-from streams.topics import CONTROLS, STEPS
+from tripwire.schemas.codec import control_codec
+from tripwire.schemas.topics import CONTROLS, STEPS
+from tripwire.sdk import AgentSession, Emitter
+from tripwire.sdk.guard import Approval, ApprovalRequest, Guard, Proposal, RunHalted, ToolRefused
 
 REFUND_LIMIT_USD = 100  # the agent's own policy: larger refunds are denied
 

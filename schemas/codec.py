@@ -28,8 +28,8 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.avro_decoder import AvroDecodeError, compile_reader
-from schemas.models import StepEvent
+from tripwire.schemas.avro_decoder import AvroDecodeError, compile_reader
+from tripwire.schemas.models import StepEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 STEP_EVENT_SCHEMA = SCHEMA_DIR / "step_event.avsc"

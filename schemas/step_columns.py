@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from schemas.avro_decoder import AvroDecodeError, compile_column_reader
-from schemas.codec import HEADER_SIZE, MAGIC, DecodeError, StepBatchCodec, _is_json
+from tripwire.schemas.avro_decoder import AvroDecodeError, compile_column_reader
+from tripwire.schemas.codec import HEADER_SIZE, MAGIC, DecodeError, StepBatchCodec, _is_json
 
 
 class StepColumns:

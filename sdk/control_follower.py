@@ -26,9 +26,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from detectors.modes import Mode
-from schemas.codec import DecodeError, control_codec
-from schemas.command_signing import ControlVerifier
+from tripwire.schemas.codec import DecodeError, control_codec
+from tripwire.schemas.command_signing import ControlVerifier
+from tripwire.schemas.modes import Mode
 
 __all__ = ["ControlFollower", "ControlSnapshot", "ControlState", "key_partition"]
 

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detectors.modes import Mode
-from sdk.steps import ENUM_SYMBOLS, canonical_params_json
+from tripwire.schemas.modes import Mode
+from tripwire.sdk.steps import ENUM_SYMBOLS, canonical_params_json
 
 __all__ = [
     "DECIDED_BY",

@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.partitioner import DefaultPartitioner
 
-from schemas.codec import StepBatchCodec
-from streams.topics import STEPS
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.schemas.topics import STEPS
 
 __all__ = ["AsyncEmitter", "Emitter", "EmitterStats", "default_compression"]
 

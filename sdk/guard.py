@@ -37,10 +37,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from detectors.modes import Mode
-from schemas.command_signing import ControlVerifier, Secret
-from sdk.control_follower import ControlFollower, ControlState
-from sdk.decisions import (
+from tripwire.schemas.command_signing import ControlVerifier, Secret
+from tripwire.schemas.modes import Mode
+from tripwire.schemas.topics import CONTROLS
+from tripwire.sdk.control_follower import ControlFollower, ControlState
+from tripwire.sdk.decisions import (
     DECIDED_BY,
     Approval,
     ApprovalHook,
@@ -55,8 +56,7 @@ from sdk.decisions import (
     require_action_class,
     verdict_for,
 )
-from sdk.steps import Run, canonical_params_json
-from streams.topics import CONTROLS
+from tripwire.sdk.steps import Run, canonical_params_json
 
 __all__ = [
     "Approval",

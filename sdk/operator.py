@@ -26,11 +26,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from detectors.modes import Mode
-from schemas.codec import DecodeError, command_codec, control_codec, detection_codec
-from schemas.command_signing import ControlVerifier, Secret, derive_agent_key, sign_command
-from sdk.control_follower import key_partition
-from streams.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
+from tripwire.schemas.command_signing import ControlVerifier, Secret, derive_agent_key, sign_command
+from tripwire.schemas.modes import Mode
+from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.sdk.control_follower import key_partition
 
 __all__ = [
     "KILL_ALL_KEY",

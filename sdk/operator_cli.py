@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detectors.modes import Mode
-from sdk.operator import (
+from tripwire.schemas.modes import Mode
+from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.sdk.operator import (
     OperatorKey,
     format_status,
     issue,
@@ -26,7 +27,6 @@ from sdk.operator import (
     parse_duration,
     read_status,
 )
-from streams.topics import COMMANDS, CONTROLS, DETECTIONS
 
 __all__ = ["add_parsers"]
 
@@ -132,7 +132,7 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
 
 
 def _settings() -> Any:
-    from streams.cli import load_settings
+    from tripwire.streams.cli import load_settings
 
     return load_settings()
 

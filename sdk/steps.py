@@ -41,7 +41,8 @@ class EventSink(Protocol):
 def _load_schema() -> tuple[list[str], dict[str, frozenset[str]]]:
     # The field list and enum symbols come from the contract itself so a schema change cannot
     # leave the SDK producing events with missing or stale fields.
-    schema = json.loads(resources.files("schemas").joinpath("step_event.avsc").read_text("utf-8"))
+    avsc = resources.files("tripwire.schemas").joinpath("step_event.avsc")
+    schema = json.loads(avsc.read_text("utf-8"))
     fields: list[str] = []
     enums: dict[str, frozenset[str]] = {}
     for f in schema["fields"]:

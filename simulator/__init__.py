@@ -1,6 +1,6 @@
 """Simulated agent fleet: realistic and misbehaving traffic for tests, demos and benchmarks."""
 
-from simulator.fleet import (
+from tripwire.simulator.fleet import (
     DEFAULT_START_MS,
     SimulationReport,
     agent_profiles,
@@ -10,7 +10,7 @@ from simulator.fleet import (
     simulate,
     simulate_sync,
 )
-from simulator.scenarios import (
+from tripwire.simulator.scenarios import (
     INJECTION_VARIANTS,
     MODEL_PRICES_USD_PER_MTOK,
     SCENARIOS,

@@ -8,9 +8,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from simulator.fleet import simulate
-from simulator.scenarios import SCENARIOS
-from streams import topics
+from tripwire.schemas import topics
+from tripwire.simulator.fleet import simulate
+from tripwire.simulator.scenarios import SCENARIOS
 
 log = logging.getLogger("tripwire.demo")
 

@@ -16,8 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sdk.emitter import AsyncEmitter
-from simulator.scenarios import (
+from tripwire.schemas.topics import STEPS
+from tripwire.sdk.emitter import AsyncEmitter
+from tripwire.simulator.scenarios import (
     BEHAVIOURS,
     SCENARIO_WORKFLOWS,
     SCENARIOS,
@@ -25,7 +26,6 @@ from simulator.scenarios import (
     Actor,
     AgentProfile,
 )
-from streams.topics import STEPS
 
 __all__ = [
     "DEFAULT_START_MS",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.steps import AgentSession, Run
+from tripwire.sdk.steps import AgentSession, Run
 
 __all__ = [
     "BEHAVIOURS",

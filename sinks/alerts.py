@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from detectors.modes import Mode
+from tripwire.schemas.modes import Mode
 
 __all__ = ["ALERT_ID_HEADER", "AlertNotifier", "AlertRoutes", "alert_body", "alert_kind"]
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sinks.clickhouse import Client
+from tripwire.sinks.clickhouse import Client
 
 DETECTION_COLUMNS = (
     "detection_id", "ts", "agent_id", "run_id", "tool", "detector", "metric", "value",

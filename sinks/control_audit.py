@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sinks.clickhouse import Client
+from tripwire.sinks.clickhouse import Client
 
 __all__ = [
     "ALERT_DELIVERY_COLUMNS",

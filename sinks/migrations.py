@@ -23,7 +23,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from sinks.clickhouse import Client
+from tripwire.sinks.clickhouse import Client
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Migration:
 
 def load_migrations(directory: Path | Traversable | None = None) -> list[Migration]:
     """The migration files of ``directory`` (default: the packaged ``sinks/sql``), in order."""
-    root = directory if directory is not None else files("sinks") / "sql"
+    root = directory if directory is not None else files("tripwire.sinks") / "sql"
     found: list[Migration] = []
     for entry in root.iterdir():
         if not entry.name.endswith(".sql"):

@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from schemas.step_columns import StepColumns
-from sinks.clickhouse import Client
-from sinks.masking import mask, mask_attributes
+from tripwire.schemas.step_columns import StepColumns
+from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.masking import mask, mask_attributes
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 from typing import TextIO
 
-from sinks.clickhouse import Client
+from tripwire.sinks.clickhouse import Client
 
 _CHUNK = 64 * 1024
 

@@ -26,10 +26,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from detectors.agent_monitor import AgentMonitor
-from detectors.loops import NO_DEADLINE
-from detectors.policy import Policy
-from detectors.prompt_injection_hits import Scanner
+from tripwire.detectors.agent_monitor import AgentMonitor
+from tripwire.detectors.loops import NO_DEADLINE
+from tripwire.detectors.policy import Policy
+from tripwire.detectors.prompt_injection_hits import Scanner
 
 
 class AgentStates:

@@ -26,20 +26,20 @@ from dataclasses import dataclass
 import faust
 from faust.types import EventT, StreamT
 
-from detectors.injection import scan_text
-from detectors.policy import Policy
-from schemas.codec import DecodeError, command_codec, control_codec, detection_codec
-from schemas.command_signing import CommandVerifier, sign_control
-from sdk.operator import KILL_ALL_KEY
-from sinks.alerts import AlertNotifier, AlertRoutes
-from sinks.control_audit import RecordRef, command_audit_row
-from streams import topics
-from streams.ack_guard import CommitGapHealer, guard_acks, stored
-from streams.agent_states import AgentStates
-from streams.consumer_fetch import set_fetch_max_wait
-from streams.settings import TripwireSettings
-from streams.sink_buffer import SinkBuffer, Store
-from streams.step_processor import BatchResult, StepProcessor, detection_record
+from tripwire.detectors.injection import scan_text
+from tripwire.detectors.policy import Policy
+from tripwire.schemas import topics
+from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
+from tripwire.schemas.command_signing import CommandVerifier, sign_control
+from tripwire.sdk.operator import KILL_ALL_KEY
+from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
+from tripwire.sinks.control_audit import RecordRef, command_audit_row
+from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
+from tripwire.streams.agent_states import AgentStates
+from tripwire.streams.consumer_fetch import set_fetch_max_wait
+from tripwire.streams.settings import TripwireSettings
+from tripwire.streams.sink_buffer import SinkBuffer, Store
+from tripwire.streams.step_processor import BatchResult, StepProcessor, detection_record
 
 log = logging.getLogger("tripwire.streams")
 

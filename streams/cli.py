@@ -10,11 +10,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from streams.settings import TripwireSettings, describe_settings
+from tripwire.streams.settings import TripwireSettings, describe_settings
 
 # Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
 # ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
-COMMAND_MODULES: list[str] = ["bench.pipeline", "sdk.operator_cli", "dashboards.commands"]
+COMMAND_MODULES: list[str] = [
+    "tripwire.bench.pipeline", "tripwire.sdk.operator_cli", "tripwire.dashboards.commands",
+]
 
 
 def load_settings(**overrides: object) -> TripwireSettings:
@@ -85,15 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is not None:
         return int(handler(args))
     if args.command == "run":
-        from simulator.demo import demo_fleet
-        from streams.worker import run_embedded
+        from tripwire.simulator.demo import demo_fleet
+        from tripwire.streams.worker import run_embedded
 
         settings = load_settings(data_dir=args.data_dir, broker_port=args.broker_port,
                                  dashboard_port=args.dashboard_port)
         demo = demo_fleet(args.demo_agents, args.demo_rate) if args.demo else None
         return run_embedded(settings, args.duration, demo)
     if args.command == "init":
-        from streams.worker import prepare_services
+        from tripwire.streams.worker import prepare_services
 
         settings = load_settings()
         prepare_services(settings)
@@ -106,17 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("tripwire: invalid configuration\n  TRIPWIRE_KAFKA_BOOTSTRAP: required by "
                   "`tripwire worker` (use `tripwire run` for the embedded broker)", file=sys.stderr)
             return 2
-        from streams.worker import run_worker
+        from tripwire.streams.worker import run_worker
 
         return run_worker(settings, duration=args.duration)
     if args.command == "sql":
-        from sinks.clickhouse import connect
-        from sinks.tabsep import run_sql
+        from tripwire.sinks.clickhouse import connect
+        from tripwire.sinks.tabsep import run_sql
 
         settings = load_settings(data_dir=args.data_dir)
         return run_sql(connect(settings.clickhouse_dsn()), args.query, sys.stdout)
     if args.command == "simulate":
-        from simulator.fleet import simulate_sync
+        from tripwire.simulator.fleet import simulate_sync
 
         settings = load_settings()
         scenarios = ["denial_storm", "runaway_loop", "overspend", "injection",
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report)
         return 0
     if args.command == "scan":
-        from detectors.injection import scan_lines
+        from tripwire.detectors.injection import scan_lines
 
         return scan_lines(sys.stdin, sys.stdout)
     raise AssertionError(args.command)

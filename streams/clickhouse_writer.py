@@ -162,20 +162,20 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     # delays acks (and back-pressure, if it lasts), a slower detector delays every control.
     os.nice(WRITER_NICENESS)
     # Imported here: the parent only needs the proxy, and the child pays for the rest.
-    from schemas.codec import DecodeError
-    from schemas.step_columns import StepColumnDecoder
-    from sinks.breaker_sink import BreakerSink
-    from sinks.clickhouse import connect, redact
-    from sinks.control_audit import AuditSink
-    from sinks.migrations import migrate
-    from sinks.step_sink import StepSink
+    from tripwire.schemas.codec import DecodeError
+    from tripwire.schemas.step_columns import StepColumnDecoder
+    from tripwire.sinks.breaker_sink import BreakerSink
+    from tripwire.sinks.clickhouse import connect, redact
+    from tripwire.sinks.control_audit import AuditSink
+    from tripwire.sinks.migrations import migrate
+    from tripwire.sinks.step_sink import StepSink
 
     try:
         client = _open(connect, dsn)
         migrate(client, retention_days)
         dashboard = None
         if dashboards is not None:
-            from dashboards.server import DashboardServer
+            from tripwire.dashboards.server import DashboardServer
 
             dashboard = DashboardServer(client, *dashboards).start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails fast

@@ -6,9 +6,9 @@ a semantically impossible event refuses only that event, and the rest of the bat
 
 from __future__ import annotations
 
-from schemas.codec import DecodeError, StepBatchCodec
-from schemas.validation import check_batch_key, check_event
-from streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
+from tripwire.schemas.codec import DecodeError, StepBatchCodec
+from tripwire.schemas.validation import check_batch_key, check_event
+from tripwire.streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
 
 
 def content_type(headers: object) -> str | None:

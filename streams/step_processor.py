@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.breaker import Transition
-from detectors.detection import Detection
-from streams.agent_states import AgentStates
-from streams.dead_letters import DeadLetter
-from streams.step_decoding import StepRecordDecoder, content_type
+from tripwire.detectors.breaker import Transition
+from tripwire.detectors.detection import Detection
+from tripwire.streams.agent_states import AgentStates
+from tripwire.streams.dead_letters import DeadLetter
+from tripwire.streams.step_decoding import StepRecordDecoder, content_type
 
 # (key, value, headers, topic, partition, offset) of one Kafka record.
 RecordTuple = tuple[bytes | None, bytes | None, Any, str, int, int]

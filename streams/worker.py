@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import faust
 
-from detectors.policy import Policy, load_policy
-from sinks.clickhouse import Client, connect
-from sinks.migrations import migrate
-from streams.app import build_app
-from streams.broker import EmbeddedBroker
-from streams.clickhouse_writer import ClickHouseWriter, WriterError
-from streams.settings import TripwireSettings
-from streams.topics import ensure_topics, tripwire_topics
+from tripwire.detectors.policy import Policy, load_policy
+from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sinks.clickhouse import Client, connect
+from tripwire.sinks.migrations import migrate
+from tripwire.streams.app import build_app
+from tripwire.streams.broker import EmbeddedBroker
+from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
+from tripwire.streams.settings import TripwireSettings
 
 log = logging.getLogger("tripwire")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from sinks.clickhouse import Client, connect
-from sinks.migrations import migrate
+from tripwire.sinks.clickhouse import Client, connect
+from tripwire.sinks.migrations import migrate
 
 TEST_RETENTION_DAYS = 30
 
@@ -62,7 +62,7 @@ def sample_fleet_database(chdb_dir: Path, prefix: str, end_ms: int,
                           hours: float = 2.0) -> Iterator[tuple[str, object]]:
     """(dsn, SampleFleet) of a fresh database holding ``hours`` of the scenario fleet up to
     ``end_ms``, dropped afterwards. No client stays open: each test opens its own."""
-    from dashboards.sample_fleet import fill
+    from tripwire.dashboards.sample_fleet import fill
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     _admin(chdb_dir, f"CREATE DATABASE {name}")

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import TopicSpec, ensure_topics
+from tripwire.schemas.topics import TopicSpec, ensure_topics
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
-pytest_plugins = ["tests.chdb_fixtures"]
+pytest_plugins = ["chdb_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.agent_monitor import AgentMonitor
-from detectors.breaker import BreakerState, Command
-from detectors.modes import Mode
-from detectors.policy import ResolvedPolicy
+from tripwire.detectors.agent_monitor import AgentMonitor
+from tripwire.detectors.breaker import BreakerState, Command
+from tripwire.detectors.policy import ResolvedPolicy
+from tripwire.schemas.modes import Mode
 
 FIELDS = [
     f["name"]

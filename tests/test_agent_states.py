@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from detectors.injection import scan_text
-from detectors.policy import Policy
-from schemas.codec import StepBatchCodec
-from simulator.fleet import fleet_events, scenario_of
-from simulator.scenarios import SCENARIOS
-from streams.agent_states import AgentStates
-from streams.step_processor import StepProcessor
+from tripwire.detectors.injection import scan_text
+from tripwire.detectors.policy import Policy
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.simulator.fleet import fleet_events, scenario_of
+from tripwire.simulator.scenarios import SCENARIOS
+from tripwire.streams.agent_states import AgentStates
+from tripwire.streams.step_processor import StepProcessor
 
 
 class ChangelogTable:

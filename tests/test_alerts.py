@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sinks.alerts import ALERT_ID_HEADER, AlertNotifier, AlertRoutes, alert_kind
+from tripwire.sinks.alerts import ALERT_ID_HEADER, AlertNotifier, AlertRoutes, alert_kind
 
 
 @dataclass
@@ -167,7 +167,7 @@ async def test_gives_up_after_max_retries_and_on_client_errors(receiver):
 
 async def test_an_unreachable_webhook_is_recorded_as_failed():
     rows: list[dict] = []
-    from streams.broker import free_port
+    from tripwire.streams.broker import free_port
 
     routes = {"default": f"http://127.0.0.1:{free_port()}/nothing-listens"}
     async with AlertNotifier(routes, max_retries=1, backoff_s=0.01, record=rows.append) as alerts:

@@ -15,14 +15,14 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schemas.avro_decoder import (
+from tripwire.schemas.avro_decoder import (
     MAX_ZERO_WIDTH_ITEMS,
     AvroDecodeError,
     compile_column_reader,
     compile_reader,
     generate_source,
 )
-from schemas.codec import (
+from tripwire.schemas.codec import (
     HEADER_SIZE,
     DecodeError,
     FramedCodec,
@@ -31,8 +31,8 @@ from schemas.codec import (
     control_codec,
     detection_codec,
 )
-from simulator.fleet import fleet_events
-from simulator.scenarios import SCENARIOS
+from tripwire.simulator.fleet import fleet_events
+from tripwire.simulator.scenarios import SCENARIOS
 
 STEPS = StepBatchCodec()
 CONTRACT: dict[str, FramedCodec] = {

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.breaker import Breaker, BreakerState, Command, Transition
-from detectors.detection import Detection
-from detectors.modes import LADDER, Mode
-from detectors.policy import BreakerPolicy, BreakerRule
+from tripwire.detectors.breaker import Breaker, BreakerState, Command, Transition
+from tripwire.detectors.detection import Detection
+from tripwire.detectors.policy import BreakerPolicy, BreakerRule
+from tripwire.schemas.modes import LADDER, Mode
 
 COOLING, NORMAL, PINNED, PROBATION = (
     BreakerState.COOLING,

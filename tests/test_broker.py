@@ -3,8 +3,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker
-from streams.topics import TopicMismatch, TopicSpec, ensure_topics
+from tripwire.schemas.topics import TopicMismatch, TopicSpec, ensure_topics
+from tripwire.streams.broker import EmbeddedBroker
 
 
 def test_topics_are_created_with_configured_partitions(broker: EmbeddedBroker, make_topics):

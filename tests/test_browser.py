@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.filters import now_ms
-from dashboards.sample_fleet import SampleFleet, fill
-from dashboards.screenshots import CHROMIUM, chromium_page, wait_for_dashboard
-from dashboards.server import DashboardServer
-from sinks.clickhouse import Client
+from tripwire.dashboards.filters import now_ms
+from tripwire.dashboards.sample_fleet import SampleFleet, fill
+from tripwire.dashboards.screenshots import CHROMIUM, chromium_page, wait_for_dashboard
+from tripwire.dashboards.server import DashboardServer
+from tripwire.sinks.clickhouse import Client
 
 pytestmark = pytest.mark.integration
 DOCS = Path(__file__).resolve().parent.parent / "docs"

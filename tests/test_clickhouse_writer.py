@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.codec import StepBatchCodec
-from simulator.fleet import fleet_events
-from simulator.scenarios import SCENARIOS
-from streams.clickhouse_writer import ClickHouseWriter, WriterError
-from tests.chdb_fixtures import run_sql_in_subprocess
+from chdb_fixtures import run_sql_in_subprocess
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.simulator.fleet import fleet_events
+from tripwire.simulator.scenarios import SCENARIOS
+from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import (
+from tripwire.schemas.codec import (
     COMMAND_SCHEMA,
     CONTROL_SCHEMA,
     DETECTION_SCHEMA,
@@ -26,7 +26,7 @@ from schemas.codec import (
     control_codec,
     detection_codec,
 )
-from schemas.models import (
+from tripwire.schemas.models import (
     AVRO_INT_MAX,
     AVRO_INT_MIN,
     AVRO_LONG_MAX,
@@ -37,7 +37,7 @@ from schemas.models import (
     Detection,
     StepEvent,
 )
-from schemas.validation import check_batch_key, check_event
+from tripwire.schemas.validation import check_batch_key, check_event
 
 CODEC = StepBatchCodec()
 NOW_MS = 1_750_000_000_000

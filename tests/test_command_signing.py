@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.codec import COMMAND_SCHEMA, CONTROL_SCHEMA, command_codec, control_codec
-from schemas.command_signing import (
+from tripwire.schemas.codec import COMMAND_SCHEMA, CONTROL_SCHEMA, command_codec, control_codec
+from tripwire.schemas.command_signing import (
     COMMAND_FIELDS,
     CONTROL_FIELDS,
     KEY_ID_HEADER,
@@ -214,7 +214,7 @@ def test_agent_keys_are_per_agent():
     # agent-2's key (all agent-2 holds) cannot produce a control agent-1 accepts.
     forged = control(mode="autonomous", seq=5)
     key2 = derive_agent_key(MASTER, "agent-2")
-    from schemas.command_signing import _mac, canonical_control_bytes  # the raw primitive
+    from tripwire.schemas.command_signing import _mac, canonical_control_bytes  # the raw primitive
 
     headers = [(KEY_ID_HEADER, b"w1"),
                (SIGNATURE_HEADER, _mac(key2, canonical_control_bytes(forged, "w1")).encode())]

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from streams.cli import _parser
-from streams.settings import TripwireSettings
+from tripwire.streams.cli import _parser
+from tripwire.streams.settings import TripwireSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -51,7 +51,11 @@ def test_commands_are_real_subcommands(service: str) -> None:
 
 
 def test_image_contains_every_package() -> None:
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]
+    """Every folder either wheel is built from is copied into the image's build stage."""
+    dirs: set[str] = set()
+    for pyproject in (ROOT / "pyproject.toml", ROOT / "sdk" / "pyproject.toml"):
+        mapping = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"]
+        dirs |= {(pyproject.parent / d).resolve().relative_to(ROOT).as_posix()
+                 for d in mapping.values()}
     copied = set(re.findall(r"^COPY (\w+) \1$", (ROOT / "Dockerfile").read_text(), re.M))
-    assert {p.split(".")[0] for p in packages} == copied
+    assert dirs == copied

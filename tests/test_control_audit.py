@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from chdb_fixtures import TEST_RETENTION_DAYS
 
-from schemas.command_signing import CommandVerifier, sign_command
-from sinks.alerts import AlertNotifier
-from sinks.clickhouse import Client
-from sinks.control_audit import RecordRef, applied_nonces, command_audit_row, insert_rows
+from chdb_fixtures import TEST_RETENTION_DAYS
+from tripwire.schemas.command_signing import CommandVerifier, sign_command
+from tripwire.sinks.alerts import AlertNotifier
+from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.control_audit import RecordRef, applied_nonces, command_audit_row, insert_rows
 
 pytestmark = pytest.mark.integration
 

@@ -23,15 +23,15 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from bench.worker_process import ROOT, WorkerProcess, read_all, worker_env
-from schemas.codec import command_codec, control_codec
-from schemas.command_signing import derive_agent_key, sign_command
-from sdk import AgentSession, Emitter
-from sdk.guard import Guard
-from sdk.operator import new_command
-from streams import topics
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import ensure_topics, tripwire_topics
+from tripwire.bench.worker_process import ROOT, WorkerProcess, read_all, worker_env
+from tripwire.schemas import topics
+from tripwire.schemas.codec import command_codec, control_codec
+from tripwire.schemas.command_signing import derive_agent_key, sign_command
+from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sdk import AgentSession, Emitter
+from tripwire.sdk.guard import Guard
+from tripwire.sdk.operator import new_command
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -92,8 +92,8 @@ class Plane:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = self.env | {"TRIPWIRE_OPERATOR": "alice", "TRIPWIRE_OPERATOR_KEY_ID": OPERATOR_KEY[0],
                           "TRIPWIRE_OPERATOR_KEY": OPERATOR_KEY[1]}
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "tripwire.streams.cli", *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ async def send_command(plane: Plane, command: dict[str, Any], times: int = 1) ->
 
 def command_outcomes(plane: Plane) -> dict[tuple[str, str], int]:
     q = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql",
+        [sys.executable, "-m", "tripwire.streams.cli", "sql",
          # FINAL: a record re-read after a restart is audited again, and the copies only
          # collapse at a merge.
          "SELECT outcome, rejection, count() FROM operator_commands FINAL "

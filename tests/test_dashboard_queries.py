@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.catalog import CHARTS, PARAMETER_TYPES, catalog, panels, parse_query
-from dashboards.filters import Filters, auto_bucket_s, now_ms
-from dashboards.runner import run_query
-from dashboards.sample_fleet import SampleFleet
-from sinks.clickhouse import Client
-from sinks.migrations import migrate
-from tests.chdb_fixtures import client_on, sample_fleet_database
+from chdb_fixtures import client_on, sample_fleet_database
+from tripwire.dashboards.catalog import CHARTS, PARAMETER_TYPES, catalog, panels, parse_query
+from tripwire.dashboards.filters import Filters, auto_bucket_s, now_ms
+from tripwire.dashboards.runner import run_query
+from tripwire.dashboards.sample_fleet import SampleFleet
+from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.migrations import migrate
 
 pytestmark = pytest.mark.integration
 

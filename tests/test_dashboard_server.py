@@ -11,11 +11,11 @@ from urllib.parse import quote
 
 import pytest
 
-from dashboards.catalog import panels
-from dashboards.filters import now_ms
-from dashboards.sample_fleet import SampleFleet, fill
-from dashboards.server import DashboardServer
-from sinks.clickhouse import Client
+from tripwire.dashboards.catalog import panels
+from tripwire.dashboards.filters import now_ms
+from tripwire.dashboards.sample_fleet import SampleFleet, fill
+from tripwire.dashboards.server import DashboardServer
+from tripwire.sinks.clickhouse import Client
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ def test_dashboard_command_serves_until_its_duration(ch_dsn: str,
     import argparse
     import signal
 
-    from dashboards import commands
+    from tripwire.dashboards import commands
 
     parser = argparse.ArgumentParser(prog="tripwire")
     commands.add_parsers(parser.add_subparsers(dest="command", required=True))

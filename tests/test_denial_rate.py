@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.denial_rate import DenialRateDetector
-from detectors.policy import DenialRatePolicy, EventTimePolicy, RateBand, ResolvedPolicy
+from tripwire.detectors.denial_rate import DenialRateDetector
+from tripwire.detectors.policy import DenialRatePolicy, EventTimePolicy, RateBand, ResolvedPolicy
 
 FIELDS = [
     f["name"]
@@ -295,7 +295,7 @@ def test_state_round_trip_resumes_identically() -> None:
 def test_the_guards_own_refusals_do_not_count_as_the_agents_denials() -> None:
     # After a downgrade the SDK guard refuses the agent's writes and emits each refusal as a
     # denied policy decision; counting those would punish the agent for obeying.
-    from sdk.decisions import DECIDED_BY
+    from tripwire.sdk.decisions import DECIDED_BY
 
     detector = DenialRateDetector("agent-1", policy(per_tool=True))
     guard_refusals = [decision(n, n * 1000) | {"attributes": {"decided_by": DECIDED_BY}}

@@ -13,11 +13,12 @@ import pytest
 from aiokafka.codec import has_lz4
 from aiokafka.partitioner import murmur2
 
-from bench.worker_process import read_all
-from schemas.codec import StepBatchCodec
-from schemas.models import StepEvent
-from schemas.validation import check_batch_key, check_event
-from sdk import (
+from tripwire.bench.worker_process import read_all
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.schemas.models import StepEvent
+from tripwire.schemas.topics import TopicSpec, ensure_topics
+from tripwire.schemas.validation import check_batch_key, check_event
+from tripwire.sdk import (
     AgentSession,
     AsyncEmitter,
     Emitter,
@@ -26,8 +27,7 @@ from sdk import (
     default_compression,
     params_hash,
 )
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import TopicSpec, ensure_topics
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 

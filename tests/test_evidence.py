@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from dashboards import commands
-from dashboards.evidence import (
+from chdb_fixtures import client_on, sample_fleet_database
+from tripwire.dashboards import commands
+from tripwire.dashboards.evidence import (
     SIDE_EFFECT_CLASSES,
     EvidenceNotFound,
     agent_evidence,
     run_evidence,
 )
-from dashboards.filters import now_ms
-from dashboards.runner import table_exists
-from dashboards.sample_fleet import SampleFleet, fill
-from sinks.clickhouse import Client
-from tests.chdb_fixtures import client_on, sample_fleet_database
+from tripwire.dashboards.filters import now_ms
+from tripwire.dashboards.runner import table_exists
+from tripwire.dashboards.sample_fleet import SampleFleet, fill
+from tripwire.sinks.clickhouse import Client
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboards.catalog import DASHBOARDS, catalog, panels
-from dashboards.filters import Filters, now_ms
-from dashboards.grafana import DATASOURCE, GRAFANA_DIR, GRAFANA_PARAMETERS, render
-from dashboards.runner import run_query
-from sinks.clickhouse import Client
-from tests.chdb_fixtures import client_on, sample_fleet_database
+from chdb_fixtures import client_on, sample_fleet_database
+from tripwire.dashboards.catalog import DASHBOARDS, catalog, panels
+from tripwire.dashboards.filters import Filters, now_ms
+from tripwire.dashboards.grafana import DATASOURCE, GRAFANA_DIR, GRAFANA_PARAMETERS, render
+from tripwire.dashboards.runner import run_query
+from tripwire.sinks.clickhouse import Client
 
 REPO = Path(__file__).resolve().parent.parent
 END_MS = now_ms() - 60_000
@@ -29,7 +29,7 @@ def committed(board: str) -> dict:
 @pytest.mark.parametrize("board", DASHBOARDS)
 def test_committed_dashboards_are_generated_from_the_sql_files(board: str) -> None:
     on_disk = (GRAFANA_DIR / f"{board}.json").read_text(encoding="utf-8")
-    assert on_disk == render(board), "run: python -m dashboards.grafana"
+    assert on_disk == render(board), "run: python -m tripwire.dashboards.grafana"
 
 
 @pytest.mark.parametrize("board", DASHBOARDS)
@@ -50,7 +50,7 @@ def test_every_panel_is_one_named_query(board: str) -> None:
 
 
 def _type(name: str) -> str:
-    from dashboards.catalog import PARAMETER_TYPES
+    from tripwire.dashboards.catalog import PARAMETER_TYPES
 
     return PARAMETER_TYPES[name]
 

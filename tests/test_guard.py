@@ -12,17 +12,18 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.worker_process import read_all
-from detectors.modes import Mode
-from schemas.codec import command_codec, control_codec
-from schemas.command_signing import (
+from tripwire.bench.worker_process import read_all
+from tripwire.schemas.codec import command_codec, control_codec
+from tripwire.schemas.command_signing import (
     CommandVerifier,
     derive_agent_key,
     sign_command,
     sign_control,
 )
-from sdk.control_follower import key_partition
-from sdk.guard import (
+from tripwire.schemas.modes import Mode
+from tripwire.schemas.topics import TopicSpec, ensure_topics
+from tripwire.sdk.control_follower import key_partition
+from tripwire.sdk.guard import (
     Approval,
     AsyncGuard,
     Guard,
@@ -32,9 +33,8 @@ from sdk.guard import (
     ToolRefused,
     verdict_for,
 )
-from sdk.steps import AgentSession
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import TopicSpec, ensure_topics
+from tripwire.sdk.steps import AgentSession
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 

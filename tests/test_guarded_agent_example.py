@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from bench.worker_process import ROOT, read_all
-from schemas.codec import StepBatchCodec
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import STEPS, ensure_topics, tripwire_topics
+from tripwire.bench.worker_process import ROOT, read_all
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.schemas.topics import STEPS, ensure_topics, tripwire_topics
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 

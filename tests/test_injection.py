@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.injection_eval import evaluate, load_rows
-from detectors.injection import (
+from tripwire.bench.injection_eval import evaluate, load_rows
+from tripwire.detectors.injection import (
     HIT_THRESHOLD,
     MAX_SCAN_CHARS,
     SIGNALS,

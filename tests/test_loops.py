@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.loops import LoopDetector
-from detectors.policy import EventTimePolicy, LoopPolicy, ResolvedPolicy, RunsPolicy
+from tripwire.detectors.loops import LoopDetector
+from tripwire.detectors.policy import EventTimePolicy, LoopPolicy, ResolvedPolicy, RunsPolicy
 
 FIELDS = [
     f["name"]

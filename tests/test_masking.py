@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from sinks.masking import mask, mask_attributes
+from tripwire.sinks.masking import mask, mask_attributes
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"

@@ -4,10 +4,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from chdb_fixtures import TEST_RETENTION_DAYS, run_sql_in_subprocess
 
-from sinks.clickhouse import Client, connect, redact
-from sinks.migrations import (
+from chdb_fixtures import TEST_RETENTION_DAYS, run_sql_in_subprocess
+from tripwire.sinks.clickhouse import Client, connect, redact
+from tripwire.sinks.migrations import (
     MigrationError,
     applied_versions,
     load_migrations,

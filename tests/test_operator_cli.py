@@ -10,12 +10,18 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.worker_process import read_all
-from schemas.codec import command_codec, control_codec, detection_codec
-from schemas.command_signing import CommandVerifier, derive_agent_key, sign_control
-from sdk.control_follower import key_partition
-from sdk.operator import KILL_ALL_KEY, AgentStatus, format_status, new_command, parse_duration
-from streams import cli
+from tripwire.bench.worker_process import read_all
+from tripwire.schemas.codec import command_codec, control_codec, detection_codec
+from tripwire.schemas.command_signing import CommandVerifier, derive_agent_key, sign_control
+from tripwire.sdk.control_follower import key_partition
+from tripwire.sdk.operator import (
+    KILL_ALL_KEY,
+    AgentStatus,
+    format_status,
+    new_command,
+    parse_duration,
+)
+from tripwire.streams import cli
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +35,7 @@ def tripwire(monkeypatch, broker, make_topics):
     topics; returns (run, topics)."""
     topics = make_topics(("commands", PARTITIONS), ("controls", PARTITIONS),
                          ("detections", PARTITIONS))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["sdk.operator_cli"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["tripwire.sdk.operator_cli"])
     for var in ("TRIPWIRE_KAFKA_BOOTSTRAP", "TRIPWIRE_OPERATOR_KEY_ID", "TRIPWIRE_OPERATOR_KEY",
                 "TRIPWIRE_OPERATOR", "TRIPWIRE_CONTROL_KEYS"):
         monkeypatch.delenv(var, raising=False)

@@ -22,7 +22,7 @@ import fastavro
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bench.worker_process import (
+from tripwire.bench.worker_process import (
     ROOT,
     WorkerProcess,
     committed,
@@ -30,12 +30,13 @@ from bench.worker_process import (
     wait_caught_up,
     worker_env,
 )
-from schemas.codec import StepBatchCodec
-from sdk.emitter import AsyncEmitter
-from simulator.fleet import fleet_events
-from streams import dead_letters, topics
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import ensure_topics, tripwire_topics
+from tripwire.schemas import topics
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sdk.emitter import AsyncEmitter
+from tripwire.simulator.fleet import fleet_events
+from tripwire.streams import dead_letters
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 8
@@ -53,7 +54,7 @@ def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 def sql(env: dict[str, str], query: str) -> list[list[str]]:
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql", query],
+        [sys.executable, "-m", "tripwire.streams.cli", "sql", query],
         cwd=ROOT,
         env=env,
         capture_output=True,

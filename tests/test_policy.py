@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from detectors.modes import Mode
-from detectors.policy import (
+from tripwire.detectors.policy import (
     DEFAULT_POLICY,
     Policy,
     ResolvedPolicy,
     describe_policy,
     load_policy,
 )
+from tripwire.schemas.modes import Mode
 
 EXAMPLE = Path(__file__).parents[1] / "detectors" / "policy.example.yaml"
 

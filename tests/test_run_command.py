@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bench.worker_process import ROOT
-from streams.broker import free_port
+from tripwire.bench.worker_process import ROOT
+from tripwire.streams.broker import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def test_run_demo_brings_up_the_stack_and_lands_fleet_traffic(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
     env["TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S"] = "2"
     run = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "run", "--demo", "--duration", "15",
+        [sys.executable, "-m", "tripwire.streams.cli", "run", "--demo", "--duration", "15",
          "--data-dir", str(data), "--broker-port", str(port), "--dashboard-port", "0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -31,7 +31,7 @@ def test_run_demo_brings_up_the_stack_and_lands_fleet_traffic(tmp_path):
     assert "dashboards        http://127.0.0.1:" in run.stdout
 
     q = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql", "--data-dir", str(data),
+        [sys.executable, "-m", "tripwire.streams.cli", "sql", "--data-dir", str(data),
          "SELECT countIf(agent_id LIKE 'agent-denial-storm%'), countIf(kind = 'run_start'),"
          " count() FROM steps"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.worker_process import ROOT, WorkerProcess, read_all, wait_caught_up, worker_env
-from detectors.agent_monitor import AgentMonitor
-from detectors.injection import scan_text
-from detectors.policy import load_policy
-from schemas.codec import control_codec
-from sdk.emitter import AsyncEmitter
-from simulator.fleet import fleet_events, scenario_of
-from simulator.scenarios import SCENARIOS
-from streams import topics
-from streams.broker import EmbeddedBroker, free_port
-from streams.topics import ensure_topics, tripwire_topics
+from tripwire.bench.worker_process import ROOT, WorkerProcess, read_all, wait_caught_up, worker_env
+from tripwire.detectors.agent_monitor import AgentMonitor
+from tripwire.detectors.injection import scan_text
+from tripwire.detectors.policy import load_policy
+from tripwire.schemas import topics
+from tripwire.schemas.codec import control_codec
+from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sdk.emitter import AsyncEmitter
+from tripwire.simulator.fleet import fleet_events, scenario_of
+from tripwire.simulator.scenarios import SCENARIOS
+from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -119,14 +119,14 @@ def test_scenarios_trip_healthy_agents_stay_and_state_survives_sigkill(tmp_path)
     assert "Worker ready" in worker.log() and worker.log().count("Worker ready") == 2
 
     q = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql",
+        [sys.executable, "-m", "tripwire.streams.cli", "sql",
          "SELECT agent_id, count(), uniqExact(seq) FROM mode_changes FINAL GROUP BY agent_id"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert q.returncode == 0, q.stderr
     stored = {a: (int(n), int(u)) for a, n, u in (ln.split("\t") for ln in q.stdout.splitlines())}
     assert stored == {a: (len(w), len(w)) for a, w in expected.items()}
     q = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "sql",
+        [sys.executable, "-m", "tripwire.streams.cli", "sql",
          "SELECT DISTINCT agent_id FROM detections"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert set(q.stdout.split()) >= set(expected)

@@ -22,7 +22,7 @@ from fastavro import parse_schema
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
-from schemas.codec import (
+from tripwire.schemas.codec import (
     COMMAND_SCHEMA,
     CONTROL_SCHEMA,
     DETECTION_SCHEMA,
@@ -37,7 +37,7 @@ from schemas.codec import (
     detection_codec,
     parsing_canonical_form,
 )
-from schemas.models import (
+from tripwire.schemas.models import (
     AVRO_INT_MAX,
     AVRO_INT_MIN,
     AVRO_LONG_MAX,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import (
+from tripwire.schemas.codec import (
     CONTROL_SCHEMA,
     STEP_EVENT_SCHEMA,
     DecodeError,

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from streams.cli import load_settings
-from streams.settings import TripwireSettings
+from tripwire.streams.cli import load_settings
+from tripwire.streams.settings import TripwireSettings
 
 
 @pytest.mark.parametrize(
@@ -48,14 +48,14 @@ def test_external_kafka_turns_idempotence_on(monkeypatch):
 
 
 def test_help_prints_every_setting():
-    out = subprocess.run([sys.executable, "-m", "streams.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "tripwire.streams.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
     for name in TripwireSettings.model_fields:
         assert f"TRIPWIRE_{name.upper()}" in out
 
 
 def test_worker_refuses_to_start_without_external_kafka(monkeypatch, capsys):
-    from streams.cli import main
+    from tripwire.streams.cli import main
 
     monkeypatch.delenv("TRIPWIRE_KAFKA_BOOTSTRAP", raising=False)
     assert main(["worker"]) == 2
@@ -65,7 +65,7 @@ def test_worker_refuses_to_start_without_external_kafka(monkeypatch, capsys):
 def test_readme_documents_every_setting():
     from pathlib import Path
 
-    from streams.settings import settings_markdown
+    from tripwire.streams.settings import settings_markdown
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert settings_markdown() in readme, "regenerate the README table from settings_markdown()"

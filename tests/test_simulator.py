@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bench.worker_process import read_all
-from schemas.codec import StepBatchCodec
-from schemas.validation import check_batch_key, check_event
-from simulator import (
+from tripwire.bench.worker_process import read_all
+from tripwire.schemas.codec import StepBatchCodec
+from tripwire.schemas.validation import check_batch_key, check_event
+from tripwire.simulator import (
     SCENARIOS,
     agent_profiles,
     fleet_events,
@@ -23,7 +23,7 @@ from simulator import (
     simulate,
     simulate_sync,
 )
-from streams.broker import EmbeddedBroker
+from tripwire.streams.broker import EmbeddedBroker
 
 PARTITIONS = 4
 START_MS = 1_767_225_600_000

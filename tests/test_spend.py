@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.policy import EventTimePolicy, ResolvedPolicy, RunsPolicy, SpendPolicy
-from detectors.spend import SpendDetector
+from tripwire.detectors.policy import EventTimePolicy, ResolvedPolicy, RunsPolicy, SpendPolicy
+from tripwire.detectors.spend import SpendDetector
 
 FIELDS = [
     f["name"]

