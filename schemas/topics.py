@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from tripwire.schemas.service_errors import KafkaUnreachable, ServiceError, kafka_errors
+
 STEPS = "agent-steps"
 STEPS_DLQ = "agent-steps-dlq"
 CONTROLS = "agent-controls"
@@ -37,42 +39,50 @@ def tripwire_topics(partitions: int) -> list[TopicSpec]:
     ]
 
 
-class TopicMismatch(RuntimeError):
+class TopicMismatch(ServiceError, RuntimeError):
     """An existing topic has a different partition count than configured."""
 
 
 async def ensure_topics(
     bootstrap: str, specs: list[TopicSpec], replication: int = 1, timeout_s: float = 30.0
 ) -> None:
-    """Create missing topics; fail if an existing one has the wrong partition count."""
+    """Create missing topics; fail if an existing one has the wrong partition count.
+
+    An unreachable broker is retried for ``timeout_s`` (a broker may still be starting next
+    to the worker), then :class:`KafkaUnreachable`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:
             await admin.start()
             break
-        except KafkaConnectionError:
+        except KafkaConnectionError as exc:
             if asyncio.get_running_loop().time() > deadline:
-                raise
+                raise KafkaUnreachable(bootstrap, f"{exc}; retried {timeout_s:g} s") from exc
             await asyncio.sleep(0.2)
     try:
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.config or None)
-                     for s in missing]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another worker won the race; the check below still applies
-        described = await admin.describe_topics([s.name for s in specs])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
-        for s in specs:
-            if counts.get(s.name) != s.partitions:
-                raise TopicMismatch(
-                    f"topic {s.name} has {counts.get(s.name)} partitions, configured "
-                    f"{s.partitions} (TRIPWIRE_PARTITIONS); co-partitioned state needs them equal"
-                )
+        with kafka_errors(bootstrap):
+            await _ensure(admin, specs, replication)
     finally:
         await admin.close()
+
+
+async def _ensure(admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication: int) -> None:
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        try:
+            await admin.create_topics(
+                [NewTopic(s.name, s.partitions, replication, topic_configs=s.config or None)
+                 for s in missing]
+            )
+        except TopicAlreadyExistsError:
+            pass  # another worker won the race; the check below still applies
+    described = await admin.describe_topics([s.name for s in specs])
+    counts = {d["topic"]: len(d["partitions"]) for d in described}
+    for s in specs:
+        if counts.get(s.name) != s.partitions:
+            raise TopicMismatch(
+                f"topic {s.name} has {counts.get(s.name)} partitions, configured "
+                f"{s.partitions} (TRIPWIRE_PARTITIONS); co-partitioned state needs them equal"
+            )

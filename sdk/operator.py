@@ -16,6 +16,7 @@ held by the worker.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
 from tripwire.schemas.command_signing import ControlVerifier, Secret, derive_agent_key, sign_command
 from tripwire.schemas.modes import Mode
+from tripwire.schemas.service_errors import TopicMissing, kafka_errors
 from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
 from tripwire.sdk.control_follower import key_partition
 
@@ -138,22 +140,40 @@ async def issue(
         enable_idempotence=idempotence,
         request_timeout_ms=int(timeout_s * 1000),
     )
-    await producer.start()
     try:
+        with kafka_errors(bootstrap):
+            await producer.start()
+        with kafka_errors(bootstrap):
+            partitions = await _partitions(producer, topic, bootstrap, timeout_s)
         if command["action"] == "kill_all":
-            partitions = sorted(await producer.partitions_for(topic))
-            sends = [(p, KILL_ALL_KEY) for p in partitions]
+            sends = [(p, KILL_ALL_KEY) for p in sorted(partitions)]
         else:
             sends = [(None, command["agent_id"])]
         sent = []
         for partition, record_key in sends:
             signed = sign_command(command, key.key_id, key.secret)
-            await producer.send_and_wait(topic, codec.encode(signed),
-                                         key=record_key.encode("utf-8"), partition=partition)
+            with kafka_errors(bootstrap):
+                await producer.send_and_wait(topic, codec.encode(signed),
+                                             key=record_key.encode("utf-8"), partition=partition)
             sent.append(signed)
         return sent
     finally:
         await producer.stop()
+
+
+async def _partitions(producer: AIOKafkaProducer, topic: str, bootstrap: str,
+                      timeout_s: float) -> set[int]:
+    # A missing topic would otherwise make the send wait out its whole request timeout and
+    # fail with a bare KafkaTimeoutError; the first metadata answer already tells.
+    from aiokafka.errors import KafkaTimeoutError
+
+    try:
+        partitions = await asyncio.wait_for(producer.partitions_for(topic), min(timeout_s, 5.0))
+    except (KafkaTimeoutError, TimeoutError):
+        raise TopicMissing(topic, bootstrap) from None
+    if not partitions:
+        raise TopicMissing(topic, bootstrap)
+    return set(partitions)
 
 
 # --- status -------------------------------------------------------------------------------
@@ -191,12 +211,14 @@ async def _read_to_end(
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 client_id="tripwire-operator-status")
-    await consumer.start()
     try:
-        await consumer.topics()
+        with kafka_errors(bootstrap):
+            await consumer.start()
+        with kafka_errors(bootstrap):
+            await consumer.topics()
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise LookupError(f"topic {topic} does not exist on {bootstrap}")
+            raise TopicMissing(topic, bootstrap)
         if agent_id is not None:
             partitions = {key_partition(agent_id.encode("utf-8"), len(partitions))}
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -3,7 +3,9 @@
 Configuration comes from the settings model (``TRIPWIRE_OPERATOR_KEY_ID``,
 ``TRIPWIRE_OPERATOR_KEY``, ``TRIPWIRE_OPERATOR``, ``TRIPWIRE_CONTROL_KEYS``); flags override
 all but the secret, which never goes on a command line (it would show in ``ps``): pass
-``--key-file`` to read it from a file instead.
+``--key-file`` to read it from a file instead. With no key configured, the development keys
+and broker address of a ``tripwire run`` in the data dir (``--data-dir``, default
+``TRIPWIRE_DATA_DIR``) are used (see :mod:`tripwire.sdk.local_stack`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from tripwire.schemas.modes import Mode
 from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.sdk.local_stack import load_dev_keys, read_stack
 from tripwire.sdk.operator import (
     OperatorKey,
     format_status,
@@ -33,7 +36,11 @@ __all__ = ["add_parsers"]
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     conn = argparse.ArgumentParser(add_help=False)
-    conn.add_argument("--bootstrap", help="host:port (default: configured bootstrap)")
+    conn.add_argument("--bootstrap", help="host:port (default: configured bootstrap, else "
+                      "the `tripwire run` in the data dir)")
+    conn.add_argument("--data-dir", type=Path,
+                      help="data dir of a `tripwire run` whose broker and development keys to "
+                      "use when none are configured (default: TRIPWIRE_DATA_DIR)")
 
     signed = argparse.ArgumentParser(add_help=False, parents=[conn])
     signed.add_argument("--reason", required=True,
@@ -80,6 +87,9 @@ def status_command(args: argparse.Namespace) -> int:
     settings = _settings()
     last = args.last if args.last is not None else (5 if args.agent else 1)
     control_keys = _json_setting(settings, "control_keys")
+    dev = load_dev_keys(_data_dir(args, settings))
+    if not control_keys and dev is not None:
+        control_keys = {dev.control_key_id: dev.control_key}
     statuses = asyncio.run(read_status(
         _bootstrap(args, settings), args.agent, controls_topic=args.controls_topic,
         detections_topic=args.detections_topic, last_detections=last,
@@ -115,7 +125,7 @@ def release_command(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
     settings = _settings()
     try:
-        key = _operator_key(args, settings)
+        key, key_source = _operator_key(args, settings)
         command = new_command(action, reason=args.reason, operator=_operator(args, settings),
                               **fields)
     except ValueError as exc:
@@ -124,7 +134,7 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
                              idempotence=_idempotence(settings)))
     target = fields.get("agent_id") or f"the fleet ({len(sent)} partitions)"
     print(f"tripwire: {action} {target}: command {command['command_id']} signed with key "
-          f"{key.key_id}, sent to {args.topic}")
+          f"{key.key_id}{key_source}, sent to {args.topic} on {_bootstrap(args, settings)}")
     return 0
 
 
@@ -158,8 +168,15 @@ def _json_setting(settings: Any, name: str) -> dict[str, str]:
             for k, v in dict(value).items()}
 
 
+def _data_dir(args: argparse.Namespace, settings: Any) -> Path:
+    return args.data_dir or settings.data_dir
+
+
 def _bootstrap(args: argparse.Namespace, settings: Any) -> str:
-    return args.bootstrap or settings.bootstrap()
+    if args.bootstrap or settings.kafka_bootstrap:
+        return args.bootstrap or settings.kafka_bootstrap
+    stack = read_stack(_data_dir(args, settings))
+    return str(stack["bootstrap"]) if stack and stack.get("bootstrap") else settings.bootstrap()
 
 
 def _idempotence(settings: Any) -> bool:
@@ -170,16 +187,23 @@ def _operator(args: argparse.Namespace, settings: Any) -> str:
     return args.operator or _setting(settings, "operator") or getpass.getuser()
 
 
-def _operator_key(args: argparse.Namespace, settings: Any) -> OperatorKey:
+def _operator_key(args: argparse.Namespace, settings: Any) -> tuple[OperatorKey, str]:
+    """The key to sign with, and where it came from if not from the configuration."""
     key_id = args.key_id or _setting(settings, "operator_key_id")
     if args.key_file is not None:
         secret = args.key_file.read_text(encoding="utf-8").strip()
     else:
         secret = _setting(settings, "operator_key")
+    if not key_id and not secret:
+        dev = load_dev_keys(_data_dir(args, settings))
+        if dev is not None:
+            return OperatorKey(dev.operator_key_id, dev.operator_key), f" (from {dev.path})"
     if not key_id or not secret:
         raise ValueError("commands must be signed: set TRIPWIRE_OPERATOR_KEY_ID and "
-                         "TRIPWIRE_OPERATOR_KEY (or --key-id / --key-file)")
-    return OperatorKey(key_id, secret)
+                         "TRIPWIRE_OPERATOR_KEY (or --key-id / --key-file), or point --data-dir "
+                         "at the data dir of a `tripwire run` (it keeps development keys "
+                         f"in dev-keys.json; none in {_data_dir(args, settings).resolve()})")
+    return OperatorKey(key_id, secret), ""
 
 
 def _fail(message: str) -> int:

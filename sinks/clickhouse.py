@@ -26,6 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tripwire.schemas.service_errors import ClickHouseUnavailable
 
 __all__ = ["Client", "connect", "redact"]
 
@@ -36,7 +39,8 @@ def redact(dsn: str) -> str:
 
 
 def connect(dsn: str) -> Client:
-    """A client for ``dsn`` (see module docstring); ValueError for anything else."""
+    """A client for ``dsn`` (see module docstring); ValueError for anything else, and
+    :class:`ClickHouseUnavailable` if it cannot be reached or opened."""
     parts = urlsplit(dsn)
     if parts.scheme == "chdb":
         return _connect_chdb(dsn, parts.netloc, parts.path, parts.query)
@@ -46,7 +50,12 @@ def connect(dsn: str) -> Client:
         # Without a session id the HTTP client keeps no server-side session state, so
         # one client can be used from several threads at once (sessions are locked
         # per request and concurrent use would fail with SESSION_IS_LOCKED).
-        return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+        try:
+            return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+        except (ClickHouseError, OSError) as exc:
+            # get_client asks the server for its version: unreachable, wrong password or
+            # unknown database all fail here.
+            raise ClickHouseUnavailable(redact(dsn), exc) from exc
     raise ValueError(
         f"unsupported ClickHouse DSN {redact(dsn)!r}: expected chdb:///abs/dir or "
         "http(s)://user:pass@host:port/db"
@@ -58,16 +67,19 @@ def _connect_chdb(dsn: str, netloc: str, path: str, query: str) -> Client:
     # path", which silently puts data in the wrong place; only absolute dirs are allowed.
     if netloc or not path.startswith("/"):
         raise ValueError(f"chDB DSN must be chdb:///absolute/dir[?database=db], got {dsn!r}")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ClickHouseUnavailable(dsn, f"cannot create {path}: {exc.strerror}") from exc
     database = parse_qs(query).get("database", [None])[0]
     try:
         return clickhouse_connect.get_client(interface="chdb", path=path, database=database)
     except Exception as ex:
         # chDB reports a locked dir as "Error initializing EmbeddedServer: ." and writes
         # the real reason to stderr; say what is almost always going on instead.
-        raise RuntimeError(
-            f"cannot open chDB at {path}: {ex}. {_holder_hint(path)}This process can "
-            "only have one chDB dir open at a time, and a dir only one process at a time."
+        raise ClickHouseUnavailable(
+            dsn, f"cannot open chDB at {path}: {ex}. {_holder_hint(path)}This process can "
+            "only have one chDB dir open at a time, and a dir only one process at a time"
         ) from ex
 
 

@@ -52,6 +52,8 @@ EARLY_CHECKPOINT_WRITES = 5_000
 # ClickHouse writer store one piece while the detectors run the next, instead of both taking
 # turns (measured on the bench backlog, ~320 bytes an event).
 CHUNK_BYTES = 2 * 1024 * 1024
+# One status line this often on the worker's console.
+REPORT_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -126,7 +128,7 @@ class TripwireApp:
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
-        self.app.timer(10.0, name="report-counters")(self._report)
+        self.app.timer(REPORT_INTERVAL_S, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
         self.app.task(self._freeze_startup_heap)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -190,8 +192,8 @@ class TripwireApp:
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
         for t, control in zip(result.transitions, controls, strict=True):
-            log.warning("%s %s: %s -> %s (%s) %s", t.action, t.agent_id, t.prev_mode,
-                        t.new_mode, t.rule, t.reason)
+            log.warning("%s %s: %s -> %s%s %s", t.action, t.agent_id, t.prev_mode,
+                        t.new_mode, f" ({t.rule})" if t.rule else "", t.reason)
             if self.alerts is not None:
                 owner, workflow = self.states.owners.get(t.agent_id, (None, None))
                 self.alerts.notify({**control, "owner": owner, "workflow": workflow,
@@ -324,7 +326,7 @@ class TripwireApp:
 
     async def _report(self) -> None:
         c, k = self.counters, self.sink.counters
-        log.info("records=%d accepted=%d stored=%d dead_letters=%d detections=%d "
+        log.info("status: records=%d accepted=%d stored=%d dead_letters=%d detections=%d "
                  "transitions=%d replayed=%d sink_retries=%d", c.records, c.events_accepted,
                  k.rows_stored, c.dead_letters, c.detections, c.transitions, c.replayed_events,
                  k.retries)

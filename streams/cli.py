@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from tripwire.streams.operational_errors import OPERATIONAL_ERRORS, one_line
 from tripwire.streams.settings import TripwireSettings, describe_settings
 
 # Modules that add their own subcommands: each has ``add_parsers(sub)``, whose parsers set
@@ -28,16 +31,23 @@ def load_settings(**overrides: object) -> TripwireSettings:
             return TripwireSettings(**merged)
         return base
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  TRIPWIRE_{loc.upper()}: {err['msg']}")
-        print("tripwire: invalid configuration\n" + "\n".join(lines), file=sys.stderr)
+            problems.append(f"TRIPWIRE_{loc.upper()}: {err['msg']}")
+        print("tripwire: invalid configuration: " + "; ".join(problems), file=sys.stderr)
         raise SystemExit(2) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the problem and where the help is, exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tripwire",
         description="Circuit breakers for AI agents, on the event stream.",
         epilog=describe_settings(),
@@ -55,9 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--demo-rate", type=float, default=200.0, help="demo events per second")
 
     sub.add_parser("init", help="create topics and run ClickHouse migrations, then exit")
-    sub.add_parser("worker", help="only the Faust worker, against TRIPWIRE_KAFKA_BOOTSTRAP "
-                   "and TRIPWIRE_CLICKHOUSE_URL (the production entry point)").add_argument(
-        "--duration", type=float, help="stop cleanly after SECONDS")
+    worker = sub.add_parser("worker", help="only the Faust worker, against "
+                            "TRIPWIRE_KAFKA_BOOTSTRAP and TRIPWIRE_CLICKHOUSE_URL (the "
+                            "production entry point)")
+    worker.add_argument("--duration", type=float, help="stop cleanly after SECONDS")
+    worker.add_argument("--insecure-dev-keys", action="store_true", default=None,
+                        help="without configured operator/control keys, use development keys "
+                        "in the data dir instead of refusing to start (never in production)")
 
     sql = sub.add_parser("sql", help="run a query, print TabSeparated rows")
     sql.add_argument("query")
@@ -83,6 +97,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Until a worker sets up its console: Tripwire's own warnings on stderr, libraries' log
+    # records dropped (what they report reaches the user as the one-line error below).
+    quiet = logging.StreamHandler(sys.stderr)
+    quiet.addFilter(lambda record: record.name.startswith("tripwire"))
+    quiet.setFormatter(logging.Formatter("tripwire: %(message)s"))
+    logging.getLogger().addHandler(quiet)
+    try:
+        return _run(args)
+    except OPERATIONAL_ERRORS as exc:
+        # Operational errors are reported, not dumped: one line saying what was tried and
+        # what to set (the code raising them words them; see schemas/service_errors.py).
+        print(f"tripwire {args.command}: {one_line(exc, args)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     handler = getattr(args, "handler", None)
     if handler is not None:
         return int(handler(args))
@@ -95,17 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo = demo_fleet(args.demo_agents, args.demo_rate) if args.demo else None
         return run_embedded(settings, args.duration, demo)
     if args.command == "init":
+        from tripwire.sinks.clickhouse import redact
         from tripwire.streams.worker import prepare_services
 
         settings = load_settings()
-        prepare_services(settings)
+        prepare_services(settings).close()
         print(f"tripwire: topics ready on {settings.bootstrap()}; "
-              f"schema ready in {settings.clickhouse_dsn()}")
+              f"schema ready in {redact(settings.clickhouse_dsn())}")
         return 0
     if args.command == "worker":
-        settings = load_settings()
+        settings = load_settings(insecure_dev_keys=args.insecure_dev_keys)
         if settings.kafka_bootstrap is None:
-            print("tripwire: invalid configuration\n  TRIPWIRE_KAFKA_BOOTSTRAP: required by "
+            print("tripwire: invalid configuration: TRIPWIRE_KAFKA_BOOTSTRAP: required by "
                   "`tripwire worker` (use `tripwire run` for the embedded broker)", file=sys.stderr)
             return 2
         from tripwire.streams.worker import run_worker

@@ -237,6 +237,8 @@ def _open(connect: Any, dsn: str) -> Any:
         try:
             return connect(dsn)
         except RuntimeError:
-            if time.monotonic() > deadline:
+            # Only a chDB dir is worth waiting for (its previous owner may still be exiting);
+            # an unreachable server is reported at once.
+            if time.monotonic() > deadline or not dsn.startswith("chdb:"):
                 raise
             time.sleep(0.2)

@@ -128,6 +128,24 @@ class TripwireSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Worker console lines: text for people, json (one object a line: ts, "
+        "level, logger, message) for log shippers. Faust's own log goes to "
+        "<data_dir>/worker.log either way.",
+    )
+    insecure_dev_keys: bool = Field(
+        False,
+        description="Let `tripwire worker` run without TRIPWIRE_OPERATOR_KEYS and "
+        "TRIPWIRE_CONTROL_KEY_ID by using development keys kept in <data_dir>/dev-keys.json "
+        "(what `tripwire run` always does). Never in production: anyone who can read that file "
+        "can issue commands.",
+    )
+    kafka_connect_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="How long start-up and commands retry an unreachable broker before "
+        "failing with one line. 10 s covers a broker starting beside the worker.",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

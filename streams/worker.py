@@ -9,16 +9,21 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import faust
+from pydantic import SecretStr
 
 from tripwire.detectors.policy import Policy, load_policy
+from tripwire.schemas.service_errors import ServiceError
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sdk.local_stack import provision_dev_keys, remove_stack, write_stack
 from tripwire.sinks.clickhouse import Client, connect
 from tripwire.sinks.migrations import migrate
-from tripwire.streams.app import build_app
+from tripwire.streams.app import REPORT_INTERVAL_S, build_app
 from tripwire.streams.broker import EmbeddedBroker
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
+from tripwire.streams.console import LOG_FILE, setup_console
 from tripwire.streams.settings import TripwireSettings
 
 log = logging.getLogger("tripwire")
@@ -28,7 +33,7 @@ def prepare_topics(settings: TripwireSettings) -> None:
     """Every topic with its partition count: a worker must never create one implicitly."""
     asyncio.run(
         ensure_topics(settings.bootstrap(), tripwire_topics(settings.partitions),
-                      settings.replication_factor)
+                      settings.replication_factor, timeout_s=settings.kafka_connect_timeout_s)
     )
 
 
@@ -38,6 +43,57 @@ def prepare_services(settings: TripwireSettings) -> Client:
     client = connect(settings.clickhouse_dsn())
     migrate(client, settings.retention_days)
     return client
+
+
+class DataDirUnusable(ServiceError):
+    """The data dir cannot be created or written."""
+
+
+class KeysRequired(ServiceError):
+    """A worker against external services was given no operator or control keys."""
+
+
+def prepare_data_dir(settings: TripwireSettings) -> Path:
+    """The data dir, created if missing; :class:`DataDirUnusable` naming it if it cannot be."""
+    path = settings.data_dir.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".tripwire-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirUnusable(
+            f"cannot use data dir {path} ({exc.strerror or exc}): set TRIPWIRE_DATA_DIR "
+            "(or --data-dir) to a writable directory") from exc
+    return path
+
+
+def with_keys(settings: TripwireSettings, dev_keys: bool) -> TripwireSettings:
+    """Settings whose operator and control keys are set: as configured, or (``dev_keys``)
+    completed with the data dir's development keys; :class:`KeysRequired` otherwise."""
+    has_operator, has_control = bool(settings.operator_keys), settings.control_key_id is not None
+    if has_operator and has_control:
+        return settings
+    if not dev_keys:
+        missing = " and ".join(
+            name for name, ok in (("TRIPWIRE_OPERATOR_KEYS", has_operator),
+                                  ("TRIPWIRE_CONTROL_KEY_ID/_KEYS", has_control)) if not ok)
+        raise KeysRequired(
+            f"refusing to start without keys: set {missing} (docs/security.md), or pass "
+            "--insecure-dev-keys (TRIPWIRE_INSECURE_DEV_KEYS=true) to use development keys "
+            f"kept in {settings.data_dir.resolve() / 'dev-keys.json'}")
+    keys, made = provision_dev_keys(settings.data_dir)
+    update: dict[str, object] = {}
+    if not has_operator:
+        update["operator_keys"] = {keys.operator_key_id: SecretStr(keys.operator_key)}
+    if not has_control:
+        update["control_key_id"] = keys.control_key_id
+        update["control_keys"] = {keys.control_key_id: SecretStr(keys.control_key)}
+    log.warning("development keys %s %s (operator key %s, control key %s): for this machine "
+                "only; `tripwire kill|pin|release|status` here find them",
+                "made in" if made else "from", keys.path, keys.operator_key_id,
+                keys.control_key_id)
+    return settings.model_copy(update=update)
 
 
 class InvalidPolicy(SystemExit):
@@ -66,11 +122,20 @@ def run_worker(
     duration: float | None = None,
     on_started: Callable[[], None] | None = None,
     serve_dashboards: bool = False,
+    dev_keys: bool = False,
 ) -> int:
+    """The Faust worker until stopped. ``dev_keys``: complete missing keys with the data
+    dir's development keys (``tripwire run``, ``--insecure-dev-keys``) instead of refusing."""
+    data_dir = prepare_data_dir(settings)
+    console = setup_console(settings.log_format, settings.log_level, data_dir)
     # The Faust producer, consumer and this loop share one interpreter lock; a shorter switch
     # interval keeps a busy thread from holding the event loop for 5 ms slices at a time.
     sys.setswitchinterval(0.001)
     policy = load_breaker_policy(settings)
+    settings = with_keys(settings, dev_keys or settings.insecure_dev_keys)
+    log.info("data dir          %s (Faust's log: %s)", data_dir, data_dir / LOG_FILE)
+    log.info("kafka bootstrap   %s%s", settings.bootstrap(),
+             " (embedded broker)" if settings.embedded_broker else "")
     prepare_topics(settings)
     # The dashboards of `tripwire run` are served by the writer: it holds the embedded
     # ClickHouse, and a chDB directory belongs to one process.
@@ -82,8 +147,13 @@ def run_worker(
     except WriterError as exc:
         print(f"tripwire: {exc}", file=sys.stderr)
         return 2
+    from tripwire.sinks.clickhouse import redact
+
+    log.info("clickhouse        %s (schema ready)", redact(settings.clickhouse_dsn()))
     if writer.dashboard_url is not None:
-        print(f"tripwire: dashboards        {writer.dashboard_url}", flush=True)
+        log.info("dashboards        %s", writer.dashboard_url)
+    log.info("keys              operator %s, controls signed with %s",
+             ", ".join(settings.operator_keys), settings.control_key_id)
     tw = build_app(settings, writer, policy)
     try:
         remembered = tw.remember_applied_commands()
@@ -92,14 +162,23 @@ def run_worker(
         print(f"tripwire: cannot read the operator command audit: {exc}", file=sys.stderr)
         return 2
     if remembered:
-        print(f"tripwire: {remembered} recently applied operator command(s) remembered: "
-              "their replays stay refused", flush=True)
-    if on_started is not None:
-        tw.app.task(_call_soon(on_started))
+        log.info("%d recently applied operator command(s) remembered: their replays stay "
+                 "refused", remembered)
+
+    async def ready() -> None:
+        log.info("Worker ready: consuming %s as group %s, a status line every %.0f s",
+                 "agent-steps, agent-commands", settings.app_id, REPORT_INTERVAL_S)
+        if on_started is not None:
+            on_started()
+
+    tw.app.task(ready)
     if duration is not None:
         stop_after(duration)
+    # Faust sets logging up again when it starts: its chatter to the file, ours (and any
+    # library's errors) to the same console handler.
+    tw.app.conf.loghandlers = [console]
     worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
-                          redirect_stdouts=False)
+                          redirect_stdouts=False, logfile=str(data_dir / LOG_FILE))
     code = 0
     try:
         worker.execute_from_commandline()
@@ -107,43 +186,39 @@ def run_worker(
         code = int(exc.code or 0)
     finally:
         writer.close()
-    print(f"tripwire: worker stopped: {tw.summary()}", flush=True)
+    log.info("worker stopped: %s", tw.summary())
     return code
-
-
-def _call_soon(fn: Callable[[], None]) -> Callable[[], object]:
-    async def task() -> None:
-        fn()
-
-    return task
 
 
 def run_embedded(settings: TripwireSettings, duration: float | None,
                  demo: Callable[[str], Callable[[], None]] | None) -> int:
-    """``tripwire run``: broker (unless external) + topics + chDB + worker (+ demo fleet)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """``tripwire run``: broker (unless external) + topics + chDB + worker (+ demo fleet),
+    with development keys, and a ``stack.json`` in the data dir while it runs so the CLI
+    finds it (see :mod:`tripwire.sdk.local_stack`)."""
+    data_dir = prepare_data_dir(settings)
+    setup_console(settings.log_format, settings.log_level, data_dir)
     broker: EmbeddedBroker | None = None
     if settings.embedded_broker:
-        broker = EmbeddedBroker(settings.broker_port, log_path=settings.data_dir / "broker.log")
+        broker = EmbeddedBroker(settings.broker_port, log_path=data_dir / "broker.log")
         broker.start()
     try:
-        print(f"tripwire: kafka bootstrap   {settings.bootstrap()}"
-              f"{' (embedded broker)' if broker else ''}", flush=True)
-        print(f"tripwire: clickhouse        {settings.clickhouse_dsn()}", flush=True)
         stop_demo: Callable[[], None] | None = None
 
-        def start_demo() -> None:
+        def started() -> None:
             nonlocal stop_demo
+            write_stack(data_dir, bootstrap=settings.bootstrap(),
+                        clickhouse=settings.clickhouse_dsn())
             if demo is not None:
                 stop_demo = demo(settings.bootstrap())
-                print("tripwire: demo fleet        started", flush=True)
+                log.info("demo fleet        started")
 
-        code = run_worker(settings, duration=duration, on_started=start_demo,
-                          serve_dashboards=True)
+        code = run_worker(settings, duration=duration, on_started=started,
+                          serve_dashboards=True, dev_keys=True)
         if stop_demo is not None:
             stop_demo()
         return code
     finally:
+        remove_stack(data_dir)
         if broker is not None:
             broker.stop()
         sys.stdout.flush()
