@@ -28,6 +28,9 @@ def worker_env(bootstrap: str, data_dir: Path, partitions: int = 8, **extra: str
         TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S="2",
         TRIPWIRE_SINK_FLUSH_SECONDS="0.3",
         TRIPWIRE_CHANGELOG_END_MARKERS="true",
+        # Tests and the bench run without a key set-up: the worker's development keys (the
+        # caller's TRIPWIRE_OPERATOR_KEYS / _CONTROL_KEY_ID in ``extra`` take precedence).
+        TRIPWIRE_INSECURE_DEV_KEYS="true",
     )
     env.update(extra)
     return env

@@ -56,4 +56,4 @@ def kafka_errors(bootstrap: str) -> Iterator[None]:
 
 def _one_line(detail: object) -> str:
     text = " ".join(str(detail).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if len(text) <= 400 else text[:397] + "..."

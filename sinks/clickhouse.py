@@ -78,8 +78,8 @@ def _connect_chdb(dsn: str, netloc: str, path: str, query: str) -> Client:
         # chDB reports a locked dir as "Error initializing EmbeddedServer: ." and writes
         # the real reason to stderr; say what is almost always going on instead.
         raise ClickHouseUnavailable(
-            dsn, f"cannot open chDB at {path}: {ex}. {_holder_hint(path)}This process can "
-            "only have one chDB dir open at a time, and a dir only one process at a time"
+            dsn, f"cannot open chDB at {path}. {_holder_hint(path)}This process can only "
+            f"have one chDB dir open at a time, and a dir only one process at a time ({ex})"
         ) from ex
 
 
