@@ -7,6 +7,7 @@ tried and what to set; ``tripwire``'s main prints that message as one line and e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,7 +36,7 @@ class ClickHouseUnavailable(ServiceError, RuntimeError):
     """ClickHouse could not be reached or opened, or refused the request."""
 
     def __init__(self, dsn: str, detail: object) -> None:
-        super().__init__(f"ClickHouse at {dsn}: {_one_line(detail)}: set TRIPWIRE_CLICKHOUSE_URL "
+        super().__init__(f"ClickHouse at {dsn}: {_reason(detail)}: set TRIPWIRE_CLICKHOUSE_URL "
                          "(or --clickhouse-url / --data-dir) to a reachable database")
         self.dsn = dsn
 
@@ -52,6 +53,14 @@ def kafka_errors(bootstrap: str) -> Iterator[None]:
         if isinstance(exc, ServiceError):
             raise
         raise KafkaUnreachable(bootstrap, _one_line(exc) or type(exc).__name__) from exc
+
+
+def _reason(detail: object) -> str:
+    """The operating system's reason if the detail carries one (a driver's connection error
+    wraps "[Errno 111] Connection refused" in a page of pool and URL details), else the
+    detail on one line."""
+    found = re.search(r"\[Errno -?\d+\] ([^\"'()\]]+)", str(detail))
+    return found.group(1).strip() if found else _one_line(detail)
 
 
 def _one_line(detail: object) -> str:

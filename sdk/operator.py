@@ -163,14 +163,11 @@ async def issue(
 
 async def _partitions(producer: AIOKafkaProducer, topic: str, bootstrap: str,
                       timeout_s: float) -> set[int]:
-    # A missing topic would otherwise make the send wait out its whole request timeout and
-    # fail with a bare KafkaTimeoutError; the first metadata answer already tells.
-    from aiokafka.errors import KafkaTimeoutError
-
-    try:
-        partitions = await asyncio.wait_for(producer.partitions_for(topic), min(timeout_s, 5.0))
-    except (KafkaTimeoutError, TimeoutError):
-        raise TopicMissing(topic, bootstrap) from None
+    # Asked of the whole cluster's metadata, not the topic's: a broker that auto-creates
+    # topics (the embedded one does) would create a mistyped topic on a metadata request for
+    # it, and one that does not would make the send wait out its whole request timeout.
+    metadata = await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+    partitions = metadata.partitions_for_topic(topic)
     if not partitions:
         raise TopicMissing(topic, bootstrap)
     return set(partitions)

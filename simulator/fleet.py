@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tripwire.schemas.service_errors import KafkaUnreachable
 from tripwire.schemas.topics import STEPS
 from tripwire.sdk.emitter import AsyncEmitter
 from tripwire.simulator.scenarios import (
@@ -161,6 +162,7 @@ async def simulate(
     clock: Literal["wall"] | int = "wall",
     agents_per_scenario: int = 1,
     emitter_options: Mapping[str, Any] | None = None,
+    connect_timeout_s: float | None = None,
 ) -> SimulationReport:
     """Produce the fleet's traffic to ``topic`` until ``duration_s`` (wall seconds) or
     ``max_events`` is reached, whichever comes first (neither: until cancelled).
@@ -169,6 +171,8 @@ async def simulate(
     ``clock="wall"`` stamps each event with the real time it is sent, so dashboards and
     event-time windows see live traffic; an int is a fixed simulated start (epoch ms) and the
     events keep their simulated timestamps, reproducible under ``seed``.
+    ``connect_timeout_s``: fail with :class:`KafkaUnreachable` if the broker cannot be reached
+    in that time (None: the emitter keeps retrying while events buffer).
     """
     if rate is not None and rate <= 0:
         raise ValueError("rate must be > 0 or None")
@@ -182,6 +186,9 @@ async def simulate(
     options = {"report_interval_s": 10.0, **(emitter_options or {})}
     emitter = AsyncEmitter(bootstrap, topic, idempotence=idempotence, **options)
     await emitter.start()
+    if connect_timeout_s is not None and not await emitter.wait_connected(connect_timeout_s):
+        await emitter.close(timeout_s=1.0)
+        raise KafkaUnreachable(bootstrap, f"no connection within {connect_timeout_s:g} s")
     t0 = loop.time()
     try:
         for i, event in enumerate(

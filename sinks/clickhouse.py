@@ -28,9 +28,13 @@ import clickhouse_connect
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from tripwire.schemas.service_errors import ClickHouseUnavailable
+from tripwire.schemas.service_errors import ClickHouseUnavailable, ServiceError
 
-__all__ = ["Client", "connect", "redact"]
+__all__ = ["Client", "ClickHouseUrlInvalid", "connect", "redact"]
+
+
+class ClickHouseUrlInvalid(ServiceError, ValueError):
+    """The DSN is not one :func:`connect` understands."""
 
 
 def redact(dsn: str) -> str:
@@ -46,7 +50,8 @@ def connect(dsn: str) -> Client:
         return _connect_chdb(dsn, parts.netloc, parts.path, parts.query)
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
-            raise ValueError(f"ClickHouse DSN has no host: {redact(dsn)}")
+            raise ClickHouseUrlInvalid(f"ClickHouse DSN has no host: {redact(dsn)}: set "
+                                       "TRIPWIRE_CLICKHOUSE_URL to http(s)://user:pass@host:port/db")
         # Without a session id the HTTP client keeps no server-side session state, so
         # one client can be used from several threads at once (sessions are locked
         # per request and concurrent use would fail with SESSION_IS_LOCKED).
@@ -56,9 +61,9 @@ def connect(dsn: str) -> Client:
             # get_client asks the server for its version: unreachable, wrong password or
             # unknown database all fail here.
             raise ClickHouseUnavailable(redact(dsn), exc) from exc
-    raise ValueError(
-        f"unsupported ClickHouse DSN {redact(dsn)!r}: expected chdb:///abs/dir or "
-        "http(s)://user:pass@host:port/db"
+    raise ClickHouseUrlInvalid(
+        f"unsupported ClickHouse DSN {redact(dsn)!r}: set TRIPWIRE_CLICKHOUSE_URL to "
+        "chdb:///abs/dir or http(s)://user:pass@host:port/db"
     )
 
 
@@ -66,7 +71,8 @@ def _connect_chdb(dsn: str, netloc: str, path: str, query: str) -> Client:
     # chdb://name/... would be read by clickhouse-connect as "location name, database
     # path", which silently puts data in the wrong place; only absolute dirs are allowed.
     if netloc or not path.startswith("/"):
-        raise ValueError(f"chDB DSN must be chdb:///absolute/dir[?database=db], got {dsn!r}")
+        raise ClickHouseUrlInvalid(f"chDB DSN must be chdb:///absolute/dir[?database=db], got "
+                                   f"{dsn!r}: set TRIPWIRE_CLICKHOUSE_URL (or --data-dir)")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

