@@ -31,7 +31,7 @@ def test_env_is_exactly_settings_fields_and_valid(service: str, monkeypatch) -> 
     fields = {f"TRIPWIRE_{n.upper()}" for n in TripwireSettings.model_fields}
     assert set(env) <= fields, f"{service} sets variables no setting reads: {set(env) - fields}"
     for k, v in env.items():
-        monkeypatch.setenv(k, str(v))
+        monkeypatch.setenv(k, _interpolated(str(v)))
     s = TripwireSettings()
     kafka_host, kafka_port = s.bootstrap().split(":")
     assert kafka_host in SERVICES
@@ -42,6 +42,22 @@ def test_env_is_exactly_settings_fields_and_valid(service: str, monkeypatch) -> 
     assert (ch.username, ch.password, ch.path.strip("/")) == (
         ch_env["CLICKHOUSE_USER"], ch_env["CLICKHOUSE_PASSWORD"], ch_env["CLICKHOUSE_DB"])
     assert s.idempotence() is True
+
+
+# What an operator's .env would give the ${VAR:?message} references (required: compose stops
+# with the message when one is unset).
+SAMPLE_SECRETS = {"TRIPWIRE_OPERATOR_KEYS": '{"ops": "s"}', "TRIPWIRE_CONTROL_KEY_ID": "ctl",
+                  "TRIPWIRE_CONTROL_KEYS": '{"ctl": "m"}'}
+
+
+def _interpolated(value: str) -> str:
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: SAMPLE_SECRETS[m.group(1)], value)
+
+
+def test_worker_keys_are_required_not_defaulted() -> None:
+    env = SERVICES["tripwire-worker"]["environment"]
+    for name in SAMPLE_SECRETS:
+        assert re.fullmatch(r"\$\{" + name + r":\?[^{}]+\}", env[name]), env[name]
 
 
 @pytest.mark.parametrize("service", TRIPWIRE_SERVICES)
