@@ -31,8 +31,12 @@ def one_line(exc: BaseException, args: argparse.Namespace) -> str:
         return (f"ClickHouse at {_clickhouse_target(args)} refused: {detail}: check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir); `tripwire init` "
                 "creates the schema")
+    hint = ""
+    if type(exc).__name__ == "UnknownError":
+        # What the embedded broker answers an idempotent producer (no InitProducerId).
+        hint = "; against the embedded broker also set TRIPWIRE_KAFKA_IDEMPOTENCE=false"
     return (f"Kafka at {_kafka_target(args)}: {type(exc).__name__}: {detail}: check "
-            "TRIPWIRE_KAFKA_BOOTSTRAP (or --bootstrap)")
+            f"TRIPWIRE_KAFKA_BOOTSTRAP (or --bootstrap){hint}")
 
 
 def _kafka_target(args: argparse.Namespace) -> str:

@@ -57,6 +57,8 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
      {"TRIPWIRE_KAFKA_BOOTSTRAP": LIVE_KAFKA, "TRIPWIRE_KAFKA_IDEMPOTENCE": "false", **KEYS},
      ("topic no-such-commands does not exist",
                                                        "tripwire init")),
+    ("kill/idempotent-producer", ["kill", "agent-1", "--reason", "x"],
+     {"TRIPWIRE_KAFKA_BOOTSTRAP": LIVE_KAFKA, **KEYS}, ("TRIPWIRE_KAFKA_IDEMPOTENCE=false",)),
     # unreachable or wrong ClickHouse
     ("sql/clickhouse", ["sql", "SELECT 1"], {"TRIPWIRE_CLICKHOUSE_URL": DEAD_CH}, UNREACHABLE_CH),
     ("sql/wrong-clickhouse", ["sql", "SELECT count() FROM steps"],
