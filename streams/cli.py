@@ -101,11 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Until a worker sets up its console: Tripwire's own errors on stderr, libraries' log
     # records and retry warnings dropped (a failure reaches the user as the one line below).
-    quiet = logging.StreamHandler(sys.stderr)
-    quiet.setLevel(logging.ERROR)
-    quiet.addFilter(lambda record: record.name.startswith("tripwire"))
-    quiet.setFormatter(logging.Formatter("tripwire: %(message)s"))
-    logging.getLogger().addHandler(quiet)
+    root = logging.getLogger()
+    if not any(getattr(h, "tripwire_cli", False) for h in root.handlers):
+        quiet = logging.StreamHandler(sys.stderr)
+        quiet.tripwire_cli = True  # type: ignore[attr-defined] - one per process, however
+        quiet.setLevel(logging.ERROR)  # many times main() runs (tests call it repeatedly)
+        quiet.addFilter(lambda record: record.name.startswith("tripwire"))
+        quiet.setFormatter(logging.Formatter("tripwire: %(message)s"))
+        root.addHandler(quiet)
     try:
         return _run(args)
     except OPERATIONAL_ERRORS as exc:
