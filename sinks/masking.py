@@ -9,13 +9,29 @@ or a tiny pattern) and its full regex runs only when the gate passes. Text witho
 digits and without any of a few needles returns after a handful of C-speed scans.
 All patterns are ASCII-only on purpose: the validators (Luhn, IBAN mod 97) do digit
 arithmetic, and a Unicode digit must not reach them.
+
+Vendor token formats come from gitleaks' maintained rule set, imported as data into
+``sinks/data/secret_rules.json`` (source, version and licence recorded there; regenerate with
+``scripts/import_gitleaks_rules.py``). Its ~220 RE2 patterns run in google-re2, and only those
+whose keywords occur in the text: one Aho-Corasick pass (pyahocorasick) over the lower-cased
+text finds every keyword of every rule, gitleaks' and the hand-written ones here, at once.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ahocorasick
+import re2
+
+from tripwire.sinks.national_ids import mask_national
 
 __all__ = ["mask", "mask_attributes"]
 
@@ -64,7 +80,9 @@ def _phone_intl(m: re.Match[str]) -> str:
     return "[PHONE]" if 8 <= n <= 15 else raw
 
 
-_PLAIN_KEYS = ("password", "passwd", "pwd", "passphrase", "secret", "credential")
+_PLAIN_KEYS = ("password", "passwd", "pwd", "passphrase", "secret", "credential",
+               # Azure storage / Service Bus connection strings: AccountKey=...;
+               "accountkey", "sharedaccesskey")
 _COMPOUND_KEYS = {
     "key": ("api", "access", "private"),
     "token": ("access", "auth", "refresh", "session", "id", "api", "bearer", "client"),
@@ -73,12 +91,12 @@ _SECRET_KEYS = "|".join(
     [*_PLAIN_KEYS, *(f"(?:{'|'.join(pre)})[_-]?{word}" for word, pre in _COMPOUND_KEYS.items())]
 )
 # Gate words: every key the pattern knows contains one of them.
-_KEY_NEEDLES = ("pass", "pwd", "secret", "credential", "key", "token")
+_KEY_NEEDLES = ("pass", "pwd", "secret", "credential", "key", "token")  # "accountkey" has "key"
 _ASSIGNMENT = re.compile(
     r"(?=[pscairb])(?:" + _SECRET_KEYS + r")[\w.-]{0,40}[\"']?\s*(?:=>|[:=])\s*"
     # A placeholder left by an earlier rule is matched whole, so it is recognised
     # and kept instead of being cut at its "]".
-    r"(?P<val>\[[a-z_]+\]|\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&)}\]]+)",
+    r"(?P<val>\[[a-z0-9_]+\]|\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&)}\]]+)",
     _A,
 )
 _ASSIGNMENT_CI = re.compile(_ASSIGNMENT.pattern, _A | re.IGNORECASE)
@@ -164,17 +182,17 @@ def _sub(pattern: str, repl: str | Callable[[re.Match[str]], str], flags: int = 
 class _Rule:
     name: str
     apply: Callable[[str, str], str]  # (text, text.lower()) -> masked text
-    # The gate: the rule runs only if one of the needles is in the text (in its
-    # lower-cased copy if lower), or, without needles, if probe matches, or always.
+    # The gate: the rule runs only if one of its needles (lower case) occurs in the
+    # lower-cased text, as found by the one keyword pass; rules without needles always run.
     needles: tuple[str, ...] = ()
-    lower: bool = False
-    probe: re.Pattern[str] | None = None
     needs_digit: bool = False  # every match holds an ASCII digit
 
 
+_AWS_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
+
 # Order matters: whole blocks and tokens first, so a key inside a PEM block or a JWT
 # is not half-masked by a later, narrower rule; bare numbers last.
-_RULES: tuple[_Rule, ...] = (
+_BLOCK_RULES: tuple[_Rule, ...] = (
     _Rule(
         "private_key",
         _sub(
@@ -183,16 +201,16 @@ _RULES: tuple[_Rule, ...] = (
             "[PRIVATE_KEY]",
             re.S,
         ),
-        needles=("PRIVATE KEY",),
+        needles=("private key",),
     ),
     _Rule(
         "jwt",
         _sub(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", "[JWT]"),
-        needles=("eyJ",),
+        needles=("eyj",),
     ),
     _Rule(
         "url_credentials",
-        _sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]{0,20}://[^\s:/@]{1,128}:)[^\s@/]{1,256}@", r"\1[SECRET]@"),
+        _sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]{0,20}://[^\s:/@]{0,128}:)[^\s@/]{1,256}@", r"\1[SECRET]@"),
         needles=("://",),
     ),
     _Rule(
@@ -206,20 +224,18 @@ _RULES: tuple[_Rule, ...] = (
             re.IGNORECASE,
         ),
         needles=("authorization",),
-        lower=True,
     ),
     _Rule(
         # Needs a digit so prose about "bearer authentication" stays readable.
         "bearer",
         _sub(r"(\bbearer\s+)(?=[\w\-.~+/]*\d)[\w\-.~+/]{12,}=*", r"\1[TOKEN]", re.IGNORECASE),
         needles=("bearer",),
-        lower=True,
         needs_digit=True,
     ),
     _Rule(
         "aws_key",
-        _sub(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b", "[AWS_KEY]"),
-        probe=re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)"),
+        _sub(r"\b(?:" + "|".join(_AWS_PREFIXES) + r")[A-Z0-9]{16}\b", "[AWS_KEY]"),
+        needles=tuple(p.lower() for p in _AWS_PREFIXES),
     ),
     _Rule(
         "github_token",
@@ -236,9 +252,13 @@ _RULES: tuple[_Rule, ...] = (
         needles=("sk-", "sk_", "rk_"),
         needs_digit=True,
     ),
-    _Rule("google_key", _sub(r"\bAIza[0-9A-Za-z_-]{35}", "[API_KEY]"), needles=("AIza",)),
+    _Rule("google_key", _sub(r"\bAIza[0-9A-Za-z_-]{35}", "[API_KEY]"), needles=("aiza",)),
     _Rule("slack_token", _sub(r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "[TOKEN]"), needles=("xox",)),
-    _Rule("assignment", _mask_assignments, needles=_KEY_NEEDLES, lower=True),
+)
+
+# After the vendor rules: generic key=value secrets, e-mail addresses, numbers.
+_LATE_RULES: tuple[_Rule, ...] = (
+    _Rule("assignment", _mask_assignments, needles=_KEY_NEEDLES),
     _Rule(
         "email",
         _sub(
@@ -249,12 +269,143 @@ _RULES: tuple[_Rule, ...] = (
         needles=("@",),
     ),
     _Rule("numbers", _mask_numbers, needs_digit=True),
+    # After IBANs and cards, whose digit groups the national phone formats would also take.
+    _Rule("national_ids", mask_national, needs_digit=True),
 )
 
+
+# --- vendor token formats (gitleaks rules, as data) ---------------------------------------
+
+SECRET_RULES_FILE = Path(__file__).resolve().parent / "data" / "secret_rules.json"
+
+
+@dataclass(frozen=True)
+class _VendorRule:
+    id: str
+    regex: re2._Regexp
+    group: int
+    entropy: float
+    placeholder: str
+
+
+def _shannon_entropy(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+# Published formats gitleaks (v8.30) has no rule for, or catches only after "vendor = ";
+# same fields as the rules file. Sources: each vendor's token documentation.
+_EXTRA_VENDOR_RULES: tuple[dict[str, Any], ...] = (
+    {"id": "gcp-oauth-client-secret", "regex": r"\bGOCSPX-[\w-]{28}", "keywords": ["gocspx-"]},
+    {"id": "gcp-oauth-access-token", "regex": r"\bya29\.[\w-]{30,}", "keywords": ["ya29."]},
+    {"id": "azure-sas-signature", "regex": r"[?&;]sig=([A-Za-z0-9%+/]{30,}={0,2})",
+     "keywords": ["sig="], "secret_group": 1},
+    {"id": "bitbucket-app-password", "regex": r"\bATBB[A-Za-z0-9_=.-]{28,}",
+     "keywords": ["atbb"]},
+    {"id": "docker-hub-token", "regex": r"\bdckr_(?:pat|oat)_[\w-]{27,}",
+     "keywords": ["dckr_"]},
+    {"id": "groq-api-key", "regex": r"\bgsk_[A-Za-z0-9]{52}\b", "keywords": ["gsk_"]},
+    {"id": "xai-api-key", "regex": r"\bxai-[A-Za-z0-9]{80}\b", "keywords": ["xai-"]},
+    {"id": "replicate-api-token", "regex": r"\br8_[A-Za-z0-9]{37}\b", "keywords": ["r8_"]},
+    {"id": "discord-webhook-url",
+     "regex": r"https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/webhooks/\d+/[\w-]{40,}",
+     "keywords": ["discord"]},
+    {"id": "discord-bot-token", "regex": r"\b[MNO][A-Za-z\d]{23,27}\.[\w-]{6}\.[\w-]{27,40}\b",
+     "keywords": ["discord"]},
+    {"id": "stripe-webhook-secret", "regex": r"\bwhsec_[A-Za-z0-9]{24,}", "keywords": ["whsec_"]},
+    {"id": "square-oauth-secret", "regex": r"\bsq0csp-[\w-]{43}", "keywords": ["sq0csp-"]},
+    {"id": "braintree-access-token",
+     "regex": r"access_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}",
+     "keywords": ["access_token$"]},
+    {"id": "mailgun-api-key", "regex": r"\bkey-[a-f0-9]{32}\b", "keywords": ["key-"]},
+    {"id": "mailchimp-api-key", "regex": r"\b[a-f0-9]{32}-us\d{1,2}\b", "keywords": ["-us"]},
+    {"id": "sentry-dsn", "regex": r"https?://([a-f0-9]{32})(?::[a-f0-9]{32})?@[\w.-]*sentry",
+     "keywords": ["sentry"], "secret_group": 1},
+    {"id": "teams-webhook-url",
+     "regex": r"https://[\w-]+\.webhook\.office\.com/webhookb2/[\w@/-]{60,}",
+     "keywords": ["webhook.office.com"]},
+    {"id": "twilio-auth-token",
+     "regex": r"(?i)twilio[\w.-]{0,20}(?:auth)?[\w.-]{0,10}(?:token|secret)[\s\x22':=]{1,5}"
+     r"([a-f0-9]{32})\b", "keywords": ["twilio"], "secret_group": 1},
+)
+
+
+def _vendor_rule(rule: Mapping[str, Any]) -> _VendorRule:
+    return _VendorRule(
+        id=rule["id"],
+        regex=re2.compile(rule["regex"]),
+        group=int(rule.get("secret_group", 0)),
+        entropy=float(rule.get("entropy", 0.0)),
+        placeholder="[" + re.sub(r"[^A-Z0-9]+", "_", rule["id"].upper()) + "]",
+    )
+
+
+def _vendor_rule_data(path: Path) -> list[Mapping[str, Any]]:
+    return [*json.loads(path.read_text(encoding="utf-8"))["rules"], *_EXTRA_VENDOR_RULES]
+
+
+_VENDOR_DATA = _vendor_rule_data(SECRET_RULES_FILE)
+_VENDOR_RULES = tuple(_vendor_rule(rule) for rule in _VENDOR_DATA)
+
+
+def _build_keywords() -> ahocorasick.Automaton:
+    # Each keyword maps to (vendor rule indices, hand-written rule names) it gates.
+    table: dict[str, tuple[list[int], list[str]]] = {}
+    for index, rule in enumerate(_VENDOR_DATA):
+        for keyword in rule["keywords"]:
+            table.setdefault(keyword, ([], []))[0].append(index)
+    for rule in (*_BLOCK_RULES, *_LATE_RULES):
+        for needle in rule.needles:
+            table.setdefault(needle, ([], []))[1].append(rule.name)
+    automaton = ahocorasick.Automaton()
+    for keyword, (vendor, hand) in table.items():
+        automaton.add_word(keyword, (tuple(vendor), frozenset(hand)))
+    automaton.make_automaton()
+    return automaton
+
+
+_KEYWORDS = _build_keywords()
+_ALWAYS = frozenset(r.name for r in (*_BLOCK_RULES, *_LATE_RULES) if not r.needles)
+
+
+def _mask_vendor(text: str, candidates: set[int]) -> str:
+    spans: list[tuple[int, int, str]] = []
+    for index in sorted(candidates):
+        rule = _VENDOR_RULES[index]
+        for m in rule.regex.finditer(text):
+            start, end = m.span(rule.group) if rule.group else m.span()
+            if start < 0:  # the named group is in an alternative that did not match
+                start, end = next((m.span(g) for g in range(1, rule.regex.groups + 1)
+                                   if m.span(g)[0] >= 0), m.span())
+            if end <= start:
+                continue
+            secret = text[start:end]
+            if secret[0] == "[" and secret[-1] == "]":
+                continue  # a placeholder of an earlier rule
+            if rule.entropy and _shannon_entropy(secret) < rule.entropy:
+                continue
+            spans.append((start, end, rule.placeholder))
+    if not spans:
+        return text
+    # Overlaps: the earliest start wins, then the longest; the rest of an overlap goes too.
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    out: list[str] = []
+    pos = 0
+    for start, end, placeholder in spans:
+        if end <= pos:
+            continue
+        if start < pos:
+            pos = end
+            continue
+        out.append(text[pos:start])
+        out.append(placeholder)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 _DIGIT = re.compile(r"[0-9]")
-_AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA)")
-# Every rule that can match text without a digit needs one of these ("_": GitHub).
-_NO_DIGIT_NEEDLES = ("@", ":", "=", "PRIVATE KEY", "eyJ", "AIza", "xox", "_")
 # Nothing any rule masks is shorter ("a@b.io", "1.2.3.4" are 6 and 7).
 _MIN_LEN = 6
 
@@ -263,32 +414,30 @@ def mask(text: str) -> str:
     """``text`` with secrets and personal data replaced by typed placeholders."""
     if len(text) < _MIN_LEN:
         return text
-    has_digit = _DIGIT.search(text) is not None
-    if not has_digit:
-        for needle in _NO_DIGIT_NEEDLES:
-            if needle in text:
-                break
-        else:
-            if _AWS_PREFIX.search(text) is None:
-                return text
     low = text.lower()
-    # Plain loops, not any(<genexpr>): this runs ~15 times per stored step, and the
-    # generator overhead was a third of the sink's masking time.
-    for rule in _RULES:
-        if rule.needs_digit and not has_digit:
-            continue
-        if rule.needles:
-            hay = low if rule.lower else text
-            for needle in rule.needles:
-                if needle in hay:
-                    break
-            else:
-                continue
-        elif rule.probe is not None and rule.probe.search(text) is None:
-            continue
-        masked = rule.apply(text, low)
+    vendor: set[int] = set()
+    hand: set[str] = set()
+    # One pass finds every keyword of every rule; most rows match none or a few.
+    for _, (vendor_ids, hand_names) in _KEYWORDS.iter(low):
+        vendor.update(vendor_ids)
+        hand.update(hand_names)
+    has_digit = _DIGIT.search(text) is not None
+    if not hand and not vendor and not has_digit:
+        return text
+    for rule in _BLOCK_RULES:
+        if rule.name in hand and (has_digit or not rule.needs_digit):
+            masked = rule.apply(text, low)
+            if masked is not text:
+                text, low = masked, masked.lower()
+    if vendor:
+        masked = _mask_vendor(text, vendor)
         if masked is not text:
             text, low = masked, masked.lower()
+    for rule in _LATE_RULES:
+        if (rule.name in hand or rule.name in _ALWAYS) and (has_digit or not rule.needs_digit):
+            masked = rule.apply(text, low)
+            if masked is not text:
+                text, low = masked, masked.lower()
     return text
 
 
