@@ -31,7 +31,7 @@ SERVER_REQUIREMENTS = [
     "plotly>=5",
     # Masking (sinks/masking.py): gitleaks' RE2 rules in RE2, one keyword pass in C.
     "google-re2>=1.1,<2",
-    "pyahocorasick>=2.1,<3",
+    "ahocorasick-rs>=1.0,<2",
     # Agent state records (detectors/monitor_state.py).
     "msgspec>=0.18,<1",
 ]

@@ -13,7 +13,7 @@ arithmetic, and a Unicode digit must not reach them.
 Vendor token formats come from gitleaks' maintained rule set, imported as data into
 ``sinks/data/secret_rules.json`` (source, version and licence recorded there; regenerate with
 ``scripts/import_gitleaks_rules.py``). Its ~220 RE2 patterns run in google-re2, and only those
-whose keywords occur in the text: one Aho-Corasick pass (pyahocorasick) over the lower-cased
+whose keywords occur in the text: one Aho-Corasick pass (ahocorasick-rs) over the lower-cased
 text finds every keyword of every rule, gitleaks' and the hand-written ones here, at once.
 """
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ahocorasick
 import re2
+from ahocorasick_rs import AhoCorasick
 
 from tripwire.sinks.national_ids import mask_national
 
@@ -256,9 +256,37 @@ _BLOCK_RULES: tuple[_Rule, ...] = (
     _Rule("slack_token", _sub(r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "[TOKEN]"), needles=("xox",)),
 )
 
+# Long random-looking runs with upper case, lower case and digits: what keys look like when
+# nothing names them (AWS secret keys, Azure account keys, most LLM providers' keys). Hashes
+# (one case) and identifiers (low entropy) stay. A random 32-character key from 62 symbols
+# has a Shannon entropy near 4.6 bits; "AbstractSingletonProxyFactoryBean2" has 3.9.
+_LONG_RUN = re2.compile(r"[A-Za-z0-9+/_=-]{32,}")
+_HIGH_ENTROPY = 4.2
+
+
+def _mask_high_entropy(text: str, _low: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _LONG_RUN.finditer(text):
+        run = m.group(0)
+        if run[0] in "/-_=" or not (any(c.isupper() for c in run) and any(c.islower() for c in run)
+                                   and sum(c.isdigit() for c in run) >= 2):
+            continue
+        if _shannon_entropy(run) < _HIGH_ENTROPY:
+            continue
+        out.append(text[pos:m.start()])
+        out.append("[SECRET]")
+        pos = m.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
 # After the vendor rules: generic key=value secrets, e-mail addresses, numbers.
 _LATE_RULES: tuple[_Rule, ...] = (
     _Rule("assignment", _mask_assignments, needles=_KEY_NEEDLES),
+    _Rule("high_entropy", _mask_high_entropy, needs_digit=True),
     _Rule(
         "email",
         _sub(
@@ -325,6 +353,8 @@ _EXTRA_VENDOR_RULES: tuple[dict[str, Any], ...] = (
     {"id": "teams-webhook-url",
      "regex": r"https://[\w-]+\.webhook\.office\.com/webhookb2/[\w@/-]{60,}",
      "keywords": ["webhook.office.com"]},
+    {"id": "telegram-bot-token", "regex": r"\b\d{8,10}:AA[\w-]{32,33}\b", "keywords": [":aa"]},
+    {"id": "new-relic-user-api-key", "regex": r"\bNRAK-[A-Z0-9]{27}\b", "keywords": ["nrak-"]},
     {"id": "twilio-auth-token",
      "regex": r"(?i)twilio[\w.-]{0,20}(?:auth)?[\w.-]{0,10}(?:token|secret)[\s\x22':=]{1,5}"
      r"([a-f0-9]{32})\b", "keywords": ["twilio"], "secret_group": 1},
@@ -349,8 +379,9 @@ _VENDOR_DATA = _vendor_rule_data(SECRET_RULES_FILE)
 _VENDOR_RULES = tuple(_vendor_rule(rule) for rule in _VENDOR_DATA)
 
 
-def _build_keywords() -> ahocorasick.Automaton:
-    # Each keyword maps to (vendor rule indices, hand-written rule names) it gates.
+def _build_keywords() -> tuple[AhoCorasick, list[tuple[tuple[int, ...], frozenset[str]]]]:
+    """The keyword automaton, and per keyword the vendor rules (indices) and hand-written
+    rules (names) it gates."""
     table: dict[str, tuple[list[int], list[str]]] = {}
     for index, rule in enumerate(_VENDOR_DATA):
         for keyword in rule["keywords"]:
@@ -358,14 +389,12 @@ def _build_keywords() -> ahocorasick.Automaton:
     for rule in (*_BLOCK_RULES, *_LATE_RULES):
         for needle in rule.needles:
             table.setdefault(needle, ([], []))[1].append(rule.name)
-    automaton = ahocorasick.Automaton()
-    for keyword, (vendor, hand) in table.items():
-        automaton.add_word(keyword, (tuple(vendor), frozenset(hand)))
-    automaton.make_automaton()
-    return automaton
+    words = sorted(table)
+    gates = [(tuple(table[w][0]), frozenset(table[w][1])) for w in words]
+    return AhoCorasick(words), gates
 
 
-_KEYWORDS = _build_keywords()
+_KEYWORDS, _GATES = _build_keywords()
 _ALWAYS = frozenset(r.name for r in (*_BLOCK_RULES, *_LATE_RULES) if not r.needles)
 
 
@@ -418,7 +447,8 @@ def mask(text: str) -> str:
     vendor: set[int] = set()
     hand: set[str] = set()
     # One pass finds every keyword of every rule; most rows match none or a few.
-    for _, (vendor_ids, hand_names) in _KEYWORDS.iter(low):
+    for index, _, _ in _KEYWORDS.find_matches_as_indexes(low, overlapping=True):
+        vendor_ids, hand_names = _GATES[index]
         vendor.update(vendor_ids)
         hand.update(hand_names)
     has_digit = _DIGIT.search(text) is not None
