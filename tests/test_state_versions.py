@@ -214,3 +214,84 @@ def test_records_round_trip(partition: int, offsets: dict[str, int], wall: int,
                                        keyword_scanner)
     assert rebuilt.to_record() == monitor.to_record()
     assert isinstance(back.monitor, MonitorState)
+
+
+# --- a real worker restores release 1's changelog -------------------------------------------
+
+
+@pytest.mark.integration
+def test_worker_restores_release_1_changelog_and_quarantines_a_future_record(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+    from test_pipeline import PARTITIONS
+
+    from tripwire.bench.worker_process import WorkerProcess, read_all, worker_env
+    from tripwire.schemas import topics
+    from tripwire.schemas.codec import control_codec
+    from tripwire.schemas.topics import TopicSpec, ensure_topics, tripwire_topics
+    from tripwire.streams.app import END_MARKER_KEY
+    from tripwire.streams.broker import EmbeddedBroker, free_port
+
+    changelog_topic = "tripwire-agent-state-changelog"
+    downgraded = {a: m for a, m in FIXTURE["modes"].items() if m != "autonomous"}
+    assert downgraded
+    day_ago = int(time.time() * 1000) - 86_400_000
+
+    def aged(value: str) -> bytes:
+        # The same release 1 value, last saved a day ago: its cool-downs are due now.
+        stored = json.loads(value)
+        stored["w"] = day_ago
+        return json.dumps(stored, separators=(",", ":")).encode()
+
+    def json_key(key: str) -> bytes:
+        return json.dumps(key).encode()  # Faust's table keys travel JSON-encoded
+
+    async def seed(bootstrap: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for partition, key, value in FIXTURE["changelog"]:
+                await producer.send_and_wait(changelog_topic, aged(value), key=json_key(key),
+                                             partition=partition)
+            await producer.send_and_wait(changelog_topic, future_record(STATE_VERSION + 1),
+                                         key=json_key("agent-from-the-future"), partition=0)
+            for partition in range(PARTITIONS):  # alone in its batch, as the worker writes it
+                await producer.send_and_wait(changelog_topic, None,
+                                             key=json_key(END_MARKER_KEY), partition=partition)
+        finally:
+            await producer.stop()
+
+    with EmbeddedBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        bootstrap = broker.bootstrap
+        asyncio.run(ensure_topics(bootstrap, [
+            *tripwire_topics(PARTITIONS),
+            TopicSpec(changelog_topic, PARTITIONS, {"cleanup.policy": "compact"})]))
+        asyncio.run(seed(bootstrap))
+        env = worker_env(bootstrap, tmp_path / "data", PARTITIONS)
+        worker = WorkerProcess(env, tmp_path / "worker.log").start()
+        try:
+            worker.wait_ready()
+            codec = control_codec()
+            deadline = time.monotonic() + 120
+            recovered: dict[str, dict] = {}
+            while set(recovered) != set(downgraded):
+                worker.check_progress(deadline, f"recoveries of {downgraded}, got {recovered}")
+                for rec in asyncio.run(read_all(bootstrap, topics.CONTROLS, PARTITIONS)):
+                    control = codec.decode(rec.value)
+                    if control["agent_id"] in downgraded:
+                        recovered.setdefault(control["agent_id"], control)
+                time.sleep(1)
+        finally:
+            assert worker.stop() == 0, worker.log()[-3000:]
+    # Each downgraded agent resumed from its stored mode (a fresh agent is autonomous and
+    # has nothing to recover from) and continued its own sequence of controls.
+    for agent, control in recovered.items():
+        assert control["previous_mode"] == downgraded[agent], control
+        assert control["seq"] > 1, control
+    log = worker.log()
+    assert "agent agent-from-the-future: stored state not restored" in log
+    assert "written by a newer release" in log and "Traceback" not in log
