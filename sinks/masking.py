@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import re2
-from ahocorasick_rs import AhoCorasick
+from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from tripwire.sinks.national_ids import mask_national
+from tripwire.sinks.national_ids import CONTEXT_WORDS, mask_national_named, mask_national_plain
 
 __all__ = ["mask", "mask_attributes"]
 
@@ -260,7 +260,7 @@ _BLOCK_RULES: tuple[_Rule, ...] = (
 # nothing names them (AWS secret keys, Azure account keys, most LLM providers' keys). Hashes
 # (one case) and identifiers (low entropy) stay. A random 32-character key from 62 symbols
 # has a Shannon entropy near 4.6 bits; "AbstractSingletonProxyFactoryBean2" has 3.9.
-_LONG_RUN = re2.compile(r"[A-Za-z0-9+/_=-]{32,}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}", _A)
 _HIGH_ENTROPY = 4.2
 
 
@@ -283,10 +283,86 @@ def _mask_high_entropy(text: str, _low: str) -> str:
     return "".join(out)
 
 
+def _mask_digit_chain(text: str) -> str:
+    """The rules that only match text holding digits, in order: long random runs (keys need
+    two digits), then IBANs/cards/phones/IPs, then national ids and national phone formats
+    (after IBANs and cards, whose digit groups the phone formats would also take)."""
+    return mask_national_plain(_mask_numbers(_mask_high_entropy(text, ""), ""))
+
+
+# Where those rules can match: around digits. Each run of digits is widened to whole
+# whitespace-separated tokens, plus two tokens each side ("AB 12 34 56 C": a national id's
+# letters around its digits; an IBAN's letter groups between its digit groups), and windows
+# that touch are merged. The Python patterns, with their look-arounds, then run on these
+# windows only, not on the prose between them. A window starts and ends next to whitespace
+# (or the text's ends), where every pattern's look-arounds see the same as in the full text;
+# tests/test_masking_vendors.py checks the result equals the full-text pass.
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_SPACE = frozenset(" \t\n\f\r\v")
+_WIDEN_TOKENS = 2
+
+
+def _widen_left(text: str, start: int) -> int:
+    space = _SPACE
+    for i in range(_WIDEN_TOKENS + 1):  # first to the digits' own token start, then 2 more
+        while start > 0 and text[start - 1] not in space:
+            start -= 1
+        if i < _WIDEN_TOKENS:
+            while start > 0 and text[start - 1] in space:
+                start -= 1
+    return start
+
+
+def _widen_right(text: str, end: int) -> int:
+    space, n = _SPACE, len(text)
+    for i in range(_WIDEN_TOKENS + 1):
+        while end < n and text[end] not in space:
+            end += 1
+        if i < _WIDEN_TOKENS:
+            while end < n and text[end] in space:
+                end += 1
+    return end
+
+
+def digit_windows(text: str) -> list[tuple[int, int]]:
+    """Spans of ``text`` outside which no digit rule can match (merged, in order)."""
+    windows: list[tuple[int, int]] = []
+    for m in _DIGIT_RUN.finditer(text):
+        if windows and (m.start() <= windows[-1][1]
+                        or all(ch in _SPACE for ch in text[windows[-1][1]:m.start()])):
+            # Touches the current window: only its right side can grow.
+            first, last = windows[-1]
+            windows[-1] = (first, max(last, _widen_right(text, m.end())))
+            continue
+        start = _widen_left(text, m.start())
+        end = _widen_right(text, m.end())
+        if windows and (start <= windows[-1][1]
+                        or all(ch in _SPACE for ch in text[windows[-1][1]:start])):
+            windows[-1] = (windows[-1][0], max(end, windows[-1][1]))
+        else:
+            windows.append((start, end))
+    return windows
+
+
+def _mask_digits(text: str, _low: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for start, end in digit_windows(text):
+        window = text[start:end]
+        masked = _mask_digit_chain(window)
+        if masked is not window:
+            out.append(text[pos:start])
+            out.append(masked)
+            pos = end
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
 # After the vendor rules: generic key=value secrets, e-mail addresses, numbers.
 _LATE_RULES: tuple[_Rule, ...] = (
     _Rule("assignment", _mask_assignments, needles=_KEY_NEEDLES),
-    _Rule("high_entropy", _mask_high_entropy, needs_digit=True),
     _Rule(
         "email",
         _sub(
@@ -296,9 +372,9 @@ _LATE_RULES: tuple[_Rule, ...] = (
         ),
         needles=("@",),
     ),
-    _Rule("numbers", _mask_numbers, needs_digit=True),
-    # After IBANs and cards, whose digit groups the national phone formats would also take.
-    _Rule("national_ids", mask_national, needs_digit=True),
+    # Ids written after their name ("BSN 123456782"): on the whole text, when a name is in it.
+    _Rule("national_ids_named", mask_national_named, needles=CONTEXT_WORDS, needs_digit=True),
+    _Rule("digits", _mask_digits, needs_digit=True),
 )
 
 
@@ -379,7 +455,7 @@ _VENDOR_DATA = _vendor_rule_data(SECRET_RULES_FILE)
 _VENDOR_RULES = tuple(_vendor_rule(rule) for rule in _VENDOR_DATA)
 
 
-def _build_keywords() -> tuple[AhoCorasick, list[tuple[tuple[int, ...], frozenset[str]]]]:
+def _build_keywords() -> tuple[BytesAhoCorasick, list[tuple[tuple[int, ...], frozenset[str]]]]:
     """The keyword automaton, and per keyword the vendor rules (indices) and hand-written
     rules (names) it gates."""
     table: dict[str, tuple[list[int], list[str]]] = {}
@@ -391,7 +467,10 @@ def _build_keywords() -> tuple[AhoCorasick, list[tuple[tuple[int, ...], frozense
             table.setdefault(needle, ([], []))[1].append(rule.name)
     words = sorted(table)
     gates = [(tuple(table[w][0]), frozenset(table[w][1])) for w in words]
-    return AhoCorasick(words), gates
+    # A DFA over UTF-8 bytes: measured 9 µs on a 1.4 KB tool output, against 34 µs for the
+    # default automaton over str (ahocorasick-rs 1.0.3).
+    automaton = BytesAhoCorasick([w.encode() for w in words], implementation=Implementation.DFA)
+    return automaton, gates
 
 
 _KEYWORDS, _GATES = _build_keywords()
@@ -447,7 +526,7 @@ def mask(text: str) -> str:
     vendor: set[int] = set()
     hand: set[str] = set()
     # One pass finds every keyword of every rule; most rows match none or a few.
-    for index, _, _ in _KEYWORDS.find_matches_as_indexes(low, overlapping=True):
+    for index, _, _ in _KEYWORDS.find_matches_as_indexes(low.encode(), overlapping=True):
         vendor_ids, hand_names = _GATES[index]
         vendor.update(vendor_ids)
         hand.update(hand_names)

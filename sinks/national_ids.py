@@ -203,9 +203,16 @@ def _replace(m: re.Match[str]) -> str:
     return placeholder if valid(m.group(0)) else m.group(0)
 
 
-def mask_national(text: str, low: str = "") -> str:
-    """``text`` with national ids and national-format phone numbers replaced."""
-    low = low or text.lower()
-    if any(word in low for word in CONTEXT_WORDS):
-        text = CONTEXT_PATTERN.sub(_replace, text)
+def mask_national_named(text: str, _low: str = "") -> str:
+    """``text`` with the ids that need their name nearby (BSN, PESEL, Aadhaar) replaced."""
+    return CONTEXT_PATTERN.sub(_replace, text)
+
+
+def mask_national_plain(text: str) -> str:
+    """``text`` with every other national id and national-format phone number replaced."""
     return PATTERN.sub(_replace, text)
+
+
+def mask_national(text: str) -> str:
+    """Both of the above."""
+    return mask_national_plain(mask_national_named(text))

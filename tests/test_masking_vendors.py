@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from masking_corpus import Planted, all_planted, personal_data, vendor_secrets
 
-from tripwire.sinks import national_ids
+from tripwire.sinks import masking, national_ids
 from tripwire.sinks.masking import SECRET_RULES_FILE, mask, mask_attributes
 
 PLANTED = all_planted()
@@ -183,3 +183,18 @@ def test_planted_secrets_reach_no_clickhouse_table(tmp_path: Path) -> None:
     leaks = [p.kind for p in PLANTED if leaked(p, dump)]
     assert leaks == []
     assert dump.count("[") >= len(PLANTED), "placeholders were stored in their place"
+
+
+_TOKENS = sorted({tok for p in personal_data() for tok in p.sentence.split()}
+                 | {"AB", "C", "WEST", "NWBK", "ABCD", "EFGH", "0", "00", "+", "-", "(415)",
+                    "call", "the", "order", "x1Y2z3" * 6, "Key:", "id=7"})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_TOKENS) | st.text(
+    alphabet="0123456789ABXZ -./+()", max_size=9), st.sampled_from([" ", "  ", "\n", "\t", ""])),
+    max_size=24))
+def test_digit_windows_give_the_full_text_result(parts: list[tuple[str, str]]) -> None:
+    # Brute-force reference: the same rules over the whole text, no windows.
+    text = "".join(token + space for token, space in parts)
+    assert masking._mask_digits(text, "") == masking._mask_digit_chain(text)
