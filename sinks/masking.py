@@ -302,13 +302,13 @@ _SPACE = frozenset(" \t\n\f\r\v")
 _WIDEN_TOKENS = 2
 
 
-def _widen_left(text: str, start: int) -> int:
+def _widen_left(text: str, start: int, floor: int) -> int:
     space = _SPACE
     for i in range(_WIDEN_TOKENS + 1):  # first to the digits' own token start, then 2 more
-        while start > 0 and text[start - 1] not in space:
+        while start > floor and text[start - 1] not in space:
             start -= 1
         if i < _WIDEN_TOKENS:
-            while start > 0 and text[start - 1] in space:
+            while start > floor and text[start - 1] in space:
                 start -= 1
     return start
 
@@ -325,19 +325,26 @@ def _widen_right(text: str, end: int) -> int:
 
 
 def digit_windows(text: str) -> list[tuple[int, int]]:
-    """Spans of ``text`` outside which no digit rule can match (merged, in order)."""
+    """Spans of ``text`` outside which no digit rule can match (merged, in order).
+
+    Linear in ``len(text)``: every walk is over text no earlier walk covered (a digit run in
+    the same token as the previous one adds nothing; left walks stop at the last window)."""
     windows: list[tuple[int, int]] = []
+    previous_run_end = 0
     for m in _DIGIT_RUN.finditer(text):
-        if windows and (m.start() <= windows[-1][1]
-                        or all(ch in _SPACE for ch in text[windows[-1][1]:m.start()])):
-            # Touches the current window: only its right side can grow.
+        run_start, run_end = m.span()
+        gap = text[previous_run_end:run_start]
+        previous_run_end = run_end
+        if windows and run_start <= windows[-1][1]:
+            if not any(ch in _SPACE for ch in gap):
+                continue  # the previous run's token: already widened to the right
             first, last = windows[-1]
-            windows[-1] = (first, max(last, _widen_right(text, m.end())))
+            windows[-1] = (first, max(last, _widen_right(text, run_end)))
             continue
-        start = _widen_left(text, m.start())
-        end = _widen_right(text, m.end())
-        if windows and (start <= windows[-1][1]
-                        or all(ch in _SPACE for ch in text[windows[-1][1]:start])):
+        floor = windows[-1][1] if windows else 0
+        start = _widen_left(text, run_start, floor)
+        end = _widen_right(text, run_end)
+        if windows and (start <= floor or all(ch in _SPACE for ch in text[floor:start])):
             windows[-1] = (windows[-1][0], max(end, windows[-1][1]))
         else:
             windows.append((start, end))
