@@ -304,26 +304,45 @@ _SPACE = frozenset(" \t\n\f\r\v")
 _WIDEN_TOKENS = 2
 
 
+_NEXT_SPACE = re.compile(r"[ \t\n\f\r\v]")
+_NEXT_NON_SPACE = re.compile(r"[^ \t\n\f\r\v]")
+_SPACE_CHARS = tuple(_SPACE)
+
+
+_GROUP = re.compile(r"[A-Z0-9]{1,4}\Z", _A)  # an IBAN's letter group, a NINO's suffix
+
+
 def _widen_left(text: str, start: int, floor: int) -> int:
-    space = _SPACE
-    for i in range(_WIDEN_TOKENS + 1):  # first to the digits' own token start, then 2 more
-        while start > floor and text[start - 1] not in space:
-            start -= 1
-        if i < _WIDEN_TOKENS:
-            while start > floor and text[start - 1] in space:
-                start -= 1
-    return start
+    # C-speed scans (rfind, rstrip) rather than a Python loop per character. Two tokens,
+    # then on through short upper-case groups.
+    hops = 0
+    token_start = start
+    while True:
+        previous = max(floor, 1 + max(text.rfind(c, floor, start) for c in _SPACE_CHARS))
+        if hops > _WIDEN_TOKENS and not _GROUP.match(text, previous, start):
+            return token_start  # a token's first character, not the spaces before it
+        token_start = start = previous
+        hops += 1
+        if start <= floor or hops > _WIDEN_TOKENS + 1 + 8:  # an IBAN has at most 8 groups
+            return start
+        start = max(floor, len(text[floor:start].rstrip(" \t\n\f\r\v")) + floor)
 
 
 def _widen_right(text: str, end: int) -> int:
-    space, n = _SPACE, len(text)
-    for i in range(_WIDEN_TOKENS + 1):
-        while end < n and text[end] not in space:
-            end += 1
-        if i < _WIDEN_TOKENS:
-            while end < n and text[end] in space:
-                end += 1
-    return end
+    n = len(text)
+    hops = 0
+    token_end = end
+    while True:
+        m = _NEXT_SPACE.search(text, end)
+        following = n if m is None else m.start()
+        if hops > _WIDEN_TOKENS and not _GROUP.match(text, end, following):
+            return token_end  # a token's last character, not the spaces after it
+        token_end = end = following
+        hops += 1
+        if end >= n or hops > _WIDEN_TOKENS + 1 + 8:
+            return end
+        m = _NEXT_NON_SPACE.search(text, end)
+        end = n if m is None else m.start()
 
 
 def digit_windows(text: str) -> list[tuple[int, int]]:
@@ -353,7 +372,14 @@ def digit_windows(text: str) -> list[tuple[int, int]]:
     return windows
 
 
+_MAX_WINDOWED_RUNS = 16
+"""Above this many digit runs (JSON tool results: ~80 per 600 characters) building windows
+costs more than it saves, measured in bench/masking.py; the chain then runs on the text."""
+
+
 def _mask_digits(text: str, _low: str) -> str:
+    if len(_DIGIT_RUN.findall(text, 0, len(text))) > _MAX_WINDOWED_RUNS:
+        return _mask_digit_chain(text)
     out: list[str] = []
     pos = 0
     for start, end in digit_windows(text):
