@@ -31,7 +31,12 @@ from typing import Any
 import re2
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from tripwire.sinks.national_ids import CONTEXT_WORDS, mask_national_named, mask_national_plain
+from tripwire.sinks.national_ids import (
+    CONTEXT_WORDS,
+    mask_national_named,
+    mask_national_plain,
+    national_pattern_sources,
+)
 
 __all__ = ["mask", "mask_attributes"]
 
@@ -352,7 +357,7 @@ def digit_windows(text: str) -> list[tuple[int, int]]:
     the same token as the previous one adds nothing; left walks stop at the last window)."""
     windows: list[tuple[int, int]] = []
     previous_run_end = 0
-    for m in _DIGIT_RUN.finditer(text):
+    for m in _CANDIDATES.finditer(text):
         run_start, run_end = m.span()
         gap = text[previous_run_end:run_start]
         previous_run_end = run_end
@@ -372,13 +377,53 @@ def digit_windows(text: str) -> list[tuple[int, int]]:
     return windows
 
 
+def _without_lookarounds(pattern: str) -> str:
+    """``pattern`` with every (?=...), (?!...), (?<=...), (?<!...) removed: it then matches a
+    superset of what the original matches, and RE2 compiles it."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), i) and (
+                i == 0 or pattern[i - 1] != "\\"):
+            depth, j = 0, i
+            while True:
+                ch = pattern[j]
+                if ch == "\\":
+                    j += 2
+                    continue
+                if ch == "[":  # a class: skip to its end, brackets inside do not nest
+                    j += 1
+                    if pattern[j] == "^":
+                        j += 1
+                    j += 1
+                    while pattern[j] != "]":
+                        j += 2 if pattern[j] == "\\" else 1
+                    j += 1
+                    continue
+                depth += ch == "("
+                depth -= ch == ")"
+                j += 1
+                if depth == 0:
+                    break
+            i = j
+            continue
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+# One RE2 pass over the text finds every place a digit rule could match (their patterns
+# without look-arounds, a superset); the Python patterns then run around those places only.
+_CANDIDATES = re2.compile("|".join(
+    f"(?:{_without_lookarounds(p)})"
+    for p in (*_NUMBER_KINDS.values(), *national_pattern_sources(), _LONG_RUN.pattern)))
+
 _MAX_WINDOWED_RUNS = 16
 """Above this many digit runs (JSON tool results: ~80 per 600 characters) building windows
 costs more than it saves, measured in bench/masking.py; the chain then runs on the text."""
 
 
 def _mask_digits(text: str, _low: str) -> str:
-    if len(_DIGIT_RUN.findall(text, 0, len(text))) > _MAX_WINDOWED_RUNS:
+    if len(_DIGIT_RUN.findall(text, 0, len(text))) > _MAX_WINDOWED_RUNS * 4:
         return _mask_digit_chain(text)
     out: list[str] = []
     pos = 0

@@ -203,6 +203,11 @@ def _replace(m: re.Match[str]) -> str:
     return placeholder if valid(m.group(0)) else m.group(0)
 
 
+def national_pattern_sources() -> list[str]:
+    """The patterns ``mask_national_plain`` runs, without their boundaries."""
+    return [pattern for kind, (pattern, _, _) in _KINDS.items() if kind not in _CONTEXT_GROUP]
+
+
 def mask_national_named(text: str, _low: str = "") -> str:
     """``text`` with the ids that need their name nearby (BSN, PESEL, Aadhaar) replaced."""
     return CONTEXT_PATTERN.sub(_replace, text)
