@@ -21,6 +21,7 @@ written (Parsing Canonical Form ignores logical types, so both give the same val
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -171,18 +172,21 @@ def canonical_form_variants(parsed: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(forms)
 
 
+@functools.lru_cache(maxsize=256)
+def _form_fingerprint(form: str) -> bytes:
+    # Cached: codecs are built per process and per test, and the CRC is pure Python (~0.5 ms
+    # for StepEvent's form); the same few forms come back every time.
+    return crc64_avro(form.encode("utf-8")).to_bytes(FINGERPRINT_SIZE, "little")
+
+
 def schema_fingerprint(parsed: Mapping[str, Any]) -> bytes:
     """The 8 fingerprint bytes as they appear in a single-object frame (little-endian)."""
-    pcf = parsing_canonical_form(parsed).encode("utf-8")
-    return crc64_avro(pcf).to_bytes(FINGERPRINT_SIZE, "little")
+    return _form_fingerprint(parsing_canonical_form(parsed))
 
 
 def schema_fingerprints(parsed: Mapping[str, Any]) -> tuple[bytes, ...]:
     """Frame fingerprints of every canonical form variant, the spec's first."""
-    return tuple(
-        crc64_avro(form.encode("utf-8")).to_bytes(FINGERPRINT_SIZE, "little")
-        for form in canonical_form_variants(parsed)
-    )
+    return tuple(_form_fingerprint(form) for form in canonical_form_variants(parsed))
 
 
 def fingerprint_hex(fingerprint: bytes) -> str:
@@ -349,7 +353,13 @@ def _frame_fingerprint(value: bytes) -> bytes:
             raise DecodeError("bad framing: missing C3 01 marker")
         raise DecodeError(f"bad framing: truncated header ({len(value)} of {HEADER_SIZE} bytes)")
     if value[:2] != MAGIC:
-        raise DecodeError(f"bad framing: missing C3 01 marker (got {value[:2].hex(' ')})")
+        reason = f"bad framing: missing C3 01 marker (got {value[:2].hex(' ')})"
+        if value[0] == 0:
+            # Most Kafka shops' Avro serializers write this; say so instead of only "bad".
+            schema_id = int.from_bytes(value[1:5], "big")
+            reason += (f"; 00 + schema id {schema_id} is the Confluent wire format, which"
+                       " this worker does not read: frame with Avro single-object encoding")
+        raise DecodeError(reason)
     return value[2:HEADER_SIZE]
 
 
@@ -374,7 +384,8 @@ class FramedCodec:
         pair = _parse_pair(schema, dependencies)
         self.name: str = pair.contract["name"]
         """Full name of the record, e.g. ``dev.tripwire.StepBatch``."""
-        self.fingerprint: bytes = schema_fingerprint(pair.contract)
+        fingerprints = schema_fingerprints(pair.contract)
+        self.fingerprint: bytes = fingerprints[0]
         self._schema = pair.plain
         self._header = MAGIC + self.fingerprint
         self._short_name = self.name.rpartition(".")[2]
@@ -383,7 +394,7 @@ class FramedCodec:
         self._read_own = compile_reader(pair.plain)
         own = _WriterEntry(writer=pair.plain, reader=None, fixup=None)
         self._writers: dict[bytes, _WriterEntry] = {
-            fingerprint: own for fingerprint in schema_fingerprints(pair.contract)
+            fingerprint: own for fingerprint in fingerprints
         }
 
     def register_writer(

@@ -29,6 +29,7 @@ from tripwire.schemas import topics
 from tripwire.schemas.codec import (
     STEP_BATCH_SCHEMA,
     STEP_EVENT_SCHEMA,
+    DecodeError,
     StepBatchCodec,
     canonical_form_variants,
     parsing_canonical_form,
@@ -228,3 +229,13 @@ def test_ordinary_producers_land_in_clickhouse(tmp_path: Path) -> None:
             assert rows.get(e["event_id"]) == [e["agent_id"], e["run_id"], e["kind"],
                                                str(e["ts"])], f"{name} did not land"
     assert len(rows) == sum(len(v) for v in batches.values())
+
+
+def test_confluent_wire_format_is_refused_with_a_reason_that_names_it() -> None:
+    events = some_events(seed=5, n=2)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.schema.load_schema(str(FULL_BATCH)),
+                               {"events": events})
+    confluent = b"\x00" + (42).to_bytes(4, "big") + body.getvalue()
+    with pytest.raises(DecodeError, match="schema id 42 is the Confluent wire format"):
+        StepBatchCodec().decode(confluent)
