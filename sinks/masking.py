@@ -423,7 +423,7 @@ costs more than it saves, measured in bench/masking.py; the chain then runs on t
 
 
 def _mask_digits(text: str, _low: str) -> str:
-    if len(_DIGIT_RUN.findall(text, 0, len(text))) > _MAX_WINDOWED_RUNS * 4:
+    if len(_DIGIT_RUN.findall(text, 0, len(text))) > _MAX_WINDOWED_RUNS:
         return _mask_digit_chain(text)
     out: list[str] = []
     pos = 0
