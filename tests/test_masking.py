@@ -99,17 +99,6 @@ def test_attribute_values_under_secret_keys_are_dropped_whole():
     }
 
 
-def test_text_without_matches_is_cheap():
-    prose = "the agent called the search tool and summarised the quarterly results " * 7
-    numbers = prose + " order 48213 on 2024-05-12 cost $12.50 used 1532 tokens"
-    for text, budget in ((prose, 0.5), (numbers, 2.0)):
-        start = time.perf_counter()
-        for _ in range(5000):
-            mask(text)
-        # Measured ~0.03 s and ~0.15 s; the budgets only catch a regex gone quadratic.
-        assert time.perf_counter() - start < budget
-
-
 @pytest.mark.parametrize(
     "text",
     [
