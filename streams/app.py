@@ -133,6 +133,8 @@ class TripwireApp:
         # Sends (controls, detections, dead letters) the broker has not confirmed yet: the
         # next checkpoint waits for them before the records that caused them are acked.
         self._unconfirmed: list[asyncio.Future] = []
+        # agent-steps partition -> the offset after the last record processed (see timers)
+        self._processed_to: dict[int, int] = {}
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
         self.app.task(self._consume_steps)
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
@@ -158,6 +160,8 @@ class TripwireApp:
                            for recs in chunk.values() for r in recs]
                 offsets = {tp: [r.offset for r in recs] for tp, recs in chunk.items()}
                 await self.handle_records(records, [_offsets_acker(consumer, offsets)])
+                for tp, recs in chunk.items():
+                    self._processed_to[tp.partition] = recs[-1].offset + 1
 
     async def _process_steps(self, stream: StreamT) -> None:
         # Only reached if the feed is not installed: the feed takes every agent-steps record
@@ -327,7 +331,7 @@ class TripwireApp:
                                               limit=1_000)
             if expired:
                 log.info("forgot %d idle autonomous agents", len(expired))
-            result = self.processor.advance(now)
+            result = self.processor.advance(now, self._caught_up_partitions())
             if result.transitions or result.detections:
                 dets, controls = await self._publish(result)
             else:
@@ -335,12 +339,32 @@ class TripwireApp:
         if dets or controls:
             await self.sink.add([], 0, dets, controls, [])
 
+    def _caught_up_partitions(self) -> set[int]:
+        """agent-steps partitions assigned here whose records are processed up to the end the
+        last fetch reported: only their agents' timers may run on wall time."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started or rebalancing: no timers this tick
+            return set()
+        out: set[int] = set()
+        for tp in assigned:
+            if tp.topic != topics.STEPS:
+                continue
+            end = consumer.highwater(tp)
+            done = max(self._processed_to.get(tp.partition, 0),
+                       consumer._committed_offset.get(tp) or 0)
+            if end is not None and done >= end:
+                out.add(tp.partition)
+        return out
+
     async def _heal_commit_gaps(self) -> None:
         await self._gap_healer.check(self.app.consumer)
 
     async def _on_revoked(self, sender: object, revoked: set, **_: object) -> None:
         # Fetched before the rebalance: fetched again from the committed offsets after it.
         self.feed.clear()
+        self._processed_to.clear()
         # Another worker owns these agents now; live copies here would go stale.
         self.states.forget_partitions({tp.partition for tp in revoked
                                        if tp.topic == topics.STEPS})

@@ -102,13 +102,20 @@ class StepProcessor:
             states.update(agent, monitor, home, source, offset)
         return out
 
-    def advance(self, wall_ms: int) -> BatchResult:
-        """Time-driven work for agents whose timers are due (cool-downs, runs that never end)."""
+    def advance(self, wall_ms: int, partitions: set[int] | None = None) -> BatchResult:
+        """Time-driven work for agents whose timers are due (cool-downs, runs that never end).
+
+        ``partitions``: only agents whose state lives in one of these (None: all). An agent's
+        "now" between events is its watermark moved on by wall time, which is only true once
+        its partition is read up to its end: while its events wait in Kafka (a restart, a
+        lagging worker) that clock runs ahead of them, and a run whose ``run_end`` is still
+        unread would be stopped as never ending (seen once in the SIGKILL scenario test).
+        """
         out = BatchResult()
         states = self.states
         for agent, now_ms in states.due(wall_ms):
             partition = states.partition_of(agent)
-            if partition is None:
+            if partition is None or (partitions is not None and partition not in partitions):
                 continue
             monitor = states.monitor(agent)
             detections, transitions = monitor.advance(now_ms)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from tripwire.detectors.injection import scan_text
@@ -134,3 +135,18 @@ def test_state_not_checkpointed_is_rebuilt_from_the_redelivered_records() -> Non
     assert again.replayed_events == 0, "the checkpoint predates these records"
     assert [t.to_control() for t in again.transitions] == \
         [t.to_control() for t in lost.transitions]
+
+
+def test_timers_run_only_for_the_partitions_named() -> None:
+    """An agent whose events still wait in Kafka keeps its timers until its partition is read
+    to the end: its wall-clock "now" would run ahead of its unread run_end."""
+    processor = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text))
+    now = int(time.time() * 1000)
+    start = {"event_id": "00000000-0000-4000-8000-000000000001", "ts": now, "agent_id": "a",
+             "run_id": "r1", "step": 0, "kind": "run_start", "attributes": {}}
+    assert processor.process(records([start], partition=3)).accepted == 1
+    # Wall time far past run_timeout_ms: the run "never ended" unless its end is unread.
+    hours_later = now + 5 * 3600 * 1000
+    assert not processor.advance(hours_later, partitions={0, 1}).detections
+    stopped = processor.advance(hours_later, partitions={3})
+    assert [d.detector for d in stopped.detections] == ["loop"]
