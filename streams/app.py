@@ -69,6 +69,7 @@ class StreamCounters:
     detections: int = 0
     transitions: int = 0
     replayed_events: int = 0
+    duplicate_records: int = 0
 
 
 class TripwireApp:
@@ -193,6 +194,7 @@ class TripwireApp:
         c.events_accepted += result.accepted
         c.dead_letters += len(result.dead)
         c.replayed_events += result.replayed_events
+        c.duplicate_records += result.duplicate_records
         if result.dead:
             log.warning("dead-lettered %d: first reason: %s", len(result.dead),
                         result.dead[0].reason)

@@ -36,6 +36,9 @@ class BatchResult:
     transitions: list[Transition] = field(default_factory=list)
     replayed_events: int = 0
     """Events whose effect on detector state was already stored (re-delivery after a crash)."""
+    duplicate_records: int = 0
+    """Records that were in the batch twice (re-fetched after a seek back); the copy is
+    ignored."""
 
 
 class StepProcessor:
@@ -49,7 +52,15 @@ class StepProcessor:
         # agent -> its new events in partition order, and the record that carried the last one
         fresh: dict[str, list[dict]] = {}
         last: dict[str, tuple[int, int]] = {}
+        # A seek back (the ack guard's rewind, the commit-gap healer) can deliver a record
+        # again while its first copy is still in the same batch; the applied offsets are only
+        # compared with what earlier batches applied, so the copy would be counted twice.
+        seen: set[tuple[int, int]] = set()
         for key, value, headers, topic, partition, offset in records:
+            if (partition, offset) in seen:
+                out.duplicate_records += 1
+                continue
+            seen.add((partition, offset))
             ctype = content_type(headers)
             events, dead = self.decoder.decode(key, value, ctype, topic, partition, offset)
             if dead:
