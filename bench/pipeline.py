@@ -185,6 +185,26 @@ def start_worker(bootstrap: str, data: Path, wait: bool = True) -> WorkerProcess
     return worker.wait_ready() if wait else worker
 
 
+def writer_at_full_priority(worker: WorkerProcess) -> None:
+    """Run the worker's ClickHouse writer at the worker's priority for a throughput figure.
+
+    The writer runs at nice 10 so that, when cores are contended, detection wins over storage
+    (a slower insert only delays acks). A drain is measured by what is stored, so on a machine
+    shared with other work at nice 0 (this one, during the runs the README quotes: load
+    average 90-180 on 2 cores) that niceness made (b) measure the other work: 1,500 events/s
+    against the Quix job's 6,500 in the same run, the worker idle while its writer waited for
+    the CPU. The latency phase keeps the writer's own niceness.
+    """
+    pid = writer_pid(worker.proc.pid)  # type: ignore[union-attr]
+    if pid is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0))
+    except OSError as exc:  # lowering a niceness needs CAP_SYS_NICE
+        print(f"    (the writer keeps its niceness: {exc}; (b) then depends on other load)",
+              file=sys.stderr)
+
+
 def write_backlog(bootstrap: str, shape: str, events: int, start_ms: int) -> None:
     """``events`` of the simulated fleet on agent-steps, in records of ``shape``."""
     if shape == "sdk":
@@ -235,6 +255,7 @@ def measure_shape(shape: str, events: int, workdir: Path, start_ms: int,
             print(f"[{shape}] (q) Quix      {quix_eps:10.0f} events/s", file=sys.stderr)
         worker = start_worker(bootstrap, workdir / shape / "data")
         with stopped_on_exit(worker):
+            writer_at_full_priority(worker)
             pipeline_eps = asyncio.run(drain_rate(bootstrap, index, events, worker))
         line = (f"[{shape}] (b) pipeline  {pipeline_eps:10.0f} events/s  "
                 f"{pipeline_eps / ceiling_eps:.3f} of (a)")
@@ -264,6 +285,7 @@ def measure_scale_out(shape: str, events: int, workdir: Path, start_ms: int,
         with stopped_on_exit(workers[0]), stopped_on_exit(workers[1]):
             for w in workers:
                 w.wait_ready()
+                writer_at_full_priority(w)
             two_eps = asyncio.run(drain_rate(bootstrap, index, events, workers))
     ratio = two_eps / one_worker_eps
     print(f"(s) two workers {two_eps:10.0f} events/s  {ratio:.2f}x one worker's (b)",
