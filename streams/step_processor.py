@@ -13,6 +13,8 @@ from typing import Any
 
 from tripwire.detectors.breaker import Transition
 from tripwire.detectors.detection import Detection
+from tripwire.schemas.codec import MAGIC, _is_json
+from tripwire.schemas.step_columns import DecodedSteps
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.dead_letters import DeadLetter
 from tripwire.streams.step_decoding import StepRecordDecoder, content_type
@@ -20,9 +22,11 @@ from tripwire.streams.step_decoding import StepRecordDecoder, content_type
 # (key, value, headers, topic, partition, offset) of one Kafka record.
 RecordTuple = tuple[bytes | None, bytes | None, Any, str, int, int]
 
-StoredRecord = tuple[bytes, str | None, int, int, tuple[int, ...]]
+StoredRecord = tuple[bytes, str | None, int, int, tuple[int, ...]] | DecodedSteps
 """What the ClickHouse sink needs of a record with accepted events: (value, content type,
-partition, offset, indices of the events in it that were refused)."""
+partition, offset, indices of the events in it that were refused), which its writer decodes
+again straight into columns; or, for records it could only decode event by event (JSON, bare
+StepEvent frames), the accepted events themselves as rows (one DecodedSteps per batch)."""
 
 
 @dataclass
@@ -45,6 +49,11 @@ class StepProcessor:
     def __init__(self, states: AgentStates, decoder: StepRecordDecoder | None = None) -> None:
         self.states = states
         self.decoder = decoder or StepRecordDecoder()
+        codec = self.decoder.codec
+        # The writer's column reader takes records framed as this StepBatch schema; the rest
+        # it would decode event by event, so their events are handed over decoded.
+        self._batch_header = MAGIC + codec.batch_codec.fingerprint
+        self._fields = tuple(f["name"] for f in codec.event_codec._schema["fields"])
 
     def process(self, records: Sequence[RecordTuple]) -> BatchResult:
         out = BatchResult()
@@ -56,6 +65,8 @@ class StepProcessor:
         # again while its first copy is still in the same batch; the applied offsets are only
         # compared with what earlier batches applied, so the copy would be counted twice.
         seen: set[tuple[int, int]] = set()
+        decoded = DecodedSteps([], [], [])
+        fields, header = self._fields, self._batch_header
         for key, value, headers, topic, partition, offset in records:
             if (partition, offset) in seen:
                 out.duplicate_records += 1
@@ -68,8 +79,14 @@ class StepProcessor:
             if not events:
                 continue
             out.accepted += len(events)
-            refused = tuple(d.event_index for d in dead if d.event_index is not None)
-            out.stored.append((value, ctype, partition, offset, refused))
+            if (ctype and _is_json(ctype)) or not value.startswith(header):
+                # Rows taken before the detectors see the events: exactly what was decoded.
+                decoded.rows.extend(tuple(map(ev.get, fields)) for ev in events)
+                decoded.partitions.extend([partition] * len(events))
+                decoded.offsets.extend([offset] * len(events))
+            else:
+                refused = tuple(d.event_index for d in dead if d.event_index is not None)
+                out.stored.append((value, ctype, partition, offset, refused))
             source = str(partition)
             for ev in events:
                 agent = ev["agent_id"]
@@ -78,6 +95,8 @@ class StepProcessor:
                     continue
                 fresh.setdefault(agent, []).append(ev)
                 last[agent] = (partition, offset)
+        if decoded.rows:
+            out.stored.append(decoded)
         for agent, events in fresh.items():
             last_event = events[-1]
             states.owners[agent] = (last_event.get("owner"), last_event.get("workflow"))

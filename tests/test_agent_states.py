@@ -170,3 +170,43 @@ def test_a_record_twice_in_one_batch_counts_once() -> None:
         t.to_control() for t in once.transitions]
     assert [(d.detector, d.agent_id, d.run_id) for d in twice.detections] == [
         (d.detector, d.agent_id, d.run_id) for d in once.detections]
+
+
+def test_the_writer_stores_the_same_rows_from_decoded_steps_as_from_records() -> None:
+    """JSON and bare-event records reach the writer as the rows the stream decoded; the
+    columns are those the writer's own decode of the records gives, refused events left out."""
+    import json as json_module
+
+    from tripwire.schemas.step_columns import DecodedSteps, StepColumnDecoder
+
+    events = fleet(60)
+    codec = StepBatchCodec()
+    impossible = events[5] | {"event_id": "00000000-0000-4000-8000-0000000000ff",
+                              "input_tokens": -1}
+    js = [("content-type", b"application/json")]
+    raw = [(events[i]["agent_id"].encode(), json_module.dumps(events[i]).encode(), js,
+            "agent-steps", 0, i) for i in range(20)]
+    raw.append((None, json_module.dumps([events[20], impossible | {
+        "agent_id": events[20]["agent_id"]}]).encode(), js, "agent-steps", 0, 20))
+    raw += [(None, codec.event_codec.encode(events[i]), [], "agent-steps", 0, i)
+            for i in range(21, 40)]
+    raw.append((None, codec.encode(events[40:60]), [], "agent-steps", 0, 40))
+    result = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text)).process(raw)
+
+    decoder = StepColumnDecoder(codec)
+    from_stream = decoder.new_batch()
+    for item in result.stored:
+        if isinstance(item, DecodedSteps):
+            from_stream.add_rows(item)
+        else:
+            decoder.add(from_stream, *item)
+    from_records = decoder.new_batch()
+    for _, value, headers, _, partition, offset in raw:
+        ctype = "application/json" if headers else None
+        refused = (1,) if offset == 20 else ()
+        decoder.add(from_records, value, ctype, partition, offset, refused)
+    assert sum(isinstance(i, DecodedSteps) for i in result.stored) == 1
+    assert len(from_stream) == len(from_records) == 60
+    assert sorted(zip(*from_stream.columns, from_stream.partitions, from_stream.offsets,
+                      strict=True)) == sorted(
+        zip(*from_records.columns, from_records.partitions, from_records.offsets, strict=True))
