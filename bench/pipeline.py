@@ -248,8 +248,8 @@ def measure_shape(shape: str, events: int, workdir: Path, start_ms: int,
         asyncio.run(ensure_topics(bootstrap, tripwire_topics(PARTITIONS)))
         print(f"[{shape}] producing {events} events ...", file=sys.stderr)
         write_backlog(bootstrap, shape, events, start_ms)
-        ceiling_eps, index = asyncio.run(ceiling(bootstrap, events))
-        print(f"[{shape}] (a) ceiling   {ceiling_eps:10.0f} events/s", file=sys.stderr)
+        before, index = asyncio.run(ceiling(bootstrap, events))
+        print(f"[{shape}] (a) ceiling   {before:10.0f} events/s", file=sys.stderr)
         quix_eps = peer_rate(bootstrap, shape, events, workdir) if peer else None
         if quix_eps is not None:
             print(f"[{shape}] (q) Quix      {quix_eps:10.0f} events/s", file=sys.stderr)
@@ -257,6 +257,12 @@ def measure_shape(shape: str, events: int, workdir: Path, start_ms: int,
         with stopped_on_exit(worker):
             writer_at_full_priority(worker)
             pipeline_eps = asyncio.run(drain_rate(bootstrap, index, events, worker))
+        # Taken again after (q) and (b): on a shared machine the load can change several-fold
+        # within minutes, and the two ceilings say how far it moved while (q) and (b) ran.
+        after, _ = asyncio.run(ceiling(bootstrap, events))
+        ceiling_eps = (before + after) / 2
+        print(f"[{shape}] (a) ceiling   {after:10.0f} events/s again after (q) and (b)",
+              file=sys.stderr)
         line = (f"[{shape}] (b) pipeline  {pipeline_eps:10.0f} events/s  "
                 f"{pipeline_eps / ceiling_eps:.3f} of (a)")
         if quix_eps:
@@ -264,6 +270,7 @@ def measure_shape(shape: str, events: int, workdir: Path, start_ms: int,
         print(line, file=sys.stderr)
     return {
         "ceiling_events_per_s": round(ceiling_eps),
+        "ceiling_spread": round(abs(before - after) / ceiling_eps, 2),
         "quix_events_per_s": round(quix_eps) if quix_eps is not None else None,
         "pipeline_events_per_s": round(pipeline_eps),
         "ratio_to_ceiling": round(pipeline_eps / ceiling_eps, 3),
@@ -271,27 +278,32 @@ def measure_shape(shape: str, events: int, workdir: Path, start_ms: int,
     }
 
 
-def measure_scale_out(shape: str, events: int, workdir: Path, start_ms: int,
-                      one_worker_eps: float) -> dict[str, Any]:
-    """(s): two worker processes, one consumer group, on a fresh copy of the backlog."""
-    with EmbeddedBroker(free_port(), log_path=workdir / "tansu-scale.log") as broker:
-        bootstrap = broker.bootstrap
-        asyncio.run(ensure_topics(bootstrap, tripwire_topics(PARTITIONS)))
-        print(f"[scale-out] producing {events} events ({shape}) ...", file=sys.stderr)
-        write_backlog(bootstrap, shape, events, start_ms)
-        _, index = asyncio.run(ceiling(bootstrap, events))
-        workers = [start_worker(bootstrap, workdir / f"scale-{i}" / "data", wait=False)
-                   for i in range(2)]
-        with stopped_on_exit(workers[0]), stopped_on_exit(workers[1]):
-            for w in workers:
-                w.wait_ready()
-                writer_at_full_priority(w)
-            two_eps = asyncio.run(drain_rate(bootstrap, index, events, workers))
-    ratio = two_eps / one_worker_eps
-    print(f"(s) two workers {two_eps:10.0f} events/s  {ratio:.2f}x one worker's (b)",
+def measure_scale_out(shape: str, events: int, workdir: Path, start_ms: int) -> dict[str, Any]:
+    """(s): one worker, then two worker processes in one consumer group, each draining a
+    fresh copy of the same backlog, back to back (so both see about the same machine)."""
+    rates = []
+    for n in (1, 2):
+        with EmbeddedBroker(free_port(), log_path=workdir / f"tansu-scale-{n}.log") as broker:
+            bootstrap = broker.bootstrap
+            asyncio.run(ensure_topics(bootstrap, tripwire_topics(PARTITIONS)))
+            print(f"[scale-out] {n} worker(s): producing {events} events ({shape}) ...",
+                  file=sys.stderr)
+            write_backlog(bootstrap, shape, events, start_ms)
+            _, index = asyncio.run(ceiling(bootstrap, events))
+            workers = [start_worker(bootstrap, workdir / f"scale-{n}-{i}" / "data", wait=False)
+                       for i in range(n)]
+            with contextlib.ExitStack() as stack:
+                for w in workers:
+                    stack.enter_context(stopped_on_exit(w))
+                for w in workers:
+                    w.wait_ready()
+                    writer_at_full_priority(w)
+                rates.append(asyncio.run(drain_rate(bootstrap, index, events, workers)))
+    one, two = rates
+    print(f"(s) scale-out  one worker {one:.0f} events/s, two {two:.0f}: {two / one:.2f}x",
           file=sys.stderr)
-    return {"shape": shape, "one_worker_events_per_s": round(one_worker_eps),
-            "two_workers_events_per_s": round(two_eps), "ratio": round(ratio, 2)}
+    return {"shape": shape, "one_worker_events_per_s": round(one),
+            "two_workers_events_per_s": round(two), "ratio": round(two / one, 2)}
 
 
 def steady_load(rate: float, seconds: float, start_ms: int) -> list[tuple[float, int, bytes]]:
@@ -504,9 +516,7 @@ def run(events: int, memory_agents: int, probes: int, workdir: Path,
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
     by_shape = {shape: measure_shape(shape, events, workdir, start_ms, peer) for shape in shapes}
     first = shapes[0]
-    scaled = (measure_scale_out(first, events, workdir, start_ms,
-                                by_shape[first]["pipeline_events_per_s"])
-              if scale_out else None)
+    scaled = measure_scale_out(first, events, workdir, start_ms) if scale_out else None
     # The steady load is SDK-shaped: half of what the pipeline drains of such records.
     pipeline_eps = by_shape.get("sdk", by_shape[first])["pipeline_events_per_s"]
 
@@ -642,11 +652,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{'shape':6} {'ceiling':>9} {'Quix':>9} {'Tripwire':>9} {'of ceiling':>10} "
-          f"{'x Quix':>7}")
+    print(f"{'shape':6} {'ceiling':>9} {'moved':>6} {'Quix':>9} {'Tripwire':>9} "
+          f"{'of ceiling':>10} {'x Quix':>7}")
     for shape, r in result["shapes"].items():
         quix = r["quix_events_per_s"]
-        print(f"{shape:6} {r['ceiling_events_per_s']:9d} "
+        print(f"{shape:6} {r['ceiling_events_per_s']:9d} {r['ceiling_spread']:6.0%} "
               f"{quix if quix is not None else '-':>9} {r['pipeline_events_per_s']:9d} "
               f"{r['ratio_to_ceiling']:10.3f} "
               f"{r['ratio_to_quix'] if r['ratio_to_quix'] is not None else '-':>7}")
