@@ -63,6 +63,16 @@ def _new_offset(self: Consumer, tp: Any) -> int | None:
     if committed is None or not acked:
         return None
     acked.sort()
+    # An ack below the committed position is already committed (e.g. a record re-fetched and
+    # stored twice); left at the head it would hold every later commit back.
+    below = 0
+    while below < len(acked) and acked[below] < committed:
+        below += 1
+    if below:
+        self._acked_index[tp].difference_update(acked[:below])
+        del acked[:below]
+        if not acked:
+            return None
     fillers = _never_arriving(self, tp, committed, acked[-1])
     position = committed
     taken = 0

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
@@ -38,8 +39,14 @@ from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
 from tripwire.streams.settings import TripwireSettings
-from tripwire.streams.sink_buffer import SinkBuffer, Store
-from tripwire.streams.step_processor import BatchResult, StepProcessor, detection_record
+from tripwire.streams.sink_buffer import Ack, SinkBuffer, Store
+from tripwire.streams.step_feed import FetchedBatch, StepFeed, ack_offsets, current
+from tripwire.streams.step_processor import (
+    BatchResult,
+    RecordTuple,
+    StepProcessor,
+    detection_record,
+)
 
 log = logging.getLogger("tripwire.streams")
 
@@ -64,6 +71,7 @@ class StreamCounters:
     detections: int = 0
     transitions: int = 0
     replayed_events: int = 0
+    duplicate_records: int = 0
 
 
 class TripwireApp:
@@ -73,6 +81,10 @@ class TripwireApp:
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
         guard_acks({topics.STEPS, topics.COMMANDS})
+        # agent-steps bypasses Faust's per-record delivery (see streams/step_feed.py); the
+        # Faust agent below still subscribes the topic, so assignment and recovery are Faust's.
+        self.feed = StepFeed({topics.STEPS})
+        self.feed.install()
         self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS})
         self.app = faust.App(
             s.app_id,
@@ -124,7 +136,10 @@ class TripwireApp:
         # Sends (controls, detections, dead letters) the broker has not confirmed yet: the
         # next checkpoint waits for them before the records that caused them are acked.
         self._unconfirmed: list[asyncio.Future] = []
+        # agent-steps partition -> the offset after the last record processed (see timers)
+        self._processed_to: dict[int, int] = {}
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
+        self.app.task(self._consume_steps)
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
@@ -135,7 +150,25 @@ class TripwireApp:
 
     # --- the hot path ----------------------------------------------------------------------
 
+    async def _consume_steps(self) -> None:
+        """The hot path: whole fetches of agent-steps records from the feed."""
+        s = self.settings
+        consumer = self.app.consumer
+        while True:
+            fetched = await self.feed.take(consumer, s.stream_batch_records)
+            for chunk in _record_chunks(fetched, CHUNK_BYTES):
+                if not current(consumer, fetched.generation):
+                    break  # a rebalance came between chunks: the rest is fetched again
+                records = [(r.key, r.value, r.headers, r.topic, r.partition, r.offset)
+                           for recs in chunk.values() for r in recs]
+                offsets = {tp: [r.offset for r in recs] for tp, recs in chunk.items()}
+                await self.handle_records(records, [_offsets_acker(consumer, offsets)])
+                for tp, recs in chunk.items():
+                    self._processed_to[tp.partition] = recs[-1].offset + 1
+
     async def _process_steps(self, stream: StreamT) -> None:
+        # Only reached if the feed is not installed: the feed takes every agent-steps record
+        # before Faust makes it a message. Kept so that Faust subscribes the topic.
         s = self.settings
         batches = stream.noack_take(s.stream_batch_records, within=s.stream_batch_seconds)
         async for events in batches:
@@ -147,6 +180,10 @@ class TripwireApp:
         for ev in events:
             m = ev.message
             records.append((m.key, m.value, m.headers, m.topic, m.partition, m.offset))
+        await self.handle_records(records, [_acker(stream, ev) for ev in events])
+
+    async def handle_records(self, records: Sequence[RecordTuple], acks: list[Ack]) -> None:
+        """Detect on a batch of agent-steps records; ``acks`` run once they are stored."""
         async with self._state_lock:
             result = self.processor.process(records)
             dets, controls = await self._publish(result)
@@ -159,10 +196,10 @@ class TripwireApp:
         c.events_accepted += result.accepted
         c.dead_letters += len(result.dead)
         c.replayed_events += result.replayed_events
+        c.duplicate_records += result.duplicate_records
         if result.dead:
             log.warning("dead-lettered %d: first reason: %s", len(result.dead),
                         result.dead[0].reason)
-        acks = [_acker(stream, ev) for ev in events]
         # The records, not the decoded events: the ClickHouse writer decodes them again in its
         # own process (where that costs the detection loop nothing) and stores the same events.
         await self.sink.add(result.stored, result.accepted, dets, controls, acks)
@@ -298,7 +335,7 @@ class TripwireApp:
                                               limit=1_000)
             if expired:
                 log.info("forgot %d idle autonomous agents", len(expired))
-            result = self.processor.advance(now)
+            result = self.processor.advance(now, self._caught_up_partitions())
             if result.transitions or result.detections:
                 dets, controls = await self._publish(result)
             else:
@@ -306,10 +343,32 @@ class TripwireApp:
         if dets or controls:
             await self.sink.add([], 0, dets, controls, [])
 
+    def _caught_up_partitions(self) -> set[int]:
+        """agent-steps partitions assigned here whose records are processed up to the end the
+        last fetch reported: only their agents' timers may run on wall time."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started or rebalancing: no timers this tick
+            return set()
+        out: set[int] = set()
+        for tp in assigned:
+            if tp.topic != topics.STEPS:
+                continue
+            end = consumer.highwater(tp)
+            done = max(self._processed_to.get(tp.partition, 0),
+                       consumer._committed_offset.get(tp) or 0)
+            if end is not None and done >= end:
+                out.add(tp.partition)
+        return out
+
     async def _heal_commit_gaps(self) -> None:
         await self._gap_healer.check(self.app.consumer)
 
     async def _on_revoked(self, sender: object, revoked: set, **_: object) -> None:
+        # Fetched before the rebalance: fetched again from the committed offsets after it.
+        self.feed.clear()
+        self._processed_to.clear()
         # Another worker owns these agents now; live copies here would go stale.
         self.states.forget_partitions({tp.partition for tp in revoked
                                        if tp.topic == topics.STEPS})
@@ -351,6 +410,33 @@ def _chunks(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
     if start < len(events):
         out.append(events[start:])
     return out
+
+
+def _record_chunks(fetched: FetchedBatch, max_bytes: int) -> list[dict[Any, list[Any]]]:
+    """The fetched records in pieces whose values add up to about ``max_bytes``."""
+    out: list[dict[Any, list[Any]]] = []
+    piece: dict[Any, list[Any]] = {}
+    size = 0
+    for tp, records in fetched.records.items():
+        start = 0
+        for i, r in enumerate(records):
+            size += r.serialized_value_size
+            if size >= max_bytes:
+                piece[tp] = records[start:i + 1]
+                out.append(piece)
+                piece, start, size = {}, i + 1, 0
+        if start < len(records):
+            piece[tp] = records[start:]
+    if piece:
+        out.append(piece)
+    return out
+
+
+def _offsets_acker(consumer: Any, offsets: dict[Any, list[int]]) -> Ack:
+    async def ack() -> None:
+        ack_offsets(consumer, offsets)
+
+    return ack
 
 
 def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg coroutine factory

@@ -166,7 +166,7 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     # Imported here: the parent only needs the proxy, and the child pays for the rest.
     from tripwire.schemas.codec import DecodeError
-    from tripwire.schemas.step_columns import StepColumnDecoder
+    from tripwire.schemas.step_columns import DecodedSteps, StepColumnDecoder
     from tripwire.sinks.breaker_sink import BreakerSink
     from tripwire.sinks.clickhouse import connect, redact
     from tripwire.sinks.control_audit import AuditSink
@@ -211,7 +211,11 @@ def serve(conn: Connection, dsn: str, retention_days: int,
                     if recheck:
                         steps.recheck()
                     batch = decoder.new_batch()
-                    for value, ctype, partition, offset, refused in records:
+                    for record in records:
+                        if isinstance(record, DecodedSteps):
+                            batch.add_rows(record)
+                            continue
+                        value, ctype, partition, offset, refused = record
                         try:
                             decoder.add(batch, value, ctype, partition, offset, refused)
                         except DecodeError as exc:

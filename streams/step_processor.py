@@ -13,6 +13,8 @@ from typing import Any
 
 from tripwire.detectors.breaker import Transition
 from tripwire.detectors.detection import Detection
+from tripwire.schemas.codec import MAGIC, _is_json
+from tripwire.schemas.step_columns import DecodedSteps
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.dead_letters import DeadLetter
 from tripwire.streams.step_decoding import StepRecordDecoder, content_type
@@ -20,9 +22,11 @@ from tripwire.streams.step_decoding import StepRecordDecoder, content_type
 # (key, value, headers, topic, partition, offset) of one Kafka record.
 RecordTuple = tuple[bytes | None, bytes | None, Any, str, int, int]
 
-StoredRecord = tuple[bytes, str | None, int, int, tuple[int, ...]]
+StoredRecord = tuple[bytes, str | None, int, int, tuple[int, ...]] | DecodedSteps
 """What the ClickHouse sink needs of a record with accepted events: (value, content type,
-partition, offset, indices of the events in it that were refused)."""
+partition, offset, indices of the events in it that were refused), which its writer decodes
+again straight into columns; or, for records it could only decode event by event (JSON, bare
+StepEvent frames), the accepted events themselves as rows (one DecodedSteps per batch)."""
 
 
 @dataclass
@@ -36,12 +40,20 @@ class BatchResult:
     transitions: list[Transition] = field(default_factory=list)
     replayed_events: int = 0
     """Events whose effect on detector state was already stored (re-delivery after a crash)."""
+    duplicate_records: int = 0
+    """Records that were in the batch twice (re-fetched after a seek back); the copy is
+    ignored."""
 
 
 class StepProcessor:
     def __init__(self, states: AgentStates, decoder: StepRecordDecoder | None = None) -> None:
         self.states = states
         self.decoder = decoder or StepRecordDecoder()
+        codec = self.decoder.codec
+        # The writer's column reader takes records framed as this StepBatch schema; the rest
+        # it would decode event by event, so their events are handed over decoded.
+        self._batch_header = MAGIC + codec.batch_codec.fingerprint
+        self._fields = tuple(f["name"] for f in codec.event_codec._schema["fields"])
 
     def process(self, records: Sequence[RecordTuple]) -> BatchResult:
         out = BatchResult()
@@ -49,7 +61,17 @@ class StepProcessor:
         # agent -> its new events in partition order, and the record that carried the last one
         fresh: dict[str, list[dict]] = {}
         last: dict[str, tuple[int, int]] = {}
+        # A seek back (the ack guard's rewind, the commit-gap healer) can deliver a record
+        # again while its first copy is still in the same batch; the applied offsets are only
+        # compared with what earlier batches applied, so the copy would be counted twice.
+        seen: set[tuple[int, int]] = set()
+        decoded = DecodedSteps([], [], [])
+        fields, header = self._fields, self._batch_header
         for key, value, headers, topic, partition, offset in records:
+            if (partition, offset) in seen:
+                out.duplicate_records += 1
+                continue
+            seen.add((partition, offset))
             ctype = content_type(headers)
             events, dead = self.decoder.decode(key, value, ctype, topic, partition, offset)
             if dead:
@@ -57,8 +79,14 @@ class StepProcessor:
             if not events:
                 continue
             out.accepted += len(events)
-            refused = tuple(d.event_index for d in dead if d.event_index is not None)
-            out.stored.append((value, ctype, partition, offset, refused))
+            if (ctype and _is_json(ctype)) or not value.startswith(header):
+                # Rows taken before the detectors see the events: exactly what was decoded.
+                decoded.rows.extend(tuple(map(ev.get, fields)) for ev in events)
+                decoded.partitions.extend([partition] * len(events))
+                decoded.offsets.extend([offset] * len(events))
+            else:
+                refused = tuple(d.event_index for d in dead if d.event_index is not None)
+                out.stored.append((value, ctype, partition, offset, refused))
             source = str(partition)
             for ev in events:
                 agent = ev["agent_id"]
@@ -67,6 +95,8 @@ class StepProcessor:
                     continue
                 fresh.setdefault(agent, []).append(ev)
                 last[agent] = (partition, offset)
+        if decoded.rows:
+            out.stored.append(decoded)
         for agent, events in fresh.items():
             last_event = events[-1]
             states.owners[agent] = (last_event.get("owner"), last_event.get("workflow"))
@@ -102,13 +132,20 @@ class StepProcessor:
             states.update(agent, monitor, home, source, offset)
         return out
 
-    def advance(self, wall_ms: int) -> BatchResult:
-        """Time-driven work for agents whose timers are due (cool-downs, runs that never end)."""
+    def advance(self, wall_ms: int, partitions: set[int] | None = None) -> BatchResult:
+        """Time-driven work for agents whose timers are due (cool-downs, runs that never end).
+
+        ``partitions``: only agents whose state lives in one of these (None: all). An agent's
+        "now" between events is its watermark moved on by wall time, which is only true once
+        its partition is read up to its end: while its events wait in Kafka (a restart, a
+        lagging worker) that clock runs ahead of them, and a run whose ``run_end`` is still
+        unread would be stopped as never ending (seen once in the SIGKILL scenario test).
+        """
         out = BatchResult()
         states = self.states
         for agent, now_ms in states.due(wall_ms):
             partition = states.partition_of(agent)
-            if partition is None:
+            if partition is None or (partitions is not None and partition not in partitions):
                 continue
             monitor = states.monitor(agent)
             detections, transitions = monitor.advance(now_ms)

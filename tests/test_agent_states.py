@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from tripwire.detectors.injection import scan_text
@@ -134,3 +135,78 @@ def test_state_not_checkpointed_is_rebuilt_from_the_redelivered_records() -> Non
     assert again.replayed_events == 0, "the checkpoint predates these records"
     assert [t.to_control() for t in again.transitions] == \
         [t.to_control() for t in lost.transitions]
+
+
+def test_timers_run_only_for_the_partitions_named() -> None:
+    """An agent whose events still wait in Kafka keeps its timers until its partition is read
+    to the end: its wall-clock "now" would run ahead of its unread run_end."""
+    processor = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text))
+    now = int(time.time() * 1000)
+    start = {"event_id": "00000000-0000-4000-8000-000000000001", "ts": now, "agent_id": "a",
+             "run_id": "r1", "step": 0, "kind": "run_start", "attributes": {}}
+    assert processor.process(records([start], partition=3)).accepted == 1
+    # Wall time far past run_timeout_ms: the run "never ended" unless its end is unread.
+    hours_later = now + 5 * 3600 * 1000
+    assert not processor.advance(hours_later, partitions={0, 1}).detections
+    stopped = processor.advance(hours_later, partitions={3})
+    assert [d.detector for d in stopped.detections] == ["loop"]
+
+
+def test_a_record_twice_in_one_batch_counts_once() -> None:
+    """A seek back re-delivers records whose first copy is still in the same batch: the
+    detectors see each event once, as if the records had come once."""
+    events = fleet(3000)
+    recs = records(events)
+    once = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text)).process(recs)
+    # Every 50 records, the last 20 again: copies close enough in event time to be counted
+    # (without the check this batch drew 53 detections instead of 51).
+    batch = []
+    for i in range(0, len(recs), 50):
+        batch += recs[i:i + 50] + recs[i + 30:i + 50]
+    twice = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text)).process(batch)
+    assert twice.duplicate_records == 20 * len(range(0, len(recs), 50))
+    assert twice.accepted == once.accepted == len(events)
+    assert [t.to_control() for t in twice.transitions] == [
+        t.to_control() for t in once.transitions]
+    assert [(d.detector, d.agent_id, d.run_id) for d in twice.detections] == [
+        (d.detector, d.agent_id, d.run_id) for d in once.detections]
+
+
+def test_the_writer_stores_the_same_rows_from_decoded_steps_as_from_records() -> None:
+    """JSON and bare-event records reach the writer as the rows the stream decoded; the
+    columns are those the writer's own decode of the records gives, refused events left out."""
+    import json as json_module
+
+    from tripwire.schemas.step_columns import DecodedSteps, StepColumnDecoder
+
+    events = fleet(60)
+    codec = StepBatchCodec()
+    impossible = events[5] | {"event_id": "00000000-0000-4000-8000-0000000000ff",
+                              "input_tokens": -1}
+    js = [("content-type", b"application/json")]
+    raw = [(events[i]["agent_id"].encode(), json_module.dumps(events[i]).encode(), js,
+            "agent-steps", 0, i) for i in range(20)]
+    raw.append((None, json_module.dumps([events[20], impossible | {
+        "agent_id": events[20]["agent_id"]}]).encode(), js, "agent-steps", 0, 20))
+    raw += [(None, codec.event_codec.encode(events[i]), [], "agent-steps", 0, i)
+            for i in range(21, 40)]
+    raw.append((None, codec.encode(events[40:60]), [], "agent-steps", 0, 40))
+    result = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text)).process(raw)
+
+    decoder = StepColumnDecoder(codec)
+    from_stream = decoder.new_batch()
+    for item in result.stored:
+        if isinstance(item, DecodedSteps):
+            from_stream.add_rows(item)
+        else:
+            decoder.add(from_stream, *item)
+    from_records = decoder.new_batch()
+    for _, value, headers, _, partition, offset in raw:
+        ctype = "application/json" if headers else None
+        refused = (1,) if offset == 20 else ()
+        decoder.add(from_records, value, ctype, partition, offset, refused)
+    assert sum(isinstance(i, DecodedSteps) for i in result.stored) == 1
+    assert len(from_stream) == len(from_records) == 60
+    assert sorted(zip(*from_stream.columns, from_stream.partitions, from_stream.offsets,
+                      strict=True)) == sorted(
+        zip(*from_records.columns, from_records.partitions, from_records.offsets, strict=True))

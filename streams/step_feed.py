@@ -1,0 +1,155 @@
+"""agent-steps records in whole fetches, below Faust's per-message path.
+
+Faust hands a stream one record at a time: a Message and an Event per record, the
+conductor's callback, the stream's queue and iterator, one ack each. Profiled (py-spy) on a
+worker draining one JSON event per record, that machinery took about as much of the main
+thread as decoding, detection and publishing together: a cost per *record*, so every producer
+that is not the batching SDK paid it per *event*.
+
+So the agent-steps records of each fetch the Faust consumer already makes are taken out of
+it before Faust turns them into messages, after the same checks Faust applies (flow active,
+partition active, not before the read position), and queued whole for one task that hands
+them to the detectors as a batch. Nothing else changes hands: Faust keeps the consumer group,
+partition assignment (the state table's changelog partitions follow agent-steps'),
+recovery, commits and the app's lifecycle, and every other topic (operator commands,
+changelogs) takes its ordinary path. An ack here is one call per batch that puts its offsets
+where Faust's own acks go, so commits still go through the ack guard
+(``streams/ack_guard.py``): a contiguous run of stored records from the committed position.
+
+Rebalances: the queue is emptied when partitions are revoked, and a batch is only handed on
+if it was fetched under the consumer generation that is current and while flow is active;
+anything dropped was never acked, and after every rebalance Faust seeks each assigned
+partition back to its committed offset, so it is fetched again. Re-fetched records that were
+already handled are deduplicated by the per-agent applied offsets and by the sink.
+
+Pinned to faust-streaming 0.15.x on aiokafka 0.14.x: this relies on ``Consumer``'s
+``_wait_next_records``, ``_read_offset``, ``_acked``, ``_acked_index``,
+``_committed_offset``, ``flow_active`` and the app's ``consumer_generation_id``;
+``tests/test_faust_contract.py`` checks each one, so an upgrade fails there first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from faust.types.tuples import ack_lock
+
+_original_wait_next_records = Consumer._wait_next_records
+_feed: StepFeed | None = None
+
+
+@dataclass(slots=True)
+class FetchedBatch:
+    """The records of the tapped topics from one fetch."""
+
+    generation: int
+    records: dict[Any, list[Any]]
+    """TopicPartition -> aiokafka ConsumerRecords in offset order."""
+
+    def count(self) -> int:
+        return sum(len(r) for r in self.records.values())
+
+
+class StepFeed:
+    """Whole fetches of ``topics``' records, for one consuming task (one app per process)."""
+
+    def __init__(self, topics: Iterable[str], max_pending: int = 4) -> None:
+        self.topics = frozenset(topics)
+        # Back-pressure: while this many fetches wait, the next one waits to be queued and
+        # Faust's fetcher with it, as Faust's own stream buffer would hold it.
+        self._queue: asyncio.Queue[FetchedBatch] = asyncio.Queue(max_pending)
+        self.dropped_records = 0
+
+    def install(self) -> None:
+        """Tap every Faust consumer of this process (idempotent)."""
+        global _feed
+        _feed = self
+        Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+
+    async def take(self, consumer: Consumer, max_records: int) -> FetchedBatch:
+        """Wait for the next fetched records, plus whatever else is queued (up to about
+        ``max_records``), as one list per partition; stale fetches are dropped."""
+        out = FetchedBatch(-1, {})
+        n = 0
+        while not out.records:
+            batch = await self._queue.get()
+            while True:
+                if current(consumer, batch.generation):
+                    out.generation = batch.generation
+                    for tp, records in batch.records.items():
+                        out.records.setdefault(tp, []).extend(records)
+                    n += batch.count()
+                else:
+                    self.dropped_records += batch.count()
+                if n >= max_records or self._queue.empty():
+                    break
+                batch = self._queue.get_nowait()
+        return out
+
+    def clear(self) -> int:
+        """Forget queued fetches (partitions were revoked); the number of records dropped."""
+        n = 0
+        while not self._queue.empty():
+            n += self._queue.get_nowait().count()
+        self.dropped_records += n
+        return n
+
+    async def _offer(self, consumer: Consumer, records: dict[Any, list[Any]],
+                     active: set | None) -> None:
+        generation = consumer.app.consumer_generation_id
+        flowing = consumer.flow_active
+        read_offset = consumer._read_offset
+        taken: dict[Any, list[Any]] = {}
+        for tp in [tp for tp in records if tp.topic in self.topics]:
+            recs = records.pop(tp)
+            if not flowing:
+                continue  # Faust seeks every partition back to its committed offset
+            if active is not None and tp not in active:
+                continue  # paused (recovering): Faust drops these too and seeks back later
+            r_offset = read_offset[tp]
+            if r_offset is not None and recs[0].offset < r_offset:
+                recs = [r for r in recs if r.offset >= r_offset]
+                if not recs:
+                    continue
+            read_offset[tp] = recs[-1].offset
+            taken[tp] = recs
+        if taken:
+            await self._queue.put(FetchedBatch(generation, taken))
+
+
+async def _wait_next_records(self: Consumer, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+    records, active = await _original_wait_next_records(self, timeout)
+    if records and _feed is not None:
+        await _feed._offer(self, records, active)
+    return records, active
+
+
+def current(consumer: Consumer, generation: int) -> bool:
+    """Whether records fetched under ``generation`` may still be processed."""
+    return consumer.flow_active and generation == consumer.app.consumer_generation_id
+
+
+def ack_offsets(consumer: Consumer, offsets: Mapping[Any, Sequence[int]]) -> int:
+    """Acknowledge stored records by offset, as Faust's ``Consumer.ack`` would one by one
+    (offsets below the committed position or already acked are ignored); the number acked."""
+    n = 0
+    # A partition revoked meanwhile is committed by its new owner; acks left here for it
+    # would only wait below its committed offset if it came back.
+    assigned = consumer.assignment()
+    with ack_lock:
+        for tp, offs in offsets.items():
+            if tp not in assigned:
+                continue
+            committed = consumer._committed_offset[tp]
+            index = consumer._acked_index[tp]
+            acked = consumer._acked[tp]
+            for offset in offs:
+                if (committed is None or offset >= committed) and offset not in index:
+                    index.add(offset)
+                    acked.append(offset)
+                    n += 1
+    return n
