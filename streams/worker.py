@@ -98,6 +98,11 @@ def run_worker(
         tw.app.task(_call_soon(on_started))
     if duration is not None:
         stop_after(duration)
+    router = None
+    if settings.otlp_topic is not None:
+        from tripwire.streams.otlp_router import RouterProcess
+
+        router = RouterProcess(settings).start()
     worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
                           redirect_stdouts=False)
     code = 0
@@ -106,6 +111,8 @@ def run_worker(
     except SystemExit as exc:
         code = int(exc.code or 0)
     finally:
+        if router is not None:
+            router.stop()
         writer.close()
     print(f"tripwire: worker stopped: {tw.summary()}", flush=True)
     return code
