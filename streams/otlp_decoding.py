@@ -80,7 +80,8 @@ def _decode_proto(value: bytes) -> list[Span]:
     except ProtobufDecodeError as exc:
         hint = " (the value looks like JSON: is the exporter's encoding otlp_json?)" \
             if value.lstrip()[:1] in (b"{", b"[") else ""
-        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}{hint}") \
+        detail = str(exc).rpartition(": ")[2] or "undecodable"  # drop the type name
+        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {detail}{hint}") \
             from None
     spans: list[Span] = []
     index = 0

@@ -18,11 +18,13 @@ kind                   ``gen_ai.operation.name``: chat / text_completion / gener
                        ``openinference.span.kind`` (LLM, EMBEDDING, TOOL, AGENT), OpenLLMetry
                        ``traceloop.span.kind`` (tool, agent, workflow) or ``llm.request.type``.
 agent_id               ``TRIPWIRE_OTLP_AGENT_KEYS`` in order (default ``gen_ai.agent.id``, then
-                       ``service.name`` + ``service.instance.id``, then ``service.name``): on the
-                       span, else inherited from its nearest ancestor seen, else the resource
+                       ``service.name``; groups such as ``service.name+service.instance.id``
+                       join values with '/'): on the span, else inherited from its nearest
+                       ancestor seen, else the resource
 run_id                 the trace id (``TRIPWIRE_OTLP_RUN_KEY=trace``), or ``gen_ai.conversation.id``
                        / ``session.id`` (``conversation``) falling back to the trace id
-step                   order of span start within the run, from 1 (run_start is 0)
+step                   order of span start within the run, from 1 (run_start is 0); the
+                       events of one span share its step
 ts / latency_ms        span end / end - start
 model                  ``gen_ai.request.model``, ``gen_ai.response.model``, ``llm.model_name``,
                        ``llm.request.model``
@@ -75,8 +77,10 @@ from tripwire.streams.otlp_decoding import STATUS_ERROR, AttributeValue, Span
 
 RunKey = Literal["trace", "conversation"]
 EVENT_ID_NAMESPACE = uuid.UUID("5f1c0a6e-7d39-4c54-9e0b-6f1f3f0e4a17")
-DEFAULT_AGENT_KEYS: tuple[tuple[str, ...], ...] = (
-    ("gen_ai.agent.id",), ("service.name", "service.instance.id"), ("service.name",))
+# Not service.instance.id by default: the OpenTelemetry SDKs generate it as a random UUID per
+# process (opentelemetry-sdk 1.45's ServiceInstanceIdResourceDetector), so an agent keyed by
+# it would be a new, autonomous agent after every restart.
+DEFAULT_AGENT_KEYS: tuple[tuple[str, ...], ...] = (("gen_ai.agent.id",), ("service.name",))
 # Tool results and model outputs can be megabytes (a fetched web page); the detectors scan
 # the beginning and storage masks what it keeps, so a step carries at most this much.
 MAX_CONTENT_CHARS = 32_768
@@ -352,9 +356,14 @@ class SpanMapper:
         for span, op, conversation in items:
             memory.opened_in_trace(span.trace_id, agent, run_id)
             events = self._span_events(span, op, agent, run_id, conversation, otlp)
+            if not events:
+                continue
+            # One step per span: a tool span's decision and call are one action, so
+            # loops.max_steps counts actions, not the two events a tool span becomes.
+            step = state.next_step
+            state.next_step += 1
             for ev in events:
-                ev["step"] = state.next_step
-                state.next_step += 1
+                ev["step"] = step
                 if ev["kind"] == "run_end":
                     state.ended = True
                 self._emit(ev, span.index, out)

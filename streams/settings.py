@@ -135,11 +135,13 @@ class TripwireSettings(BaseSettings):
         "(otlp_proto is its default).",
     )
     otlp_agent_keys: str = Field(
-        "gen_ai.agent.id,service.name+service.instance.id,service.name",
+        "gen_ai.agent.id,service.name",
         min_length=1,
         description="Span/resource attributes naming a span's agent, first complete group "
-        "wins ('+' joins a group's values with '/'). gen_ai.agent.id first: one process may "
-        "run several agents.",
+        "wins ('+' joins a group's values with '/', e.g. service.name+service.instance.id). "
+        "gen_ai.agent.id first: one process may run several agents. Not service.instance.id "
+        "by default: the OTel SDKs make it a random UUID per process, so a restarted agent "
+        "would shed its downgrade.",
     )
     otlp_run_key: Literal["trace", "conversation"] = Field(
         "trace", description="What a span's run is: its trace (one agent invocation), or its "
