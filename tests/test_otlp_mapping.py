@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -17,9 +18,11 @@ from tripwire.detectors.policy import Policy
 from tripwire.schemas.codec import StepBatchCodec
 from tripwire.streams.otlp_decoding import STATUS_ERROR, Span, decode_request
 from tripwire.streams.otlp_mapping import (
+    EVENT_ID_NAMESPACE,
     MappingConfig,
     SpanMapper,
     arguments_hash,
+    event_id,
     operation,
 )
 from tripwire.streams.otlp_router import SpanRouter
@@ -209,6 +212,16 @@ def test_impossible_values_are_refused_per_event() -> None:
     out = SpanMapper().map_request([s])
     assert [e["kind"] for e in out.events] == ["run_start"]
     assert "negative input_tokens" in out.refused[0][1]
+
+
+_utf8 = st.text(alphabet=st.characters(exclude_categories=("Cs",)))
+
+
+@settings(deadline=None)
+@given(_utf8, _utf8, _utf8)
+def test_event_id_is_uuid5(trace: str, span_id: str, kind: str) -> None:
+    expected = uuid.uuid5(EVENT_ID_NAMESPACE, f"{trace}/{span_id}/{kind}")
+    assert event_id(trace, span_id, kind) == str(expected)
 
 
 def test_arguments_hash_is_canonical() -> None:
