@@ -297,6 +297,9 @@ class RouterProcess:
         while not self._stopping.is_set():
             proc = self._proc
             if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                if proc.returncode == 2:  # invalid configuration: restarting cannot help
+                    log.error("otlp router refused its configuration; not restarting it")
+                    return
                 log.error("otlp router exited with %s; restarting it", proc.returncode)
                 self._stopping.wait(1.0)
                 if not self._stopping.is_set():

@@ -378,3 +378,41 @@ def test_router_core_dead_letters_refused_spans_with_their_index() -> None:
     assert sorted(d.event_index for d in routed.dead if d.event_index is not None) == [0, 1, 2]
     assert all(d.value in (value, b"\x01") and d.source_partition == 2 for d in routed.dead)
     assert {d.source_offset for d in routed.dead} == {41, 42}
+
+
+@pytest.mark.integration
+def test_otlp_bench_produces_every_figure(tmp_path) -> None:
+    """`python -m tripwire.bench.otlp` at toy scale, so it cannot break between real runs."""
+    from tripwire.bench.otlp import run
+
+    f = run(traces=20, tools=3, agents=4, workdir=tmp_path)
+    assert f["spans"] == 20 * (1 + 2 * 3) and f["events"] > f["spans"]
+    for key in ("decode_proto_spans_per_s", "decode_json_spans_per_s", "route_proto_spans_per_s",
+                "route_json_spans_per_s", "e2e_otlp_events_per_s",
+                "e2e_agent_steps_events_per_s", "e2e_ratio"):
+        assert f[key] > 0, (key, f)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("otlp_agent_keys", "gen_ai.agent.id,,service.name"),
+    ("otlp_agent_keys", "service.name+"),
+    ("otlp_topic", "agent-steps"),
+    ("otlp_encoding", "otlp_avro"),
+])
+def test_bad_otlp_settings_fail_naming_the_field(field: str, value: str) -> None:
+    from pydantic import ValidationError
+
+    from tripwire.streams.settings import TripwireSettings
+
+    with pytest.raises(ValidationError, match=field):
+        TripwireSettings(**{field: value})
+
+
+def test_router_mapping_config_from_settings() -> None:
+    from tripwire.streams.otlp_router import mapping_config
+    from tripwire.streams.settings import TripwireSettings
+
+    cfg = mapping_config(TripwireSettings(otlp_agent_keys="gen_ai.agent.id, service.name + "
+                                          "service.instance.id", otlp_run_key="conversation"))
+    assert cfg.agent_keys == (("gen_ai.agent.id",), ("service.name", "service.instance.id"))
+    assert cfg.run_key == "conversation"

@@ -230,3 +230,53 @@ def test_otlp_json_records_from_the_collector_become_steps(fresh_broker, tmp_pat
     dlq = asyncio.run(read_all(bootstrap, topics.STEPS_DLQ, PARTITIONS))
     assert len(dlq) == 1
     assert b"not OTLP/JSON" in dead_letters.header_map(dlq[0].headers)[dead_letters.REASON]
+
+
+def test_tripwire_run_honours_the_otlp_topic(tmp_path):
+    """`tripwire run` from an empty directory with TRIPWIRE_OTLP_TOPIC set: its embedded
+    broker takes the Collector's records and the steps land in its embedded ClickHouse."""
+    import os
+    import signal
+
+    data, port, partitions = tmp_path / "data", free_port(), 8
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
+    env.update(TRIPWIRE_KAFKA_REBALANCE_TIMEOUT_S="2", TRIPWIRE_OTLP_TOPIC=OTLP_TOPIC)
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tripwire.streams.cli", "run", "--data-dir", str(data),
+             "--broker-port", str(port), "--dashboard-port", "0"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    bootstrap = f"127.0.0.1:{port}"
+
+    async def scenario() -> None:
+        deadline = time.monotonic() + 180
+        while "otlp router" not in log_path.read_text() or \
+                "Worker ready" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.2)
+        agent = InstrumentedAgent(**{"service.name": "run-agent"})
+        agent.genai_run("run-agent", [("search_kb", {"q": "x"}, None)])
+        await produce(bootstrap, [(None, v) for v in requests(agent.finished(), 512)])
+        for group, topic in ((ROUTER_GROUP, OTLP_TOPIC), ("tripwire", topics.STEPS)):
+            hw = await highwaters(bootstrap, topic, partitions)
+            while True:
+                got = await committed(bootstrap, group, topic, partitions)
+                if all(got[p] >= hw[p] for p in hw):
+                    break
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    log_path.read_text()[-3000:]
+                await asyncio.sleep(0.3)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+    out = subprocess.run(
+        [sys.executable, "-m", "tripwire.streams.cli", "sql", "--data-dir", str(data),
+         "SELECT kind FROM steps WHERE agent_id = 'run-agent' ORDER BY step, kind"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["run_start", "model_call", "policy_decision", "tool_call",
+                                  "run_end"]
