@@ -389,7 +389,7 @@ def test_otlp_bench_produces_every_figure(tmp_path) -> None:
     assert f["spans"] == 20 * (1 + 2 * 3) and f["events"] > f["spans"]
     for key in ("decode_proto_spans_per_s", "decode_json_spans_per_s", "route_proto_spans_per_s",
                 "route_json_spans_per_s", "e2e_otlp_events_per_s",
-                "e2e_agent_steps_events_per_s", "e2e_ratio"):
+                "e2e_agent_steps_events_per_s", "e2e_ratio", "e2e_router_spans_per_s"):
         assert f[key] > 0, (key, f)
 
 
