@@ -134,14 +134,22 @@ async def ensure_source_topic(settings: TripwireSettings, timeout_s: float = 30.
     assert settings.otlp_topic is not None
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap(), request_timeout_ms=10_000)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            await admin.start()
-            break
-        except KafkaConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    # aiokafka logs every failed attempt as an ERROR; a broker still starting is expected,
+    # and one that never answers is reported once, by the caller.
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        while True:
+            try:
+                await admin.start()
+                break
+            except KafkaConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        client_log.setLevel(level)
     try:
         if settings.otlp_topic not in set(await admin.list_topics()):
             try:
