@@ -68,7 +68,7 @@ async def produce(bootstrap: str, records: list[tuple[bytes | None, bytes]]) -> 
         await p.stop()
 
 
-async def wait_routed(bootstrap: str, worker: WorkerProcess, limit_s: float = 120) -> None:
+async def wait_routed(bootstrap: str, worker: WorkerProcess, limit_s: float = 600) -> None:
     hw = await highwaters(bootstrap, OTLP_TOPIC, PARTITIONS)
     deadline = time.monotonic() + limit_s
     while True:
@@ -137,10 +137,11 @@ def test_otel_agents_are_governed_and_stored_and_bad_records_are_dead_lettered(
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         asyncio.run(wait_routed(bootstrap, worker))
-        asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker))
+        asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker,
+                                   limit_s=600))
         assert worker.alive(), "bad records do not stop the worker"
     finally:
-        assert worker.stop() == 0, worker.log()[-3000:]
+        assert worker.stop(120) == 0, worker.log()[-3000:]
 
     # The looping agent's run is stopped; the denied agent is downgraded.
     published = controls(bootstrap)
@@ -218,9 +219,10 @@ def test_otlp_json_records_from_the_collector_become_steps(fresh_broker, tmp_pat
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         asyncio.run(wait_routed(bootstrap, worker))
-        asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker))
+        asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker,
+                                   limit_s=600))
     finally:
-        assert worker.stop() == 0, worker.log()[-3000:]
+        assert worker.stop(120) == 0, worker.log()[-3000:]
     rows = sql(env, "SELECT kind, tool, action_class FROM steps WHERE agent_id = 'json-agent-1' "
                     "ORDER BY step, kind")
     kinds = [r[0] for r in rows]
@@ -250,7 +252,7 @@ def test_tripwire_run_honours_the_otlp_topic(tmp_path):
     bootstrap = f"127.0.0.1:{port}"
 
     async def scenario() -> None:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while "otlp router" not in log_path.read_text() or \
                 "Worker ready" not in log_path.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
@@ -272,7 +274,7 @@ def test_tripwire_run_honours_the_otlp_topic(tmp_path):
         asyncio.run(scenario())
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+        assert proc.wait(180) == 0, log_path.read_text()[-3000:]
     out = subprocess.run(
         [sys.executable, "-m", "tripwire.streams.cli", "sql", "--data-dir", str(data),
          "SELECT kind FROM steps WHERE agent_id = 'run-agent' ORDER BY step, kind"],
