@@ -42,10 +42,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from tripwire.detectors.policy import Policy
 from tripwire.schemas import topics
 from tripwire.schemas.codec import StepBatchCodec
-from tripwire.streams.dead_letters import DeadLetter
+from tripwire.streams.dead_letters import CONTENT_TYPE, DeadLetter
 from tripwire.streams.otlp_decoding import OtlpDecodeError, OtlpEncoding, decode_request
 from tripwire.streams.otlp_mapping import MappingConfig, SpanMapper
 from tripwire.streams.settings import TripwireSettings
+from tripwire.streams.step_decoding import ROUTED_CONTENT_TYPE
 
 log = logging.getLogger("tripwire.otlp")
 
@@ -58,6 +59,8 @@ FETCH_MAX_RECORDS = 500
 # router's memory to a few fetches' worth of records).
 MAX_IN_FLIGHT = 4
 CONTENT_TYPES = {"otlp_proto": "application/x-protobuf", "otlp_json": "application/json"}
+
+ROUTED_HEADERS = [(CONTENT_TYPE, ROUTED_CONTENT_TYPE.encode())]
 
 SourceRecord = tuple[bytes | None, bytes | None, str, int, int]
 """(key, value, topic, partition, offset) of one OTLP record."""
@@ -220,7 +223,8 @@ async def _route_batch(router: SpanRouter, producer: AIOKafkaProducer, batch: di
     records = [(m.key, m.value, m.topic, m.partition, m.offset)
                for msgs in batch.values() for m in msgs]
     routed = router.route(records)
-    futures = [await producer.send(topics.STEPS, value, key=key) for key, value in routed.steps]
+    futures = [await producer.send(topics.STEPS, value, key=key, headers=ROUTED_HEADERS)
+               for key, value in routed.steps]
     for d in routed.dead:
         futures.append(await producer.send(topics.STEPS_DLQ, d.value, key=d.key,
                                            headers=d.headers()))

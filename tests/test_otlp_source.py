@@ -282,3 +282,77 @@ def test_tripwire_run_honours_the_otlp_topic(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["run_start", "model_call", "policy_decision", "tool_call",
                                   "run_end"]
+
+
+def test_router_killed_mid_stream_loses_nothing_and_doubles_nothing(fresh_broker, tmp_path):
+    """SIGKILL the router while spans keep arriving; after its restart every mapped event is
+    in `steps` exactly once (offsets committed only after acknowledgement; re-routed spans
+    carry the same event ids)."""
+    import signal
+
+    from tripwire.streams.otlp_decoding import decode_request
+    from tripwire.streams.otlp_mapping import SpanMapper
+
+    bootstrap = fresh_broker.bootstrap
+    fleet = [InstrumentedAgent(**{"service.name": f"svc-{i}"}) for i in range(10)]
+    for t in range(400):
+        fleet[t % 10].genai_run(f"killed-agent-{t % 10}",
+                                [("search_kb", {"q": t, "i": i}, None) for i in range(4)],
+                                agent_attrs_on_children=True)
+    values = list(requests([s for a in fleet for s in a.finished()], 64))
+    mapper = SpanMapper()
+    expected = {ev["event_id"] for v in values
+                for ev in mapper.map_request(decode_request(v, "otlp_proto")).events}
+    head, tail = values[: len(values) // 3], values[len(values) // 3:]
+    asyncio.run(produce(bootstrap, [(None, v) for v in head]))
+
+    env = worker_env(bootstrap, tmp_path / "data", PARTITIONS)  # no OTLP topic: router apart
+    router_env = env | {"TRIPWIRE_OTLP_TOPIC": OTLP_TOPIC}
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    router_log = open(tmp_path / "router.log", "ab")  # noqa: SIM115 - closed below
+
+    def start_router() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tripwire.streams.cli", "otlp-router"],
+                                cwd=ROOT, env=router_env, stdout=router_log,
+                                stderr=subprocess.STDOUT)
+
+    router = start_router()
+
+    async def scenario() -> subprocess.Popen:
+        deadline = time.monotonic() + 600
+        while not sum((await committed(bootstrap, ROUTER_GROUP, OTLP_TOPIC,
+                                       PARTITIONS)).values()):
+            assert router.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        producing = asyncio.create_task(produce(bootstrap, [(None, v) for v in tail]))
+        await asyncio.sleep(0.5)
+        router.send_signal(signal.SIGKILL)
+        router.wait(30)
+        await producing
+        restarted = start_router()
+        hw = await highwaters(bootstrap, OTLP_TOPIC, PARTITIONS)
+        while True:
+            got = await committed(bootstrap, ROUTER_GROUP, OTLP_TOPIC, PARTITIONS)
+            if all(got[p] >= hw[p] for p in hw):
+                break
+            assert restarted.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "router.log").read_text()[-3000:]
+            await asyncio.sleep(0.3)
+        await wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker,
+                             limit_s=600)
+        return restarted
+
+    restarted = None
+    try:
+        restarted = asyncio.run(scenario())
+    finally:
+        for proc in (router, restarted):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+        router_log.close()
+        assert worker.stop(120) == 0, worker.log()[-3000:]
+    [[rows, distinct]] = sql(env, "SELECT count(), uniqExact(event_id) FROM steps")
+    stored = {r[0] for r in sql(env, "SELECT toString(event_id) FROM steps")}
+    assert stored == expected, (len(stored), len(expected))
+    assert int(rows) == int(distinct) == len(expected)
