@@ -84,10 +84,12 @@ DEFAULT_AGENT_KEYS: tuple[tuple[str, ...], ...] = (("gen_ai.agent.id",), ("servi
 # Tool results and model outputs can be megabytes (a fetched web page); the detectors scan
 # the beginning and storage masks what it keeps, so a step carries at most this much.
 MAX_CONTENT_CHARS = 32_768
-# What the memory keeps: ~150 bytes a span and ~200 a run; 200,000 spans cover a Collector
-# partition's traces for minutes at thousands of spans/s in ~30 MB.
-MEMORY_SPANS = 200_000
-MEMORY_RUNS = 50_000
+# What the memory keeps (measured with tracemalloc: ~420 bytes a span, ~800 a run with its
+# trace entry): 50,000 spans (~21 MB) are the last ~10 s of a router at 5,000 spans/s, longer
+# than a BatchSpanProcessor's 5 s export delay, so a span's exported ancestors are still
+# there; 20,000 open runs (~16 MB).
+MEMORY_SPANS = 50_000
+MEMORY_RUNS = 20_000
 
 MODEL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 _OPENINFERENCE_KINDS = {"LLM": "chat", "EMBEDDING": "embeddings", "TOOL": "execute_tool",
