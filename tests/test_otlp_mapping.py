@@ -363,6 +363,13 @@ def test_mapping_properties(spans: list[Span], rnd: random.Random) -> None:
             per_span.setdefault(e["attributes"]["otel.span_id"] + e["kind"][:3], set()).add(
                 e["step"])
         assert all(len(v) == 1 for v in per_span.values())
+    # Nothing is lost: every span is skipped (not a step), refused, or has a step of its own.
+    with_steps = {e["attributes"]["otel.span_id"] for e in out.events
+                  if e["kind"] != "run_start"}
+    refused = {spans[i].span_id for i, _ in out.refused}
+    steppable = [s for s in spans if operation(s.attributes) not in ("create_agent", "other")]
+    assert out.skipped == len(spans) - len(steppable)
+    assert all(s.span_id in with_steps or s.span_id in refused for s in steppable)
     # Every event is a valid contract record.
     StepBatchCodec().encode(out.events)
 
@@ -416,3 +423,44 @@ def test_router_mapping_config_from_settings() -> None:
                                           "service.instance.id", otlp_run_key="conversation"))
     assert cfg.agent_keys == (("gen_ai.agent.id",), ("service.name", "service.instance.id"))
     assert cfg.run_key == "conversation"
+
+
+async def test_acks_commit_in_fetch_order_and_only_once_acknowledged() -> None:
+    """The router's at-least-once rule: a batch's offsets are committed only after all its
+    sends are acknowledged, and never before an earlier batch's."""
+    import asyncio
+
+    from tripwire.streams.otlp_router import _Acks
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.commits: list[dict] = []
+
+        async def commit(self, offsets: dict) -> None:
+            self.commits.append(offsets)
+
+    loop = asyncio.get_running_loop()
+    consumer = Consumer()
+    acks = _Acks(consumer)  # type: ignore[arg-type]
+    first, second = loop.create_future(), loop.create_future()
+    acks.add([first], {"p0": 10})
+    acks.add([second], {"p0": 20})
+    second.set_result(None)
+    await asyncio.sleep(0)  # gather learns of its futures' results through the loop
+    await acks.commit_acknowledged(4)
+    assert consumer.commits == [], "the second batch is done, the first is not"
+    first.set_result(None)
+    await asyncio.sleep(0)
+    await acks.commit_acknowledged(4)
+    assert consumer.commits == [{"p0": 10}, {"p0": 20}]
+    third = loop.create_future()
+    acks.add([third], {"p0": 30})
+    loop.call_later(0.01, third.set_result, None)
+    await acks.commit_acknowledged(0)  # waits: nothing may stay pending
+    assert consumer.commits[-1] == {"p0": 30} and not acks.pending
+    failed = loop.create_future()
+    acks.add([failed], {"p0": 40})
+    failed.set_exception(RuntimeError("broker refused"))
+    with pytest.raises(RuntimeError):
+        await acks.commit_acknowledged(0)
+    assert consumer.commits[-1] == {"p0": 30}, "a failed send never commits its offsets"
