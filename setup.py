@@ -34,6 +34,8 @@ SERVER_REQUIREMENTS = [
     "ahocorasick-rs>=1.0,<2",
     # Agent state records (detectors/monitor_state.py).
     "msgspec>=0.18,<1",
+    # OTLP span source (streams/otlp_*.py): the generated ExportTraceServiceRequest classes.
+    "opentelemetry-proto>=1.45,<1.46",
 ]
 
 

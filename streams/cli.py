@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="without configured operator/control keys, use development keys "
                         "in the data dir instead of refusing to start (never in production)")
 
+    router = sub.add_parser("otlp-router", help="only the OTLP span router (TRIPWIRE_OTLP_TOPIC"
+                            " -> agent-steps); `worker` and `run` start it when it is set")
+    router.add_argument("--duration", type=float, help="stop cleanly after SECONDS")
+    router.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+
     sql = sub.add_parser("sql", help="run a query, print TabSeparated rows")
     sql.add_argument("query")
     sql.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
@@ -150,6 +155,13 @@ def _run(args: argparse.Namespace) -> int:
         from tripwire.streams.worker import run_worker
 
         return run_worker(settings, duration=args.duration)
+    if args.command == "otlp-router":
+        from tripwire.streams.otlp_router import run_router
+        from tripwire.streams.worker import load_breaker_policy
+
+        settings = load_settings()
+        return run_router(settings, load_breaker_policy(settings), duration=args.duration,
+                          parent_pid=args.parent_pid)
     if args.command == "sql":
         from tripwire.sinks.clickhouse import connect
         from tripwire.sinks.tabsep import run_sql

@@ -172,6 +172,7 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     from tripwire.sinks.control_audit import AuditSink
     from tripwire.sinks.migrations import migrate
     from tripwire.sinks.step_sink import StepSink
+    from tripwire.streams.step_decoding import is_routed
 
     try:
         client = _open(connect, dsn)
@@ -217,7 +218,10 @@ def serve(conn: Connection, dsn: str, retention_days: int,
                             continue
                         value, ctype, partition, offset, refused = record
                         try:
-                            decoder.add(batch, value, ctype, partition, offset, refused)
+                            # Routed records can repeat under new offsets: no partition,
+                            # so every one of their rows is checked against stored ids.
+                            decoder.add(batch, value, ctype,
+                                        None if is_routed(ctype) else partition, offset, refused)
                         except DecodeError as exc:
                             # The stream accepted it, so this is not the producer's fault; the
                             # detectors saw its events, and only the storage misses them.

@@ -125,6 +125,28 @@ class TripwireSettings(BaseSettings):
         300.0, ge=0, description="Same alert for the same agent at most once per this window."
     )
     alert_max_retries: int = Field(5, ge=0, le=50, description="Webhook delivery retries.")
+    otlp_topic: str | None = Field(
+        None,
+        description="Topic the OpenTelemetry Collector's Kafka exporter writes spans to (e.g. "
+        "otlp_spans): its GenAI spans become steps. Unset: no OTLP source.",
+    )
+    otlp_encoding: Literal["otlp_proto", "otlp_json"] = Field(
+        "otlp_proto", description="Encoding of otlp_topic, as the exporter's `encoding` "
+        "(otlp_proto is its default).",
+    )
+    otlp_agent_keys: str = Field(
+        "gen_ai.agent.id,service.name",
+        min_length=1,
+        description="Span/resource attributes naming a span's agent, first complete group "
+        "wins ('+' joins a group's values with '/', e.g. service.name+service.instance.id). "
+        "gen_ai.agent.id first: one process may run several agents. Not service.instance.id "
+        "by default: the OTel SDKs make it a random UUID per process, so a restarted agent "
+        "would shed its downgrade.",
+    )
+    otlp_run_key: Literal["trace", "conversation"] = Field(
+        "trace", description="What a span's run is: its trace (one agent invocation), or its "
+        "gen_ai.conversation.id when it has one (for agents whose conversation is one task).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Worker log level."
     )
@@ -156,6 +178,21 @@ class TripwireSettings(BaseSettings):
             host, sep, port = hp.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port], got {hp!r}")
+        return v
+
+    @field_validator("otlp_agent_keys")
+    @classmethod
+    def _agent_key_groups(cls, v: str) -> str:
+        for group in v.split(","):
+            if not group.strip() or any(not k.strip() for k in group.split("+")):
+                raise ValueError(f"expected attr[+attr][,attr[+attr]...], got {v!r}")
+        return v
+
+    @field_validator("otlp_topic")
+    @classmethod
+    def _otlp_topic_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or v.startswith("agent-")):
+            raise ValueError(f"expected the Collector's topic (e.g. otlp_spans), got {v!r}")
         return v
 
     @field_validator("clickhouse_url")

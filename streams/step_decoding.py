@@ -10,6 +10,16 @@ from tripwire.schemas.codec import DecodeError, StepBatchCodec
 from tripwire.schemas.validation import check_batch_key, check_event
 from tripwire.streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
 
+ROUTED_CONTENT_TYPE = "application/avro; source=otlp-router"
+"""Content type of the OTLP router's StepBatch records (``streams/otlp_router.py``): Avro
+like the SDK's, but a router restart re-sends spans under new offsets, which the sink's
+offset-based "already stored?" shortcut cannot recognise, so their ids are always checked."""
+
+
+def is_routed(ctype: str | None) -> bool:
+    """Whether a record (its :func:`content_type`) came from the OTLP router."""
+    return ctype is not None and "source=otlp-router" in ctype
+
 
 def content_type(headers: object) -> str | None:
     """The record's content-type header, normalised, or None."""

@@ -177,6 +177,11 @@ def run_worker(
     # Faust sets logging up again when it starts: its chatter to the file, ours (and any
     # library's errors) to the same console handler.
     tw.app.conf.loghandlers = [console]
+    router = None
+    if settings.otlp_topic is not None:
+        from tripwire.streams.otlp_router import RouterProcess
+
+        router = RouterProcess(settings).start()
     worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
                           redirect_stdouts=False, logfile=str(data_dir / LOG_FILE))
     code = 0
@@ -185,6 +190,8 @@ def run_worker(
     except SystemExit as exc:
         code = int(exc.code or 0)
     finally:
+        if router is not None:
+            router.stop()
         writer.close()
     log.info("worker stopped: %s", tw.summary())
     return code
