@@ -125,7 +125,7 @@ class Command:
     """An operator command (``schemas/command.avsc``); signature checks happen upstream."""
 
     command_id: str
-    action: Literal["kill", "kill_all", "pin", "release"]
+    action: Literal["kill", "kill_all", "pin", "release", "release_all"]
     operator: str
     reason: str = ""
     mode: Mode | None = None
@@ -209,7 +209,7 @@ class Breaker:
         reason = (
             f"operator {cmd.operator}: {cmd.reason}" if cmd.reason else f"operator {cmd.operator}"
         )
-        if cmd.action == "release":
+        if cmd.action in ("release", "release_all"):
             if self.state == BreakerState.PINNED:
                 self._unpin(now, "release", cmd.operator, reason, out)
             return out

@@ -31,12 +31,13 @@ from tripwire.detectors.policy import Policy
 from tripwire.schemas import topics
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
 from tripwire.schemas.command_signing import CommandVerifier, sign_control
-from tripwire.sdk.operator import KILL_ALL_KEY
+from tripwire.sdk.operator import command_key, command_scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
+from tripwire.streams.scope_controls import ScopeControlWriter, ScopedRecord
 from tripwire.streams.settings import TripwireSettings
 from tripwire.streams.sink_buffer import SinkBuffer, Store
 from tripwire.streams.step_processor import BatchResult, StepProcessor, detection_record
@@ -115,6 +116,7 @@ class TripwireApp:
                 dedup_window_s=s.alert_dedup_s, record=self._record_alert)
             self.app.task(self.alerts.start)
         self._control_codec = control_codec()
+        self.scope_writer = ScopeControlWriter(s.partitions)
         self._detection_codec = detection_codec()
         self._alert_rows: list[dict] = []
         # Serialises changelog writes, so an end marker really is the last record written.
@@ -273,12 +275,30 @@ class TripwireApp:
                             command.get("operator"), rejection)
                 continue
             async with self._state_lock:
-                result = self.processor.apply_command(command, m.partition, m.offset, now)
-                d, c = await self._publish(result)
+                if command_scope(command) is None:
+                    result = self.processor.apply_command(command, m.partition, m.offset, now)
+                    d, c = await self._publish(result)
+                else:
+                    d, c = [], []
+                c += await self.publish_scoped(
+                    self.scope_writer.for_command(command, m.partition, now))
             dets += d
             controls += c
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
                             {"operator_commands": audit})
+
+    async def publish_scoped(self, records: Sequence[ScopedRecord]) -> list[dict]:
+        """Sign and send scoped controls (operator scopes, fleet ceiling, standing rules)."""
+        producer = self.app.producer
+        for r in records:
+            headers = sign_control(r.control, *self._control_key) if self._control_key else None
+            self._unconfirmed.append(await producer.send(
+                r.topic, r.key.encode(), self._control_codec.encode(r.control), r.partition,
+                None, headers))
+            log.warning("scoped control %s -> %s (%s) %s", r.key, r.control["mode"],
+                        r.control["rule"], r.control["reason"])
+        self.counters.transitions += len(records)
+        return [r.control for r in records]
 
     # --- time ------------------------------------------------------------------------------
 
@@ -361,10 +381,9 @@ def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg corouti
 
 def _key_matches(key: bytes | None, command: dict) -> bool:
     # Commands are keyed like the agent's events so they are applied in order with them;
-    # kill_all is written to every partition under the key "*".
-    if command["action"] == "kill_all":
-        return key == KILL_ALL_KEY.encode()
-    return key is not None and key.decode("utf-8", "replace") == command.get("agent_id")
+    # kill_all / release_all are written to every partition under the key "*", commands on a
+    # shared scope under its scope key.
+    return key is not None and key.decode("utf-8", "replace") == command_key(command)
 
 
 def build_app(settings: TripwireSettings, store: Store, policy: Policy) -> TripwireApp:
