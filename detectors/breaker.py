@@ -96,6 +96,8 @@ class Transition:
     source: Literal["breaker", "operator"]
     operator: str | None
     reason: str
+    command_id: str | None = None
+    """The operator command that caused it, so guards' acknowledgements can name it."""
 
     @property
     def mode_changed(self) -> bool:
@@ -117,6 +119,7 @@ class Transition:
             "rule": self.rule,
             "expires_at": self.next_change_ms if self.new_state == BreakerState.PINNED else None,
             "source": self.source,
+            "command_id": self.command_id,
         }
 
 
@@ -211,7 +214,7 @@ class Breaker:
         )
         if cmd.action in ("release", "release_all"):
             if self.state == BreakerState.PINNED:
-                self._unpin(now, "release", cmd.operator, reason, out)
+                self._unpin(now, "release", cmd.operator, reason, out, cmd.command_id)
             return out
         if cmd.action in ("kill", "kill_all"):
             target, until, action = Mode.HALTED, None, "kill"
@@ -234,6 +237,7 @@ class Breaker:
             source="operator",
             operator=cmd.operator,
             reason=reason,
+            command_id=cmd.command_id,
         )
         out += self._advance(now)  # a pin whose expiry has already passed lapses at once
         return out
@@ -370,7 +374,8 @@ class Breaker:
         return out
 
     def _unpin(
-        self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition]
+        self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition],
+        command_id: str | None = None,
     ) -> None:
         if self.mode == Mode.AUTONOMOUS:
             state, deadline = BreakerState.NORMAL, None
@@ -387,6 +392,7 @@ class Breaker:
             source="operator" if operator else "breaker",
             operator=operator,
             reason=f"{reason}; recovery starts from {self.mode}",
+            command_id=command_id,
         )
 
     def _move(
@@ -405,6 +411,7 @@ class Breaker:
         detection_ids: tuple[str, ...] = (),
         source: Literal["breaker", "operator"] = "breaker",
         operator: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self.seq += 1
         out.append(
@@ -428,6 +435,7 @@ class Breaker:
                 source=source,
                 operator=operator,
                 reason=reason,
+                command_id=command_id,
             )
         )
         self.mode, self.state, self.deadline = mode, state, deadline
