@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from tripwire.detectors.severity import Severity
+from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.schemas.modes import Mode
 
 MINUTE_MS = 60_000
@@ -614,6 +615,11 @@ class Policy(PolicyModel):
     )
     agents: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Overrides per agent_id, over workflow and defaults."
+    )
+    standing: StandingPolicy = Field(
+        default_factory=StandingPolicy,
+        description="Standing rules, tool reversibility and rate caps (detectors/"
+        "standing_rules.py); fleet-wide, each rule names its own workflow/environment.",
     )
     _resolved: dict[tuple[str | None, str | None], ResolvedPolicy] = PrivateAttr(
         default_factory=dict

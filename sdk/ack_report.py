@@ -98,7 +98,8 @@ async def wait_for_acks(
                 highwater = consumer.highwater(tp)
                 if highwater is not None and await consumer.position(tp) >= highwater:
                     caught_up.add(tp)
-            done = len(caught_up) == len(tps) and report.guards and not report.silent
+            # Nobody heard from recently: nothing to wait for (the report says 0 of 0).
+            done = len(caught_up) == len(tps) and not report.silent
             if done or time.monotonic() >= deadline:
                 break
     finally:

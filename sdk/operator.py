@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
 from tripwire.schemas.command_signing import ControlVerifier, Secret, derive_agent_key, sign_command
 from tripwire.schemas.modes import Mode
-from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.schemas.topics import COMMANDS, CONTROLS, CONTROLS_SHARED, DETECTIONS
 from tripwire.sdk.control_follower import key_partition
 from tripwire.sdk.scopes import Scope
 
@@ -47,6 +47,7 @@ __all__ = [
     "issue",
     "new_command",
     "publish_scope_control",
+    "read_shared_controls",
     "parse_duration",
     "read_status",
 ]
@@ -299,6 +300,26 @@ async def _read_to_end(
         return records
     finally:
         await consumer.stop()
+
+
+async def read_shared_controls(
+    bootstrap: str, *, topic: str = CONTROLS_SHARED, timeout_s: float = 30.0
+) -> dict[str, dict[str, Any]]:
+    """The latest decoded control per key on the shared-scope topic (what guards enforce),
+    unverified: callers that need authenticity verify with the shared key."""
+    codec = control_codec()
+    latest: dict[str, dict[str, Any]] = {}
+    for record in await _read_to_end(bootstrap, topic, None, timeout_s):
+        if record.value is None or record.key is None:
+            continue
+        try:
+            control = codec.decode(record.value)
+        except DecodeError:
+            continue
+        key = record.key.decode("utf-8", "replace")
+        if key not in latest or control["seq"] > latest[key]["seq"]:
+            latest[key] = control
+    return latest
 
 
 def _latest_controls(

@@ -22,16 +22,17 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from faust.types import EventT, StreamT
 
 from tripwire.detectors.injection import scan_text
-from tripwire.detectors.policy import Policy
+from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
 from tripwire.schemas.command_signing import CommandVerifier, sign_control
-from tripwire.sdk.operator import command_key, command_scope
+from tripwire.sdk.operator import command_key, command_scope, read_shared_controls
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
@@ -117,6 +118,8 @@ class TripwireApp:
             self.app.task(self.alerts.start)
         self._control_codec = control_codec()
         self.scope_writer = ScopeControlWriter(s.partitions)
+        self.policy = policy
+        self._policy_stamp = _stamp(s.policy_file)
         self._detection_codec = detection_codec()
         self._alert_rows: list[dict] = []
         # Serialises changelog writes, so an end marker really is the last record written.
@@ -131,6 +134,8 @@ class TripwireApp:
         self.app.timer(10.0, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
         self.app.task(self._freeze_startup_heap)
+        self.app.task(self._publish_standing)
+        self.app.timer(5.0, name="watch-policy")(self._watch_policy)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- the hot path ----------------------------------------------------------------------
@@ -300,6 +305,38 @@ class TripwireApp:
         self.counters.transitions += len(records)
         return [r.control for r in records]
 
+    async def _publish_standing(self) -> None:
+        """Make the shared topic's standing rules those of the policy (at start and when the
+        policy file changes), so guards enforce them before any agent's first step."""
+        try:
+            published = await read_shared_controls(self.settings.bootstrap())
+        except Exception as exc:  # noqa: BLE001 - the worker runs on; retried on next change
+            log.error("could not read %s to publish standing rules: %r",
+                      topics.CONTROLS_SHARED, exc)
+            return
+        now = int(time.time() * 1000)
+        records = self.scope_writer.standing(self.policy.standing.controls(), published, now)
+        controls = await self.publish_scoped(records)
+        await self.app.producer.flush()
+        if controls:
+            await self.sink.add([], 0, [], controls, [])
+        log.info("standing rules: %d published or lifted, %d in force",
+                 len(records), len(self.policy.standing.controls()))
+
+    async def _watch_policy(self) -> None:
+        # Standing rules follow the file while the worker runs; the breaker's thresholds are
+        # read once at start (their state was computed under them).
+        stamp = _stamp(self.settings.policy_file)
+        if stamp == self._policy_stamp or self.settings.policy_file is None:
+            return
+        self._policy_stamp = stamp
+        try:
+            self.policy = load_policy(self.settings.policy_file)
+        except (OSError, ValueError) as exc:
+            log.error("policy file changed but is not valid, standing rules unchanged: %s", exc)
+            return
+        await self._publish_standing()
+
     # --- time ------------------------------------------------------------------------------
 
     async def _flush_sink(self) -> None:
@@ -355,6 +392,14 @@ class TripwireApp:
                 f"dead_letters={c.dead_letters} detections={c.detections} "
                 f"transitions={c.transitions} replayed={c.replayed_events} "
                 f"sink_retries={k.retries}")
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        info = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_mtime_ns, info.st_size)
 
 
 def _chunks(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tripwire.detectors.standing_rules import StandingControl
 from tripwire.schemas import topics
 from tripwire.schemas.command_signing import SHARED_AGENT
 from tripwire.schemas.modes import Mode
@@ -26,7 +27,7 @@ from tripwire.sdk.control_follower import key_partition
 from tripwire.sdk.operator import command_scope
 from tripwire.sdk.scopes import SELECTORS, ParamCondition, Scope
 
-__all__ = ["FLEET_KEY", "ScopeControlWriter", "ScopedRecord", "StandingControl"]
+__all__ = ["FLEET_KEY", "POLICY_KEY_PREFIX", "ScopeControlWriter", "ScopedRecord"]
 
 FLEET_KEY = "fleet"
 """Key of the fleet ceiling on ``agent-controls-shared`` (set by kill_all, lifted by
@@ -43,17 +44,6 @@ class ScopedRecord:
     key: str
     partition: int
     control: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StandingControl:
-    """A standing rule of the policy as a ceiling on a shared scope."""
-
-    name: str
-    scope: Scope
-    mode: Mode
-    reason: str
-    condition: ParamCondition | None = None
 
 
 class ScopeControlWriter:
