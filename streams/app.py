@@ -32,7 +32,7 @@ from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
 from tripwire.schemas.command_signing import CommandVerifier, sign_control
-from tripwire.sdk.operator import command_key, command_scope, read_shared_controls
+from tripwire.sdk.operator import command_key, command_scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
@@ -41,6 +41,7 @@ from tripwire.streams.consumer_fetch import set_fetch_max_wait
 from tripwire.streams.scope_controls import ScopeControlWriter, ScopedRecord
 from tripwire.streams.settings import TripwireSettings
 from tripwire.streams.sink_buffer import SinkBuffer, Store
+from tripwire.streams.standing_publisher import publish_standing
 from tripwire.streams.step_processor import BatchResult, StepProcessor, detection_record
 
 log = logging.getLogger("tripwire.streams")
@@ -134,7 +135,6 @@ class TripwireApp:
         self.app.timer(10.0, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
         self.app.task(self._freeze_startup_heap)
-        self.app.task(self._publish_standing)
         self.app.timer(5.0, name="watch-policy")(self._watch_policy)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -305,24 +305,6 @@ class TripwireApp:
         self.counters.transitions += len(records)
         return [r.control for r in records]
 
-    async def _publish_standing(self) -> None:
-        """Make the shared topic's standing rules those of the policy (at start and when the
-        policy file changes), so guards enforce them before any agent's first step."""
-        try:
-            published = await read_shared_controls(self.settings.bootstrap())
-        except Exception as exc:  # noqa: BLE001 - the worker runs on; retried on next change
-            log.error("could not read %s to publish standing rules: %r",
-                      topics.CONTROLS_SHARED, exc)
-            return
-        now = int(time.time() * 1000)
-        records = self.scope_writer.standing(self.policy.standing.controls(), published, now)
-        controls = await self.publish_scoped(records)
-        await self.app.producer.flush()
-        if controls:
-            await self.sink.add([], 0, [], controls, [])
-        log.info("standing rules: %d published or lifted, %d in force",
-                 len(records), len(self.policy.standing.controls()))
-
     async def _watch_policy(self) -> None:
         # Standing rules follow the file while the worker runs; the breaker's thresholds are
         # read once at start (their state was computed under them).
@@ -335,7 +317,14 @@ class TripwireApp:
         except (OSError, ValueError) as exc:
             log.error("policy file changed but is not valid, standing rules unchanged: %s", exc)
             return
-        await self._publish_standing()
+        try:
+            controls = await publish_standing(self.settings, self.policy, self.scope_writer,
+                                              int(time.time() * 1000))
+        except Exception as exc:  # noqa: BLE001 - the worker runs on; retried on next change
+            log.error("could not publish the changed standing rules: %r", exc)
+            return
+        if controls:
+            await self.sink.add([], 0, [], controls, [])
 
     # --- time ------------------------------------------------------------------------------
 

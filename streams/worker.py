@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import faust
@@ -20,6 +21,7 @@ from tripwire.streams.app import build_app
 from tripwire.streams.broker import EmbeddedBroker
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
 from tripwire.streams.settings import TripwireSettings
+from tripwire.streams.standing_publisher import publish_standing
 
 log = logging.getLogger("tripwire")
 
@@ -94,6 +96,17 @@ def run_worker(
     if remembered:
         print(f"tripwire: {remembered} recently applied operator command(s) remembered: "
               "their replays stay refused", flush=True)
+    try:
+        # Before "ready": a guard started once the worker is up must find them.
+        standing = asyncio.run(publish_standing(settings, policy, tw.scope_writer,
+                                                int(time.time() * 1000)))
+    except Exception as exc:  # noqa: BLE001 - one line saying what was tried
+        writer.close()
+        print(f"tripwire: cannot publish the standing rules to {settings.bootstrap()}: "
+              f"{exc!r}", file=sys.stderr)
+        return 2
+    print(f"tripwire: standing rules: {len(policy.standing.controls())} in force, "
+          f"{len(standing)} published or lifted now", flush=True)
     if on_started is not None:
         tw.app.task(_call_soon(on_started))
     if duration is not None:

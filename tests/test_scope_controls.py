@@ -292,6 +292,7 @@ def test_zz_fleet_kill_binds_every_agent_until_release_all(plane: Plane) -> None
     time.sleep(1.0)  # the worker holds state for it now
     out = plane.cli("kill", "--all", "--reason", "incident 5150: halt everything", "--wait", "10")
     assert "obeyed by" in out.stdout, out.stdout
+    print(out.stdout)
     assert eventually(lambda: verdict(g_before, "crm.update", "write") == "deny")
     assert g_before.decide("crm.get", "read").verdict == "deny"
 
