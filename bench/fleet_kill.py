@@ -89,13 +89,20 @@ class GuardProcess:
             elif word == "refused":
                 self.refused_ms = int(value)
 
-    def stop(self) -> None:
+    def close_stdin(self) -> None:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.close_stdin()
+        try:
             self.proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(10)
 
 
 def steady_load(bootstrap: str, agents: list[str], rate: float, stop: threading.Event) -> int:
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.05)
             ready = sum(1 for g in guards if g.ready)
             print(f"guards: {ready} of {len(guards)} ready in {time.monotonic() - t0:.1f} s "
-                  f"(separate processes)")
+                  f"(separate processes)", flush=True)
             # Steady load from the same agents while the kill travels.
             loaded: list[int] = []
             load = threading.Thread(
@@ -198,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'match' if n == len(latencies) else 'MISMATCH'}")
         finally:
             stop.set()
+            for g in guards:  # all at once: each closes its Kafka clients in parallel
+                g.close_stdin()
             for g in guards:
                 g.stop()
             worker.stop()

@@ -30,11 +30,17 @@ from faust.types import EventT, StreamT
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
-from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
-from tripwire.schemas.command_signing import CommandVerifier, sign_control
+from tripwire.schemas.codec import (
+    DecodeError,
+    command_codec,
+    control_ack_codec,
+    control_codec,
+    detection_codec,
+)
+from tripwire.schemas.command_signing import CommandVerifier, sign_control, verify_ack
 from tripwire.sdk.operator import command_key, command_scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
-from tripwire.sinks.control_audit import RecordRef, command_audit_row
+from tripwire.sinks.control_audit import RecordRef, command_audit_row, control_ack_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
@@ -73,8 +79,9 @@ class TripwireApp:
         self.counters = StreamCounters()
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
-        guard_acks({topics.STEPS, topics.COMMANDS})
-        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS})
+        guard_acks({topics.STEPS, topics.COMMANDS, topics.CONTROL_ACKS})
+        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS,
+                                            topics.CONTROL_ACKS})
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],
@@ -130,6 +137,10 @@ class TripwireApp:
         self._unconfirmed: list[asyncio.Future] = []
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
+        self.acks_topic = self.app.topic(topics.CONTROL_ACKS, **raw)
+        self._ack_codec = control_ack_codec()
+        self._ack_keys = {k: v.get_secret_value() for k, v in s.control_keys.items()}
+        self.app.agent(self.acks_topic, name="store-control-acks")(self._store_acks)
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(10.0, name="report-counters")(self._report)
@@ -291,6 +302,22 @@ class TripwireApp:
             controls += c
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
                             {"operator_commands": audit})
+
+    async def _store_acks(self, stream: StreamT) -> None:
+        async for events in stream.noack_take(500, within=0.5):
+            rows = []
+            for ev in events:
+                m = ev.message
+                try:
+                    ack = self._ack_codec.decode(m.value or b"")
+                except DecodeError:
+                    continue  # not ours to judge further: an ack is telemetry
+                verified = bool(self._ack_keys) and verify_ack(ack, m.headers,
+                                                               self._ack_keys) is None
+                ref = RecordRef(m.topic, m.partition, m.offset, 0, m.key)
+                rows.append(control_ack_row(ref, ack, verified=verified))
+            await self.sink.add([], 0, [], [], [_acker(stream, ev) for ev in events],
+                                {"control_acks": rows} if rows else None)
 
     async def publish_scoped(self, records: Sequence[ScopedRecord]) -> list[dict]:
         """Sign and send scoped controls (operator scopes, fleet ceiling, standing rules)."""
