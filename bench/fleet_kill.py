@@ -46,8 +46,8 @@ GUARD_CODE = r"""
 import sys, time
 from tripwire.schemas.command_signing import SHARED_AGENT, derive_agent_key
 from tripwire.sdk.guard import Guard
-bootstrap, agent, key_id, master, check_ms = sys.argv[1:6]
-g = Guard(bootstrap, agent, staleness_s=30, fetch_max_wait_ms=50,
+bootstrap, agent, key_id, master, check_ms, fetch_ms = sys.argv[1:7]
+g = Guard(bootstrap, agent, staleness_s=30, fetch_max_wait_ms=int(fetch_ms),
           control_keys={key_id: derive_agent_key(master, agent)},
           shared_control_keys={key_id: derive_agent_key(master, SHARED_AGENT)},
           instance_id=f"bench-{agent}")
@@ -69,13 +69,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class GuardProcess:
-    def __init__(self, bootstrap: str, agent: str, check_ms: int, env: dict[str, str]) -> None:
+    def __init__(self, bootstrap: str, agent: str, check_ms: int, fetch_ms: int,
+                 env: dict[str, str]) -> None:
         self.agent = agent
         self.ready: bool | None = None
         self.refused_ms: int | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-c", GUARD_CODE, bootstrap, agent, CONTROL_KEY[0], CONTROL_KEY[1],
-             str(check_ms)],
+             str(check_ms), str(fetch_ms)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=env)
         threading.Thread(target=self._read, daemon=True).start()
@@ -129,7 +130,10 @@ def steady_load(bootstrap: str, agents: list[str], rate: float, stop: threading.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guards", type=int, default=100)
-    parser.add_argument("--check-ms", type=int, default=5, help="guard decision interval")
+    parser.add_argument("--check-ms", type=int, default=20,
+                        help="how often each guard process decides a write call")
+    parser.add_argument("--fetch-wait-ms", type=int, default=50,
+                        help="the guards' fetch_max_wait_ms (the SDK default is 50)")
     parser.add_argument("--load", type=float, default=200.0, help="steps/s of steady load")
     parser.add_argument("--start-batch", type=int, default=10,
                         help="guard processes started at once (start-up is CPU-heavy)")
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             agents = [f"bench-agent-{i:03d}" for i in range(args.guards)]
             t0 = time.monotonic()
             for i in range(0, len(agents), args.start_batch):
-                batch = [GuardProcess(bootstrap, a, args.check_ms, env)
+                batch = [GuardProcess(bootstrap, a, args.check_ms, args.fetch_wait_ms, env)
                          for a in agents[i:i + args.start_batch]]
                 guards += batch
                 while any(g.ready is None and g.proc.poll() is None for g in batch):
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             cli = subprocess.run(
                 [sys.executable, "-m", "tripwire.streams.cli", "kill", "--all", "--reason",
                  "fleet kill benchmark", "--wait", "60"],
-                cwd=tmp, env=cli_env, capture_output=True, text=True, timeout=180)
+                cwd=tmp, env=cli_env, capture_output=True, text=True, timeout=600)
             print(cli.stdout.strip())
             if cli.returncode != 0:
                 print(cli.stderr, file=sys.stderr)

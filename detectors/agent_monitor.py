@@ -126,7 +126,7 @@ class AgentMonitor:
             if found:
                 detections += found
                 transitions += breaker.on_detections(found, clock.watermark)
-            elif breaker.deadline is not None and clock.watermark >= breaker.deadline:
+            elif breaker.wake_at is not None and clock.watermark >= breaker.wake_at:
                 transitions += breaker.tick(clock.watermark)
         return detections, transitions
 
@@ -150,8 +150,8 @@ class AgentMonitor:
         """Earliest time at which ``tick``/``advance`` has work: a never-ending-run check, a
         breaker deadline (cool-down, probation, pin expiry) or a maintenance sweep."""
         due = min(self.loops.next_deadline, self.next_maintenance)
-        if self.breaker.deadline is not None:
-            due = min(due, self.breaker.deadline)
+        if self.breaker.wake_at is not None:
+            due = min(due, self.breaker.wake_at)
         return due
 
     def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:

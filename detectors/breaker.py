@@ -71,6 +71,8 @@ Action = Literal[
     "pin",
     "release",
     "pin_expired",
+    "restrict_tool",
+    "lift_tool",
 ]
 
 
@@ -98,13 +100,36 @@ class Transition:
     reason: str
     command_id: str | None = None
     """The operator command that caused it, so guards' acknowledgements can name it."""
+    tool: str | None = None
+    """For restrict_tool / lift_tool: the tool whose ceiling changed (the agent's mode did
+    not); its control is an agent + tool scoped record."""
+    tool_ceiling: Mode | None = None
+    """The tool's new ceiling (autonomous when lifted)."""
 
     @property
     def mode_changed(self) -> bool:
         return self.prev_mode != self.new_mode
 
     def to_control(self) -> dict[str, Any]:
-        """The ``schemas/control.avsc`` record. A stopped run is that run set to halted."""
+        """The ``schemas/control.avsc`` record. A stopped run is that run set to halted; a
+        tool restriction is a scoped record on agent + tool."""
+        if self.tool is not None:
+            return {
+                "agent_id": self.agent_id,
+                "mode": str(self.tool_ceiling or Mode.AUTONOMOUS),
+                "previous_mode": None,
+                "scope": "scoped",
+                "run_id": None,
+                "reason": self.reason,
+                "detection_ids": list(self.detection_ids),
+                "seq": self.seq,
+                "issued_at": self.ts,
+                "rule": self.rule,
+                "expires_at": None,
+                "source": self.source,
+                "tool": self.tool,
+                "command_id": self.command_id,
+            }
         run_scoped = self.scope == "run"
         return {
             "agent_id": self.agent_id,
@@ -164,6 +189,7 @@ class Breaker:
         "clock_ms",
         "run_stops",
         "commands",
+        "tool_limits",
     )
 
     def __init__(self, agent_id: str, policy: BreakerPolicy) -> None:
@@ -182,6 +208,18 @@ class Breaker:
         # so the same run is not stopped twice.
         self.run_stops: tuple[tuple[int, str, str, int], ...] = ()
         self.commands: tuple[str, ...] = ()
+        # (tool, ceiling, lifts_at, detector): tools restricted for this agent (narrow
+        # containment), and the detector that tripped each.
+        self.tool_limits: tuple[tuple[str, str, int, str], ...] = ()
+
+    @property
+    def wake_at(self) -> int | None:
+        """When the breaker next changes something on its own: its deadline or the earliest
+        tool restriction lifting."""
+        times = [lifts for _, _, lifts, _ in self.tool_limits]
+        if self.deadline is not None:
+            times.append(self.deadline)
+        return min(times) if times else None
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -192,11 +230,21 @@ class Breaker:
             rule = self.policy.rule_for(det.detector, det.metric, det.scope, det.severity)
             if rule is None or rule.target == "none":
                 continue
+            if det.tool is None and det.scope == "agent" and any(
+                    limit[3] == det.detector for limit in self.tool_limits):
+                # The same detector already contained this agent's tool(s): the agent-wide
+                # figure counts the same calls. Escalation to the agent goes by how many
+                # tools are restricted (containment.tool_trip_limit).
+                continue
             if rule.target == "stop_run":
                 self._stop_run(det, rule.name, now, out)
             elif self.state != BreakerState.PINNED:
                 why = f"{det.detector}: {det.message}"
-                self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
+                if det.tool is not None and self.policy.containment.narrow_tools:
+                    self._restrict_tool(det.tool, Mode(rule.target), rule.name, det, why,
+                                        now, out)
+                else:
+                    self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
         return out
 
     def tick(self, now_ms: int) -> list[Transition]:
@@ -286,6 +334,57 @@ class Breaker:
         elif self.state == BreakerState.COOLING:
             self.deadline = now + self._cooldown()
 
+    def _restrict_tool(
+        self, tool: str, target: Mode, rule: str, det: Detection, why: str, now: int,
+        out: list[Transition],
+    ) -> None:
+        """Cap one tool of this agent at ``target``; escalate to the agent when too many of
+        its tools are capped at once (detectors/containment.py)."""
+        containment = self.policy.containment
+        lifts = now + (containment.tool_cooldown_ms or self.policy.cooldown_ms)
+        current = next((limit for limit in self.tool_limits if limit[0] == tool), None)
+        others = tuple(limit for limit in self.tool_limits if limit[0] != tool)
+        if target.rank >= self.mode.rank:
+            return  # the agent's own mode already allows no more than this
+        detection_id = det.detection_id
+        if current is not None and Mode(current[1]).rank <= target.rank:
+            self.tool_limits = (*others, (tool, current[1], lifts, current[3]))  # still tripping
+            return
+        self.tool_limits = (*others, (tool, str(target), lifts, det.detector))
+        self.seq += 1
+        out.append(self._tool_transition(
+            "restrict_tool", tool, target, rule, (detection_id,), now,
+            f"{tool} restricted to {target} for this agent (narrow containment): {why}"))
+        if len(self.tool_limits) >= containment.tool_trip_limit:
+            tools = ", ".join(sorted(limit[0] for limit in self.tool_limits))
+            worst = min((Mode(limit[1]) for limit in self.tool_limits), key=lambda m: m.rank)
+            self._trip(worst, "tools_tripped", (detection_id,),
+                       f"{len(self.tool_limits)} tools restricted at once ({tools}), limit "
+                       f"{containment.tool_trip_limit}: escalated to the agent", now, out,
+                       action="escalate")
+
+    def _lift_tools(self, now: int, out: list[Transition]) -> None:
+        due = sorted((lifts, tool) for tool, _, lifts, _ in self.tool_limits if lifts <= now)
+        if not due:
+            return
+        self.tool_limits = tuple(limit for limit in self.tool_limits if limit[2] > now)
+        for lifts, tool in due:
+            self.seq += 1
+            out.append(self._tool_transition(
+                "lift_tool", tool, Mode.AUTONOMOUS, "tool_cooldown_elapsed", (), lifts,
+                f"no trips of {tool} for the cool-down: restriction lifted"))
+
+    def _tool_transition(
+        self, action: Action, tool: str, ceiling: Mode, rule: str,
+        detection_ids: tuple[str, ...], now: int, reason: str,
+    ) -> Transition:
+        return Transition(
+            transition_id=str(uuid.uuid5(TRANSITION_NAMESPACE, f"{self.agent_id}\x1f{self.seq}")),
+            agent_id=self.agent_id, seq=self.seq, ts=now, action=action, prev_mode=self.mode,
+            new_mode=self.mode, prev_state=self.state, new_state=self.state, rule=rule,
+            scope="agent", run_id=None, detection_ids=detection_ids, next_change_ms=None,
+            source="breaker", operator=None, reason=reason, tool=tool, tool_ceiling=ceiling)
+
     def _stop_run(self, det: Detection, rule: str, now: int, out: list[Transition]) -> None:
         run_id = det.run_id
         if run_id is None:
@@ -329,6 +428,8 @@ class Breaker:
 
     def _advance(self, now: int) -> list[Transition]:
         out: list[Transition] = []
+        if self.tool_limits:
+            self._lift_tools(now, out)
         while self.deadline is not None and now >= self.deadline:
             at = self.deadline
             if self.state == BreakerState.PINNED:
@@ -468,6 +569,7 @@ class Breaker:
             self.clock_ms,
             stops,
             list(self.commands),
+            [part for limit in self.tool_limits for part in limit],
         ]
 
     @classmethod
@@ -484,4 +586,9 @@ class Breaker:
             for i in range(0, len(stops), 4)
         )
         breaker.commands = tuple(str(c) for c in state[8])
+        limits = state[9] if len(state) > 9 else []  # states written before tool limits
+        breaker.tool_limits = tuple(
+            (str(limits[i]), str(limits[i + 1]), int(limits[i + 2]), str(limits[i + 3]))
+            for i in range(0, len(limits), 4)
+        )
         return breaker

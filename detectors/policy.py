@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.severity import Severity
 from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.schemas.modes import Mode
@@ -489,6 +490,11 @@ class BreakerPolicy(PolicyModel):
     )
     run_stop_window_ms: int = Field(
         HOUR_MS, gt=0, description="Window over which run stops are counted."
+    )
+    containment: ContainmentPolicy = Field(
+        ContainmentPolicy(),
+        description="Narrow containment first: per-tool restriction and when it escalates "
+        "to the agent (detectors/containment.py).",
     )
     run_stop_escalation: Mode = Field(
         Mode.SUGGEST_ONLY,

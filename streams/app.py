@@ -38,7 +38,9 @@ from tripwire.schemas.codec import (
     detection_codec,
 )
 from tripwire.schemas.command_signing import CommandVerifier, sign_control, verify_ack
+from tripwire.sdk.control_follower import key_partition
 from tripwire.sdk.operator import command_key, command_scope
+from tripwire.sdk.scopes import Scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row, control_ack_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
@@ -198,9 +200,13 @@ class TripwireApp:
         controls = [t.to_control() for t in result.transitions]
         for control in controls:
             headers = sign_control(control, *self._control_key) if self._control_key else None
+            key, partition = control["agent_id"], None
+            if control["scope"] == "scoped":  # a tool restriction: its own key, agent's partition
+                key = Scope.from_record(control).kafka_key()
+                partition = key_partition(control["agent_id"].encode(), self.settings.partitions)
             futures.append(await producer.send(
-                topics.CONTROLS, control["agent_id"].encode(),
-                self._control_codec.encode(control), None, None, headers))
+                topics.CONTROLS, key.encode(), self._control_codec.encode(control), partition,
+                None, headers))
         # Not flushed here: the producer sends at once (no linger), and waiting for the broker's
         # answer on every batch stalled detection behind each round trip (tens of ms under
         # load). The checkpoint before the batch's acks waits for these.
@@ -291,13 +297,15 @@ class TripwireApp:
                             command.get("operator"), rejection)
                 continue
             async with self._state_lock:
+                # Scoped ceilings first: a fleet kill's one shared record binds every guard,
+                # the per-agent fan-out after it only updates the breakers this worker holds.
+                c = await self.publish_scoped(
+                    self.scope_writer.for_command(command, m.partition, now))
+                d: list[dict] = []
                 if command_scope(command) is None:
                     result = self.processor.apply_command(command, m.partition, m.offset, now)
-                    d, c = await self._publish(result)
-                else:
-                    d, c = [], []
-                c += await self.publish_scoped(
-                    self.scope_writer.for_command(command, m.partition, now))
+                    d, fanned = await self._publish(result)
+                    c += fanned
             dets += d
             controls += c
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tripwire.detectors.agent_monitor import AgentMonitor
 from tripwire.detectors.breaker import BreakerState, Command
+from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.schemas.modes import Mode
 
@@ -111,7 +112,7 @@ def test_repeated_runaway_runs_downgrade_the_agent() -> None:
     assert monitor.mode == Mode.SUGGEST_ONLY
 
 
-def test_denials_trip_the_agent_and_recovery_is_earned_over_time() -> None:
+def test_denials_of_one_tool_restrict_that_tool_first_and_it_lifts_over_time() -> None:
     monitor = AgentMonitor("agent-1", SENSITIVE)
     events = [
         event(n, T0 + n * 100, "policy_decision", tool="shell", policy_outcome="denied")
@@ -119,9 +120,44 @@ def test_denials_trip_the_agent_and_recovery_is_earned_over_time() -> None:
     ]
     detections, transitions = monitor.feed_many(events)
     assert {d.severity for d in detections} == {"S1"}
+    # Narrow containment: the tool, not the agent (the agent-wide rate counts the same calls).
+    assert [(t.action, t.tool, t.tool_ceiling) for t in transitions] == \
+        [("restrict_tool", "shell", Mode.READ_ONLY)]
+    assert monitor.mode == Mode.AUTONOMOUS
+    control = transitions[0].to_control()
+    assert control["scope"] == "scoped" and control["tool"] == "shell"
+    assert control["mode"] == "read_only"
+    _, later = monitor.advance(T0 + 200 + 5_000)
+    assert [(t.action, t.tool_ceiling) for t in later] == [("lift_tool", Mode.AUTONOMOUS)]
+
+
+def test_denials_trip_the_agent_when_tools_are_not_contained_narrowly() -> None:
+    policy = SENSITIVE.model_copy(update={"breaker": SENSITIVE.breaker.model_copy(
+        update={"containment": ContainmentPolicy(narrow_tools=False)})})
+    monitor = AgentMonitor("agent-1", policy)
+    events = [
+        event(n, T0 + n * 100, "policy_decision", tool="shell", policy_outcome="denied")
+        for n in range(3)
+    ]
+    _, transitions = monitor.feed_many(events)
     assert [(t.action, t.new_mode) for t in transitions] == [("downgrade", Mode.READ_ONLY)]
     _, later = monitor.advance(T0 + 200 + 5_000)
     assert [(t.action, t.new_mode) for t in later] == [("probation", Mode.SUGGEST_ONLY)]
+
+
+def test_several_tools_tripping_escalate_to_the_agent() -> None:
+    monitor = AgentMonitor("agent-1", SENSITIVE)
+    events = [
+        event(n, T0 + n * 100, "policy_decision", tool=f"tool-{n // 3}",
+              policy_outcome="denied")
+        for n in range(9)
+    ]
+    _, transitions = monitor.feed_many(events)
+    assert [t.action for t in transitions if t.tool] == ["restrict_tool"] * 3
+    escalations = [t for t in transitions if t.action == "escalate"]
+    assert len(escalations) == 1 and escalations[0].rule == "tools_tripped"
+    assert "3 tools restricted" in escalations[0].reason
+    assert monitor.mode == Mode.READ_ONLY
 
 
 def test_advance_reports_runs_that_never_end_and_stops_them() -> None:

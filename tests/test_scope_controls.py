@@ -228,6 +228,24 @@ def test_run_and_agent_scopes_still_work_through_the_breaker(plane: Plane) -> No
     assert verdict(other, "crm.get", "read") == "allow"
 
 
+def test_breaker_restricts_the_denied_tool_before_the_agent(plane: Plane) -> None:
+    agent = uid("refund-bot")
+    g = plane.guard(agent)
+    with Emitter(plane.broker.bootstrap, idempotence=False, linger_ms=1) as em:
+        session = AgentSession(em, agent, workflow="refunds", environment="test")
+        with session.run() as run:
+            for i in range(8):
+                run.policy_decision("payments.refund", "money", "denied", "refund_limit",
+                                    params={"ticket": i})
+        em.flush(10)
+    assert eventually(lambda: verdict(g, "payments.refund", "money") == "deny")
+    d = g.decide("payments.refund", "money")
+    assert d.control == f"{agent}\x1fagent={agent};tool=payments.refund"
+    assert "narrow containment" in d.reason
+    assert verdict(g, "crm.update", "write") == "allow"
+    assert g.status().mode == "autonomous"
+
+
 # --- standing rules --------------------------------------------------------------------------
 
 
