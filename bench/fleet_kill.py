@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             load.join(30)
             issued_at = _issued_at(bootstrap, command_id)
+            published_at = _fleet_control_at(bootstrap, command_id)
             latencies = [g.refused_ms - issued_at for g in guards if g.refused_ms is not None]
+            if published_at is not None:
+                print(f"the worker published the fleet ceiling {published_at - issued_at} ms "
+                      "after the command was issued (CLI connect + send + worker apply)")
             missing = [g.agent for g in guards if g.ready and g.refused_ms is None]
             print(f"steady load: {loaded[0] if loaded else '?'} steps at {args.load:g}/s")
             if latencies:
@@ -215,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
                 g.stop()
             worker.stop()
     return 0
+
+
+def _fleet_control_at(bootstrap: str, command_id: str) -> int | None:
+    from tripwire.sdk.operator import read_shared_controls
+
+    fleet = asyncio.run(read_shared_controls(bootstrap)).get("fleet")
+    if fleet is None or fleet.get("command_id") != command_id:
+        return None
+    return int(fleet["issued_at"])
 
 
 def _issued_at(bootstrap: str, command_id: str) -> int:

@@ -89,6 +89,24 @@ class Scope:
             **{name: record.get(name) for name in SELECTORS[1:]},
         )
 
+    @classmethod
+    def from_key(cls, text: str) -> Scope:
+        """The scope a :meth:`key` names (``fleet``, ``workflow=refunds;tool=pay.*``);
+        ValueError naming the part it does not understand."""
+        text = text.strip()
+        if text in ("", "fleet"):
+            return cls()
+        long = {v: k for k, v in _SHORT.items()}
+        fields: dict[str, str] = {}
+        for part in text.split(";"):
+            name, sep, value = part.partition("=")
+            name = long.get(name.strip(), name.strip())
+            if not sep or name not in SELECTORS or not value.strip():
+                raise ValueError(f"scope part {part!r}: expected NAME=VALUE with NAME one of "
+                                 "agent, version, environment, workflow, tool, action_class")
+            fields[name] = value.strip()
+        return cls(**fields)
+
     def selectors(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in SELECTORS if getattr(self, name)}
 
