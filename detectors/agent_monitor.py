@@ -27,6 +27,7 @@ from tripwire.detectors.detection import Detection
 from tripwire.detectors.loops import LoopDetector
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
+from tripwire.detectors.rate_caps import RateCounter
 from tripwire.detectors.spend import SpendDetector
 from tripwire.detectors.stream_detector import Event
 from tripwire.detectors.windows import EventClock
@@ -53,6 +54,7 @@ class AgentMonitor:
         "injection",
         "breaker",
         "next_maintenance",
+        "rates",
     )
 
     def __init__(
@@ -68,6 +70,7 @@ class AgentMonitor:
         self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
         self.breaker = Breaker(agent_id, policy.breaker)
         self.next_maintenance = 0
+        self.rates = RateCounter(policy.breaker.containment.rate_caps)
 
     @property
     def mode(self) -> Mode:
@@ -121,8 +124,14 @@ class AgentMonitor:
         transitions: list[Transition] = []
         breaker = self.breaker
         clock = self.clock
+        rates = self.rates
         for event in events:
             found = self.feed(event)
+            if rates.caps:
+                for cap, count in rates.observe(event):
+                    transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
+                                               f"{count} calls in 60 s, cap {cap.per_minute}",
+                                               clock.watermark)
             if found:
                 detections += found
                 transitions += breaker.on_detections(found, clock.watermark)
@@ -215,4 +224,6 @@ class AgentMonitor:
             state["injection"], agent_id, policy, scanner, clock
         )
         monitor.breaker = Breaker.from_state(state["breaker"], agent_id, policy.breaker)
+        # Not in the state: a restarted worker forgets the last minute's call counts.
+        monitor.rates = RateCounter(policy.breaker.containment.rate_caps)
         return monitor

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from tripwire.detectors.containment import CLASS_LIMIT_PREFIX
 from tripwire.detectors.detection import Detection, Scope
 from tripwire.detectors.policy import BreakerPolicy
 from tripwire.detectors.windows import NO_TIME
@@ -114,6 +115,7 @@ class Transition:
         """The ``schemas/control.avsc`` record. A stopped run is that run set to halted; a
         tool restriction is a scoped record on agent + tool."""
         if self.tool is not None:
+            on_class = self.tool.startswith(CLASS_LIMIT_PREFIX)
             return {
                 "agent_id": self.agent_id,
                 "mode": str(self.tool_ceiling or Mode.AUTONOMOUS),
@@ -127,7 +129,8 @@ class Transition:
                 "rule": self.rule,
                 "expires_at": None,
                 "source": self.source,
-                "tool": self.tool,
+                "tool": None if on_class else self.tool,
+                "action_class": self.tool[len(CLASS_LIMIT_PREFIX):] if on_class else None,
                 "command_id": self.command_id,
             }
         run_scoped = self.scope == "run"
@@ -241,8 +244,8 @@ class Breaker:
             elif self.state != BreakerState.PINNED:
                 why = f"{det.detector}: {det.message}"
                 if det.tool is not None and self.policy.containment.narrow_tools:
-                    self._restrict_tool(det.tool, Mode(rule.target), rule.name, det, why,
-                                        now, out)
+                    self._restrict_tool(det.tool, Mode(rule.target), rule.name,
+                                        (det.detection_id,), det.detector, why, now, out)
                 else:
                     self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
         return out
@@ -334,9 +337,18 @@ class Breaker:
         elif self.state == BreakerState.COOLING:
             self.deadline = now + self._cooldown()
 
+    def cap(self, limit: str, target: Mode, rule: str, why: str, now_ms: int) -> list[Transition]:
+        """A rate cap exceeded: restrict ``limit`` (a tool or pattern, or
+        ``action_class=<c>``) for this agent like a tool trip. Nothing while pinned."""
+        now = self._now(now_ms)
+        out = self._advance(now)
+        if self.state != BreakerState.PINNED:
+            self._restrict_tool(limit, target, rule, (), "rate_cap", why, now, out)
+        return out
+
     def _restrict_tool(
-        self, tool: str, target: Mode, rule: str, det: Detection, why: str, now: int,
-        out: list[Transition],
+        self, tool: str, target: Mode, rule: str, detection_ids: tuple[str, ...],
+        detector: str, why: str, now: int, out: list[Transition],
     ) -> None:
         """Cap one tool of this agent at ``target``; escalate to the agent when too many of
         its tools are capped at once (detectors/containment.py)."""
@@ -346,19 +358,18 @@ class Breaker:
         others = tuple(limit for limit in self.tool_limits if limit[0] != tool)
         if target.rank >= self.mode.rank:
             return  # the agent's own mode already allows no more than this
-        detection_id = det.detection_id
         if current is not None and Mode(current[1]).rank <= target.rank:
             self.tool_limits = (*others, (tool, current[1], lifts, current[3]))  # still tripping
             return
-        self.tool_limits = (*others, (tool, str(target), lifts, det.detector))
+        self.tool_limits = (*others, (tool, str(target), lifts, detector))
         self.seq += 1
         out.append(self._tool_transition(
-            "restrict_tool", tool, target, rule, (detection_id,), now,
+            "restrict_tool", tool, target, rule, detection_ids, now,
             f"{tool} restricted to {target} for this agent (narrow containment): {why}"))
         if len(self.tool_limits) >= containment.tool_trip_limit:
             tools = ", ".join(sorted(limit[0] for limit in self.tool_limits))
             worst = min((Mode(limit[1]) for limit in self.tool_limits), key=lambda m: m.rank)
-            self._trip(worst, "tools_tripped", (detection_id,),
+            self._trip(worst, "tools_tripped", detection_ids,
                        f"{len(self.tool_limits)} tools restricted at once ({tools}), limit "
                        f"{containment.tool_trip_limit}: escalated to the agent", now, out,
                        action="escalate")

@@ -12,7 +12,40 @@ Hooked into ``BreakerPolicy.containment`` so it resolves per workflow and agent 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tripwire.schemas.modes import Mode
+
+CLASS_LIMIT_PREFIX = "action_class="
+"""A breaker limit on an action class (rate caps) rather than on a tool is keyed this way."""
+
+
+class RateCap(BaseModel):
+    """At most ``per_minute`` calls by one agent of a tool (name or pattern) or an action
+    class; above it, the breaker restricts that tool or class for the agent to ``target``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    tool: str | None = Field(None, description="Tool name or pattern (* ? [...]).")
+    action_class: Literal["read", "write", "external", "money", "destructive"] | None = None
+    per_minute: int = Field(ge=1, le=100_000, description="Most calls in any 60 s.")
+    target: Mode = Field(Mode.READ_ONLY, description="Ceiling while over the cap; read_only: "
+                         "its side effects stop, reads go on.")
+
+    @model_validator(mode="after")
+    def _one(self) -> RateCap:
+        if (self.tool is None) == (self.action_class is None):
+            raise ValueError(f"rate cap {self.name}: give a tool or an action_class (one)")
+        if self.target == Mode.AUTONOMOUS:
+            raise ValueError(f"rate cap {self.name}: target autonomous would cap nothing")
+        return self
+
+    @property
+    def limit_key(self) -> str:
+        return self.tool if self.tool is not None else CLASS_LIMIT_PREFIX + str(self.action_class)
 
 
 class ContainmentPolicy(BaseModel):
@@ -31,6 +64,13 @@ class ContainmentPolicy(BaseModel):
         description="Tools restricted at the same time that escalate to an agent downgrade. "
         "3: one or two misbehaving tools are a tool problem (a changed API, a stricter "
         "policy); three at once is the agent itself.",
+    )
+    rate_caps: tuple[RateCap, ...] = Field(
+        (),
+        description="Calls-per-minute caps per agent, enforced on the stream by the breaker "
+        "(a guard cannot count across an agent's processes). None by default: a sensible rate "
+        "depends on the tool. Counts are kept in memory: a worker restart forgets the last "
+        "minute.",
     )
     tool_cooldown_ms: int | None = Field(
         None,

@@ -20,8 +20,6 @@ The ``standing`` section of the policy file::
         "crm.update_*": reversible
         "email.send": irreversible
       irreversible_effect: approve   # what an irreversible tool needs by default
-      rate_caps:
-        - {name: refund-rate, tool: payments.refund, per_minute: 30}
 
 Each rule and each irreversible tool becomes a *standing scope control*: a ceiling on a shared
 scope (approve -> approve_to_act, deny -> read_only) that the worker publishes on
@@ -31,9 +29,9 @@ bound. Parameter conditions are checked by the guard on the call's own parameter
 parameters meet the condition (fail closed). ``deny`` caps at read_only: side effects are
 refused, reads still run (a read has nothing to undo).
 
-Rate caps are the breaker's (the guard cannot count across processes): more than
-``per_minute`` matching calls by one agent within a minute restrict that tool (or action
-class) for that agent to ``target`` for the breaker's cool-down.
+Rate caps (calls per minute per agent) are the breaker's, on the stream, since a guard
+cannot count across an agent's processes: ``breaker.containment.rate_caps`` in
+``detectors/containment.py``.
 
 Pure data and validation here; ``streams/scope_controls.py`` turns it into records.
 """
@@ -125,21 +123,6 @@ class StandingRule(_Model):
         return StandingControl(self.name, scope, EFFECT_CEILING[self.effect], reason, condition)
 
 
-class RateCap(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
-    tool: str | None = Field(None, description="Tool name or pattern.")
-    action_class: ActionClass | None = None
-    per_minute: int = Field(ge=1, description="Most matching calls by one agent in a minute.")
-    target: Mode = Field(Mode.READ_ONLY, description="Ceiling on the capped tool/class for "
-                         "that agent while over the cap (read_only: its side effects stop).")
-
-    @model_validator(mode="after")
-    def _narrow(self) -> RateCap:
-        if not self.tool and not self.action_class:
-            raise ValueError(f"rate cap {self.name}: give a tool or an action_class")
-        return self
-
-
 DEFAULT_RULES: tuple[StandingRule, ...] = (
     StandingRule(name="prod-destructive-needs-human", action_class="destructive",
                  environment="prod", effect="approve",
@@ -165,8 +148,6 @@ class StandingPolicy(_Model):
         description="What every listed irreversible tool needs whatever the mode. approve by "
         "default: the runbooks' minimum is that irreversible actions route to a human before "
         "they run, enforced mechanically.")
-    rate_caps: tuple[RateCap, ...] = Field(
-        (), description="Calls-per-minute caps per agent, enforced by the breaker on the stream.")
 
     @field_validator("rules")
     @classmethod

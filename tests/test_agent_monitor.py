@@ -454,3 +454,32 @@ def test_state_stays_bounded_as_runs_and_tools_come_and_go() -> None:
     # A new tool every run: idle tool windows expire, and max_tools caps the rest.
     assert len(large.denials.tools) <= 32
     assert len(json.dumps(large.to_state())) < 1.5 * len(json.dumps(small.to_state()))
+
+
+def test_rate_caps_restrict_the_tool_or_class_for_the_agent() -> None:
+    policy = ResolvedPolicy.model_validate({"breaker": {"cooldown_ms": 5_000, "containment": {
+        "rate_caps": [
+            {"name": "mail", "tool": "email.*", "per_minute": 3},
+            {"name": "money", "action_class": "money", "per_minute": 2,
+             "target": "approve_to_act"},
+        ]}}})
+    monitor = AgentMonitor("agent-1", policy)
+    mails = [event(n, T0 + n * 1000, "tool_call", tool="email.send", action_class="external")
+             for n in range(4)]
+    _, transitions = monitor.feed_many(mails)
+    assert [(t.action, t.tool, t.rule) for t in transitions] == \
+        [("restrict_tool", "email.*", "rate_cap.mail")]
+    assert transitions[0].to_control()["tool"] == "email.*"
+    # Calls spread over more than a minute stay under the cap.
+    spread = [event(10 + n, T0 + 10_000 + n * 40_000, "tool_call", tool="pay.refund",
+                    action_class="money") for n in range(4)]
+    _, transitions = monitor.feed_many(spread)
+    assert not [t for t in transitions if t.rule == "rate_cap.money"]
+    burst = [event(20 + n, T0 + 200_000 + n, "tool_call", tool="pay.refund",
+                   action_class="money") for n in range(3)]
+    _, transitions = monitor.feed_many(burst)
+    capped = [t for t in transitions if t.rule == "rate_cap.money"]
+    assert len(capped) == 1
+    control = capped[0].to_control()
+    assert control["action_class"] == "money" and control["tool"] is None
+    assert control["mode"] == "approve_to_act" and monitor.mode == Mode.AUTONOMOUS
