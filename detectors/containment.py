@@ -72,6 +72,21 @@ class ContainmentPolicy(BaseModel):
         "depends on the tool. Counts are kept in memory: a worker restart forgets the last "
         "minute.",
     )
+    workflow_trip_agents: int = Field(
+        5,
+        ge=2,
+        le=10_000,
+        description="Distinct agents of one workflow downgraded by the same rule within "
+        "workflow_window_ms that restrict the whole workflow (a shared workflow ceiling at the "
+        "lowest of their modes, for the cool-down). 5: two or three agents tripping together "
+        "can be coincidence; five is the workflow (a bad prompt, a broken dependency). "
+        "Counted per worker, over the agents of its partitions.",
+    )
+    workflow_window_ms: int = Field(
+        10 * 60_000,
+        gt=0,
+        description="Window for workflow_trip_agents: 10 min, the span of one incident.",
+    )
     tool_cooldown_ms: int | None = Field(
         None,
         gt=0,

@@ -27,6 +27,8 @@ from pathlib import Path
 import faust
 from faust.types import EventT, StreamT
 
+from tripwire.detectors.breaker import Transition
+from tripwire.detectors.fleet_containment import AGENT_TRIPS, WorkflowContainment
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
@@ -128,6 +130,7 @@ class TripwireApp:
             self.app.task(self.alerts.start)
         self._control_codec = control_codec()
         self.scope_writer = ScopeControlWriter(s.partitions)
+        self.workflow_containment = WorkflowContainment()
         self.policy = policy
         self._policy_stamp = _stamp(s.policy_file)
         self._detection_codec = detection_codec()
@@ -207,13 +210,22 @@ class TripwireApp:
             futures.append(await producer.send(
                 topics.CONTROLS, key.encode(), self._control_codec.encode(control), partition,
                 None, headers))
+        wider = self._wider_containment(result.transitions)
+        for r in wider:
+            headers = sign_control(r.control, *self._control_key) if self._control_key else None
+            futures.append(await producer.send(
+                r.topic, r.key.encode(), self._control_codec.encode(r.control), r.partition,
+                None, headers))
+            log.warning("scoped control %s -> %s (%s) %s", r.key, r.control["mode"],
+                        r.control["rule"], r.control["reason"])
+        controls += [r.control for r in wider]
         # Not flushed here: the producer sends at once (no linger), and waiting for the broker's
         # answer on every batch stalled detection behind each round trip (tens of ms under
         # load). The checkpoint before the batch's acks waits for these.
         self._unconfirmed.extend(futures)
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
-        for t, control in zip(result.transitions, controls, strict=True):
+        for t, control in zip(result.transitions, controls, strict=False):
             log.warning("%s %s: %s -> %s (%s) %s", t.action, t.agent_id, t.prev_mode,
                         t.new_mode, t.rule, t.reason)
             if self.alerts is not None:
@@ -221,6 +233,21 @@ class TripwireApp:
                 self.alerts.notify({**control, "owner": owner, "workflow": workflow,
                                     "action": t.action, "operator": t.operator})
         return dets, controls
+
+    def _wider_containment(self, transitions: Sequence[Transition]) -> list[ScopedRecord]:
+        """Workflow ceilings for the same trip across many agents of one workflow."""
+        out = []
+        for t in transitions:
+            if t.action not in AGENT_TRIPS or t.tool is not None:
+                continue
+            workflow = self.states.owners.get(t.agent_id, (None, None))[1]
+            breaker = self.policy.for_agent(t.agent_id, workflow).breaker
+            trip = self.workflow_containment.observe(
+                workflow, t.agent_id, t.rule, t.new_mode, t.ts, breaker.containment,
+                breaker.cooldown_ms)
+            if trip is not None:
+                out.append(self.scope_writer.workflow_trip(trip))
+        return out
 
     def _record_alert(self, row: dict) -> None:
         self._alert_rows.append(row)

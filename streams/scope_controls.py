@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tripwire.detectors.fleet_containment import WorkflowTrip
 from tripwire.detectors.standing_rules import StandingControl
 from tripwire.schemas import topics
 from tripwire.schemas.command_signing import SHARED_AGENT
@@ -32,6 +33,8 @@ __all__ = ["FLEET_KEY", "POLICY_KEY_PREFIX", "ScopeControlWriter", "ScopedRecord
 FLEET_KEY = "fleet"
 """Key of the fleet ceiling on ``agent-controls-shared`` (set by kill_all, lifted by
 release_all)."""
+BREAKER_KEY_PREFIX = "breaker:"
+"""Keys of the breaker's own shared ceilings (a workflow restricted by many agents' trips)."""
 POLICY_KEY_PREFIX = "policy:"
 """Keys of standing rules on ``agent-controls-shared``: ``policy:<rule name>``."""
 
@@ -85,6 +88,15 @@ class ScopeControlWriter:
         return [self._record(scope, scope.kafka_key(), mode, reason, now_ms,
                              rule=f"operator.{action}", source="operator",
                              command_id=command["command_id"], expires_at=expires_at)]
+
+    def workflow_trip(self, trip: WorkflowTrip) -> ScopedRecord:
+        """The shared ceiling for a workflow many of whose agents tripped together; keyed
+        apart from operator controls on the same workflow, so a release of one does not lift
+        the other. Lapses at ``trip.until`` (expires_at)."""
+        scope = Scope(workflow=trip.workflow)
+        return self._record(scope, BREAKER_KEY_PREFIX + scope.key(), trip.mode, trip.reason,
+                            trip.at, rule="workflow_trips", source="breaker",
+                            expires_at=trip.until)
 
     def standing(
         self, rules: Iterable[StandingControl], published: Mapping[str, Mapping[str, Any]],

@@ -265,3 +265,28 @@ def test_standing_policy_validation_names_the_problem() -> None:
     assert [c.name for c in default.controls()] == ["prod-destructive-needs-human"]
     assert default.reversibility_of("x", "destructive") == "irreversible"
     assert default.reversibility_of("x", "read") == "reversible"
+
+
+def test_the_same_trip_across_a_workflows_agents_restricts_the_workflow() -> None:
+    from tripwire.detectors.containment import ContainmentPolicy
+    from tripwire.detectors.fleet_containment import WorkflowContainment
+
+    policy = ContainmentPolicy(workflow_trip_agents=3, workflow_window_ms=60_000)
+    wc = WorkflowContainment()
+    t0 = 1_000_000
+    assert wc.observe("refunds", "a1", "harmful", Mode.READ_ONLY, t0, policy, 5000) is None
+    assert wc.observe("refunds", "a2", "other", Mode.READ_ONLY, t0, policy, 5000) is None
+    assert wc.observe("billing", "b1", "harmful", Mode.READ_ONLY, t0, policy, 5000) is None
+    # a1 again: still one agent; a3 after the window of a1's trip: a1 no longer counts.
+    assert wc.observe("refunds", "a1", "harmful", Mode.READ_ONLY, t0 + 1, policy, 5000) is None
+    assert wc.observe("refunds", "a2", "harmful", Mode.SUGGEST_ONLY, t0 + 2, policy,
+                      5000) is None
+    trip = wc.observe("refunds", "a3", "harmful", Mode.SUGGEST_ONLY, t0 + 3, policy, 5000)
+    assert trip is not None and trip.agents == ("a1", "a2", "a3")
+    assert trip.mode == Mode.READ_ONLY and trip.until == t0 + 5003
+    assert "3 agents of workflow refunds" in trip.reason
+    # Already restricted: no second record until it lapses.
+    assert wc.observe("refunds", "a4", "harmful", Mode.READ_ONLY, t0 + 4, policy, 5000) is None
+    record = ScopeControlWriter(4).workflow_trip(trip)
+    assert record.key == "breaker:workflow=refunds" and record.topic == "agent-controls-shared"
+    assert record.control["expires_at"] == trip.until and record.control["workflow"] == "refunds"
