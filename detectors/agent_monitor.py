@@ -127,6 +127,10 @@ class AgentMonitor:
         rates = self.rates
         for event in events:
             found = self.feed(event)
+            version = event.get("agent_version")
+            if version is not None and (not breaker.versions
+                                        or breaker.versions[-1][0] != version):
+                breaker.saw_version(version, clock.watermark)
             if rates.caps:
                 for cap, count in rates.observe(event):
                     transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
@@ -134,7 +138,7 @@ class AgentMonitor:
                                                clock.watermark)
             if found:
                 detections += found
-                transitions += breaker.on_detections(found, clock.watermark)
+                transitions += breaker.on_detections(found, clock.watermark, version)
             elif breaker.wake_at is not None and clock.watermark >= breaker.wake_at:
                 transitions += breaker.tick(clock.watermark)
         return detections, transitions

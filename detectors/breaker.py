@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from tripwire.detectors.containment import CLASS_LIMIT_PREFIX
+from tripwire.detectors.containment import CLASS_LIMIT_PREFIX, VERSION_LIMIT_PREFIX
 from tripwire.detectors.detection import Detection, Scope
 from tripwire.detectors.policy import BreakerPolicy
 from tripwire.detectors.windows import NO_TIME
@@ -116,6 +116,7 @@ class Transition:
         tool restriction is a scoped record on agent + tool."""
         if self.tool is not None:
             on_class = self.tool.startswith(CLASS_LIMIT_PREFIX)
+            on_version = self.tool.startswith(VERSION_LIMIT_PREFIX)
             return {
                 "agent_id": self.agent_id,
                 "mode": str(self.tool_ceiling or Mode.AUTONOMOUS),
@@ -129,8 +130,9 @@ class Transition:
                 "rule": self.rule,
                 "expires_at": None,
                 "source": self.source,
-                "tool": None if on_class else self.tool,
+                "tool": None if on_class or on_version else self.tool,
                 "action_class": self.tool[len(CLASS_LIMIT_PREFIX):] if on_class else None,
+                "agent_version": self.tool[len(VERSION_LIMIT_PREFIX):] if on_version else None,
                 "command_id": self.command_id,
             }
         run_scoped = self.scope == "run"
@@ -193,6 +195,7 @@ class Breaker:
         "run_stops",
         "commands",
         "tool_limits",
+        "versions",
     )
 
     def __init__(self, agent_id: str, policy: BreakerPolicy) -> None:
@@ -214,6 +217,8 @@ class Breaker:
         # (tool, ceiling, lifts_at, detector): tools restricted for this agent (narrow
         # containment), and the detector that tripped each.
         self.tool_limits: tuple[tuple[str, str, int, str], ...] = ()
+        # (version, last seen): versions of this agent seen running, for narrow_versions.
+        self.versions: tuple[tuple[str, int], ...] = ()
 
     @property
     def wake_at(self) -> int | None:
@@ -226,7 +231,22 @@ class Breaker:
 
     # --- entry points ---------------------------------------------------------------------
 
-    def on_detections(self, detections: Iterable[Detection], now_ms: int) -> list[Transition]:
+    def saw_version(self, version: str, ts: int) -> None:
+        """An event of this agent ran ``version`` at ``ts`` (called when the version an
+        agent's events carry changes, so it costs nothing while one version runs)."""
+        kept = tuple(v for v in self.versions if v[0] != version)[-7:]
+        self.versions = (*kept, (version, ts))
+
+    def _running_versions(self, now: int) -> set[str]:
+        horizon = now - self.policy.containment.version_window_ms
+        latest = max((ts for _, ts in self.versions), default=None)
+        # The most recent switch marks the current version as running from then on.
+        return {v for v, ts in self.versions if ts > horizon or ts == latest}
+
+    def on_detections(
+        self, detections: Iterable[Detection], now_ms: int, version: str | None = None
+    ) -> list[Transition]:
+        """``version``: the agent version of the event the detections came from, if known."""
         now = self._now(now_ms)
         out = self._advance(now)
         for det in detections:
@@ -234,7 +254,8 @@ class Breaker:
             if rule is None or rule.target == "none":
                 continue
             if det.tool is None and det.scope == "agent" and any(
-                    limit[3] == det.detector for limit in self.tool_limits):
+                    limit[3] == det.detector and not limit[0].startswith(VERSION_LIMIT_PREFIX)
+                    for limit in self.tool_limits):
                 # The same detector already contained this agent's tool(s): the agent-wide
                 # figure counts the same calls. Escalation to the agent goes by how many
                 # tools are restricted (containment.tool_trip_limit).
@@ -246,6 +267,9 @@ class Breaker:
                 if det.tool is not None and self.policy.containment.narrow_tools:
                     self._restrict_tool(det.tool, Mode(rule.target), rule.name,
                                         (det.detection_id,), det.detector, why, now, out)
+                elif version is not None and self._contain_version(
+                        version, Mode(rule.target), rule.name, det, why, now, out):
+                    pass
                 else:
                     self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
         return out
@@ -337,6 +361,39 @@ class Breaker:
         elif self.state == BreakerState.COOLING:
             self.deadline = now + self._cooldown()
 
+    def _contain_version(
+        self, version: str, target: Mode, rule: str, det: Detection, why: str, now: int,
+        out: list[Transition],
+    ) -> bool:
+        """Restrict this agent + version when other versions of it are running and not yet
+        restricted (containment.narrow_versions); False when the agent should trip instead."""
+        if not self.policy.containment.narrow_versions:
+            return False
+        running = self._running_versions(now)
+        if version not in running or len(running) < 2:
+            return False
+        restricted = {limit[0][len(VERSION_LIMIT_PREFIX):] for limit in self.tool_limits
+                      if limit[0].startswith(VERSION_LIMIT_PREFIX)}
+        if not running - restricted - {version}:
+            return False  # no healthy version left: the agent itself trips
+        limit = VERSION_LIMIT_PREFIX + version
+        lifts = now + (self.policy.containment.tool_cooldown_ms or self.policy.cooldown_ms)
+        current = next((x for x in self.tool_limits if x[0] == limit), None)
+        others = tuple(x for x in self.tool_limits if x[0] != limit)
+        if target.rank >= self.mode.rank:
+            return True
+        if current is not None and Mode(current[1]).rank <= target.rank:
+            self.tool_limits = (*others, (limit, current[1], lifts, current[3]))
+            return True
+        self.tool_limits = (*others, (limit, str(target), lifts, det.detector))
+        self.seq += 1
+        healthy = ", ".join(sorted(running - {version}))
+        out.append(self._tool_transition(
+            "restrict_tool", limit, target, rule, (det.detection_id,), now,
+            f"version {version} restricted to {target} (trips concentrated in it; "
+            f"{healthy} still running): {why}"))
+        return True
+
     def cap(self, limit: str, target: Mode, rule: str, why: str, now_ms: int) -> list[Transition]:
         """A rate cap exceeded: restrict ``limit`` (a tool or pattern, or
         ``action_class=<c>``) for this agent like a tool trip. Nothing while pinned."""
@@ -366,11 +423,13 @@ class Breaker:
         out.append(self._tool_transition(
             "restrict_tool", tool, target, rule, detection_ids, now,
             f"{tool} restricted to {target} for this agent (narrow containment): {why}"))
-        if len(self.tool_limits) >= containment.tool_trip_limit:
-            tools = ", ".join(sorted(limit[0] for limit in self.tool_limits))
-            worst = min((Mode(limit[1]) for limit in self.tool_limits), key=lambda m: m.rank)
+        tool_limits = [limit for limit in self.tool_limits
+                       if not limit[0].startswith(VERSION_LIMIT_PREFIX)]
+        if len(tool_limits) >= containment.tool_trip_limit:
+            tools = ", ".join(sorted(limit[0] for limit in tool_limits))
+            worst = min((Mode(limit[1]) for limit in tool_limits), key=lambda m: m.rank)
             self._trip(worst, "tools_tripped", detection_ids,
-                       f"{len(self.tool_limits)} tools restricted at once ({tools}), limit "
+                       f"{len(tool_limits)} tools restricted at once ({tools}), limit "
                        f"{containment.tool_trip_limit}: escalated to the agent", now, out,
                        action="escalate")
 
@@ -581,6 +640,7 @@ class Breaker:
             stops,
             list(self.commands),
             [part for limit in self.tool_limits for part in limit],
+            [part for seen in self.versions for part in seen],
         ]
 
     @classmethod
@@ -602,4 +662,7 @@ class Breaker:
             (str(limits[i]), str(limits[i + 1]), int(limits[i + 2]), str(limits[i + 3]))
             for i in range(0, len(limits), 4)
         )
+        seen = state[10] if len(state) > 10 else []
+        breaker.versions = tuple((str(seen[i]), int(seen[i + 1]))
+                                 for i in range(0, len(seen), 2))
         return breaker

@@ -20,6 +20,8 @@ from tripwire.schemas.modes import Mode
 
 CLASS_LIMIT_PREFIX = "action_class="
 """A breaker limit on an action class (rate caps) rather than on a tool is keyed this way."""
+VERSION_LIMIT_PREFIX = "agent_version="
+"""A breaker limit on one version of the agent (a paused canary) is keyed this way."""
 
 
 class RateCap(BaseModel):
@@ -71,6 +73,19 @@ class ContainmentPolicy(BaseModel):
         "(a guard cannot count across an agent's processes). None by default: a sensible rate "
         "depends on the tool. Counts are kept in memory: a worker restart forgets the last "
         "minute.",
+    )
+    narrow_versions: bool = Field(
+        True,
+        description="When an agent runs two or more versions (seen within version_window_ms) "
+        "and a trip comes from one of them, restrict that agent + version instead of the "
+        "agent: pause the canary, keep the healthy release working. When every version it "
+        "runs is restricted, the agent is downgraded.",
+    )
+    version_window_ms: int = Field(
+        10 * 60_000,
+        gt=0,
+        description="How recently a version must have been seen to count as running: 10 min "
+        "covers a canary that takes a share of an agent's runs.",
     )
     workflow_trip_agents: int = Field(
         5,

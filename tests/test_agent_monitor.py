@@ -483,3 +483,29 @@ def test_rate_caps_restrict_the_tool_or_class_for_the_agent() -> None:
     control = capped[0].to_control()
     assert control["action_class"] == "money" and control["tool"] is None
     assert control["mode"] == "approve_to_act" and monitor.mode == Mode.AUTONOMOUS
+
+
+def test_trips_concentrated_in_one_version_pause_that_version() -> None:
+    monitor = AgentMonitor("agent-1", SENSITIVE)
+    events = []
+    for n in range(12):  # v1 and a v2 canary both running, interleaved
+        events.append(event(n, T0 + n * 100, "tool_call", tool="crm.get", action_class="read",
+                            agent_version="1.0" if n % 2 else "2.0"))
+    monitor.feed_many(events)
+    # Only the canary is refused: denied decisions, agent-wide (no tool), from 2.0.
+    bad = [event(100 + n, T0 + 2_000 + n * 100, "policy_decision", policy_outcome="denied",
+                 agent_version="2.0") for n in range(4)]
+    found, transitions = monitor.feed_many(bad)
+    paused = [t for t in transitions if t.action == "restrict_tool"]
+    assert len(paused) == 1 and monitor.mode == Mode.AUTONOMOUS, transitions
+    control = paused[0].to_control()
+    assert control["agent_version"] == "2.0" and control["tool"] is None
+    assert control["scope"] == "scoped" and "1.0 still running" in control["reason"]
+    # The state survives a round trip (changelog) with its versions and limits.
+    again = AgentMonitor.from_state(monitor.to_state(), SENSITIVE)
+    assert again.breaker.versions == monitor.breaker.versions
+    assert again.breaker.tool_limits == monitor.breaker.tool_limits
+    # The same trip from 1.0 too: no healthy version left, so the agent itself trips.
+    transitions = monitor.breaker.on_detections(found, T0 + 3_000, "1.0")
+    assert [t.action for t in transitions] == ["downgrade"]
+    assert monitor.mode != Mode.AUTONOMOUS
