@@ -46,6 +46,8 @@ PARAMETER_TYPES: dict[str, str] = {
     "agent": "String",
     "event_ids": "Array(String)",
     "detection_ids": "Array(String)",
+    "versions": "Array(String)",  # agent versions; empty: every version
+    "action_classes": "Array(String)",  # empty: every action class
 }
 
 _PARAM_RE = re.compile(r"\{(\w+):([^{}]+?)\}")

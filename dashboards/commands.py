@@ -29,6 +29,9 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--since",
                     help="with --agent: start, ISO-8601 (UTC if no offset) or epoch ms")
     ev.add_argument("--until", help="with --agent: end (exclusive); default now")
+    ev.add_argument("--scope", help="report on a scope instead: fleet, or e.g. "
+                    "'workflow=refunds;tool=payments.*' (agent, version, environment, "
+                    "workflow, tool, action_class), with --since")
     ev.add_argument("--format", choices=("markdown", "json"), default="markdown")
     ev.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
@@ -64,6 +67,8 @@ def evidence_command(args: argparse.Namespace) -> int:
     from tripwire.dashboards.filters import now_ms, parse_instant
     from tripwire.sinks.clickhouse import connect
 
+    if args.scope is not None:
+        return scope_evidence_command(args)
     if bool(args.run_id) == bool(args.agent):
         print("tripwire evidence: give either RUN_ID or --agent A --since T [--until T]",
               file=sys.stderr)
@@ -88,6 +93,43 @@ def evidence_command(args: argparse.Namespace) -> int:
     except EvidenceNotFound as ex:
         print(f"tripwire evidence: {ex}", file=sys.stderr)
         return 1
+    except ValueError as ex:
+        print(f"tripwire evidence: {ex}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    text = (json.dumps(ev.to_json(), indent=2, ensure_ascii=False) + "\n"
+            if args.format == "json" else ev.to_markdown())
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def scope_evidence_command(args: argparse.Namespace) -> int:
+    from tripwire.dashboards.filters import now_ms, parse_instant
+    from tripwire.dashboards.scope_evidence import scope_evidence
+    from tripwire.detectors.policy import Policy, load_policy
+    from tripwire.sdk.scopes import Scope
+    from tripwire.sinks.clickhouse import connect
+
+    if args.run_id or args.agent or not args.since:
+        print("tripwire evidence: --scope takes --since T [--until T], no RUN_ID or --agent",
+              file=sys.stderr)
+        return 2
+    try:
+        scope = Scope.from_key(args.scope)
+        since, until = parse_instant(args.since), (
+            parse_instant(args.until) if args.until else now_ms())
+    except ValueError as ex:
+        print(f"tripwire evidence: {ex}", file=sys.stderr)
+        return 2
+    dsn, settings = _dsn(args)
+    policy = load_policy(settings.policy_file) if settings.policy_file else Policy()
+    client = connect(dsn)
+    try:
+        ev = scope_evidence(client, scope, since, until, policy.standing)
     except ValueError as ex:
         print(f"tripwire evidence: {ex}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from tripwire.detectors.monitor_state import (
 )
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
+from tripwire.detectors.rate_caps import RateCounter
 from tripwire.detectors.spend import SpendDetector
 from tripwire.detectors.stream_detector import Event
 from tripwire.detectors.windows import EventClock
@@ -58,6 +59,7 @@ class AgentMonitor:
         "injection",
         "breaker",
         "next_maintenance",
+        "rates",
     )
 
     def __init__(
@@ -73,6 +75,7 @@ class AgentMonitor:
         self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
         self.breaker = Breaker(agent_id, policy.breaker)
         self.next_maintenance = 0
+        self.rates = RateCounter(policy.breaker.containment.rate_caps)
 
     @property
     def mode(self) -> Mode:
@@ -126,12 +129,22 @@ class AgentMonitor:
         transitions: list[Transition] = []
         breaker = self.breaker
         clock = self.clock
+        rates = self.rates
         for event in events:
             found = self.feed(event)
+            version = event.get("agent_version")
+            if version is not None and (not breaker.versions
+                                        or breaker.versions[-1][0] != version):
+                breaker.saw_version(version, clock.watermark)
+            if rates.caps:
+                for cap, count in rates.observe(event):
+                    transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
+                                               f"{count} calls in 60 s, cap {cap.per_minute}",
+                                               clock.watermark)
             if found:
                 detections += found
-                transitions += breaker.on_detections(found, clock.watermark)
-            elif breaker.deadline is not None and clock.watermark >= breaker.deadline:
+                transitions += breaker.on_detections(found, clock.watermark, version)
+            elif breaker.wake_at is not None and clock.watermark >= breaker.wake_at:
                 transitions += breaker.tick(clock.watermark)
         return detections, transitions
 
@@ -155,8 +168,8 @@ class AgentMonitor:
         """Earliest time at which ``tick``/``advance`` has work: a never-ending-run check, a
         breaker deadline (cool-down, probation, pin expiry) or a maintenance sweep."""
         due = min(self.loops.next_deadline, self.next_maintenance)
-        if self.breaker.deadline is not None:
-            due = min(due, self.breaker.deadline)
+        if self.breaker.wake_at is not None:
+            due = min(due, self.breaker.wake_at)
         return due
 
     def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:
@@ -217,6 +230,8 @@ class AgentMonitor:
             record.injection, agent_id, policy, scanner, clock
         )
         monitor.breaker = Breaker.from_state(record.breaker, agent_id, policy.breaker)
+        # Not in the state: a restarted worker forgets the last minute's call counts.
+        monitor.rates = RateCounter(policy.breaker.containment.rate_caps)
         return monitor
 
     def to_state(self) -> dict[str, Any]:

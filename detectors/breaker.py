@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from tripwire.detectors.containment import CLASS_LIMIT_PREFIX, VERSION_LIMIT_PREFIX
 from tripwire.detectors.detection import Detection, Scope
 from tripwire.detectors.policy import BreakerPolicy
 from tripwire.detectors.windows import NO_TIME
@@ -71,6 +72,8 @@ Action = Literal[
     "pin",
     "release",
     "pin_expired",
+    "restrict_tool",
+    "lift_tool",
 ]
 
 
@@ -96,13 +99,42 @@ class Transition:
     source: Literal["breaker", "operator"]
     operator: str | None
     reason: str
+    command_id: str | None = None
+    """The operator command that caused it, so guards' acknowledgements can name it."""
+    tool: str | None = None
+    """For restrict_tool / lift_tool: the tool whose ceiling changed (the agent's mode did
+    not); its control is an agent + tool scoped record."""
+    tool_ceiling: Mode | None = None
+    """The tool's new ceiling (autonomous when lifted)."""
 
     @property
     def mode_changed(self) -> bool:
         return self.prev_mode != self.new_mode
 
     def to_control(self) -> dict[str, Any]:
-        """The ``schemas/control.avsc`` record. A stopped run is that run set to halted."""
+        """The ``schemas/control.avsc`` record. A stopped run is that run set to halted; a
+        tool restriction is a scoped record on agent + tool."""
+        if self.tool is not None:
+            on_class = self.tool.startswith(CLASS_LIMIT_PREFIX)
+            on_version = self.tool.startswith(VERSION_LIMIT_PREFIX)
+            return {
+                "agent_id": self.agent_id,
+                "mode": str(self.tool_ceiling or Mode.AUTONOMOUS),
+                "previous_mode": None,
+                "scope": "scoped",
+                "run_id": None,
+                "reason": self.reason,
+                "detection_ids": list(self.detection_ids),
+                "seq": self.seq,
+                "issued_at": self.ts,
+                "rule": self.rule,
+                "expires_at": None,
+                "source": self.source,
+                "tool": None if on_class or on_version else self.tool,
+                "action_class": self.tool[len(CLASS_LIMIT_PREFIX):] if on_class else None,
+                "agent_version": self.tool[len(VERSION_LIMIT_PREFIX):] if on_version else None,
+                "command_id": self.command_id,
+            }
         run_scoped = self.scope == "run"
         return {
             "agent_id": self.agent_id,
@@ -117,6 +149,7 @@ class Transition:
             "rule": self.rule,
             "expires_at": self.next_change_ms if self.new_state == BreakerState.PINNED else None,
             "source": self.source,
+            "command_id": self.command_id,
         }
 
 
@@ -125,7 +158,7 @@ class Command:
     """An operator command (``schemas/command.avsc``); signature checks happen upstream."""
 
     command_id: str
-    action: Literal["kill", "kill_all", "pin", "release"]
+    action: Literal["kill", "kill_all", "pin", "release", "release_all"]
     operator: str
     reason: str = ""
     mode: Mode | None = None
@@ -161,6 +194,8 @@ class Breaker:
         "clock_ms",
         "run_stops",
         "commands",
+        "tool_limits",
+        "versions",
     )
 
     def __init__(self, agent_id: str, policy: BreakerPolicy) -> None:
@@ -179,21 +214,64 @@ class Breaker:
         # so the same run is not stopped twice.
         self.run_stops: tuple[tuple[int, str, str, int], ...] = ()
         self.commands: tuple[str, ...] = ()
+        # (tool, ceiling, lifts_at, detector): tools restricted for this agent (narrow
+        # containment), and the detector that tripped each.
+        self.tool_limits: tuple[tuple[str, str, int, str], ...] = ()
+        # (version, last seen): versions of this agent seen running, for narrow_versions.
+        self.versions: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def wake_at(self) -> int | None:
+        """When the breaker next changes something on its own: its deadline or the earliest
+        tool restriction lifting."""
+        times = [lifts for _, _, lifts, _ in self.tool_limits]
+        if self.deadline is not None:
+            times.append(self.deadline)
+        return min(times) if times else None
 
     # --- entry points ---------------------------------------------------------------------
 
-    def on_detections(self, detections: Iterable[Detection], now_ms: int) -> list[Transition]:
+    def saw_version(self, version: str, ts: int) -> None:
+        """An event of this agent ran ``version`` at ``ts`` (called when the version an
+        agent's events carry changes, so it costs nothing while one version runs)."""
+        kept = tuple(v for v in self.versions if v[0] != version)[-7:]
+        self.versions = (*kept, (version, ts))
+
+    def _running_versions(self, now: int) -> set[str]:
+        horizon = now - self.policy.containment.version_window_ms
+        latest = max((ts for _, ts in self.versions), default=None)
+        # The most recent switch marks the current version as running from then on.
+        return {v for v, ts in self.versions if ts > horizon or ts == latest}
+
+    def on_detections(
+        self, detections: Iterable[Detection], now_ms: int, version: str | None = None
+    ) -> list[Transition]:
+        """``version``: the agent version of the event the detections came from, if known."""
         now = self._now(now_ms)
         out = self._advance(now)
         for det in detections:
             rule = self.policy.rule_for(det.detector, det.metric, det.scope, det.severity)
             if rule is None or rule.target == "none":
                 continue
+            if det.tool is None and det.scope == "agent" and any(
+                    limit[3] == det.detector and not limit[0].startswith(VERSION_LIMIT_PREFIX)
+                    for limit in self.tool_limits):
+                # The same detector already contained this agent's tool(s): the agent-wide
+                # figure counts the same calls. Escalation to the agent goes by how many
+                # tools are restricted (containment.tool_trip_limit).
+                continue
             if rule.target == "stop_run":
                 self._stop_run(det, rule.name, now, out)
             elif self.state != BreakerState.PINNED:
                 why = f"{det.detector}: {det.message}"
-                self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
+                if det.tool is not None and self.policy.containment.narrow_tools:
+                    self._restrict_tool(det.tool, Mode(rule.target), rule.name,
+                                        (det.detection_id,), det.detector, why, now, out)
+                elif version is not None and self._contain_version(
+                        version, Mode(rule.target), rule.name, det, why, now, out):
+                    pass
+                else:
+                    self._trip(Mode(rule.target), rule.name, (det.detection_id,), why, now, out)
         return out
 
     def tick(self, now_ms: int) -> list[Transition]:
@@ -209,9 +287,9 @@ class Breaker:
         reason = (
             f"operator {cmd.operator}: {cmd.reason}" if cmd.reason else f"operator {cmd.operator}"
         )
-        if cmd.action == "release":
+        if cmd.action in ("release", "release_all"):
             if self.state == BreakerState.PINNED:
-                self._unpin(now, "release", cmd.operator, reason, out)
+                self._unpin(now, "release", cmd.operator, reason, out, cmd.command_id)
             return out
         if cmd.action in ("kill", "kill_all"):
             target, until, action = Mode.HALTED, None, "kill"
@@ -234,6 +312,7 @@ class Breaker:
             source="operator",
             operator=cmd.operator,
             reason=reason,
+            command_id=cmd.command_id,
         )
         out += self._advance(now)  # a pin whose expiry has already passed lapses at once
         return out
@@ -282,6 +361,100 @@ class Breaker:
         elif self.state == BreakerState.COOLING:
             self.deadline = now + self._cooldown()
 
+    def _contain_version(
+        self, version: str, target: Mode, rule: str, det: Detection, why: str, now: int,
+        out: list[Transition],
+    ) -> bool:
+        """Restrict this agent + version when other versions of it are running and not yet
+        restricted (containment.narrow_versions); False when the agent should trip instead."""
+        if not self.policy.containment.narrow_versions:
+            return False
+        running = self._running_versions(now)
+        if version not in running or len(running) < 2:
+            return False
+        restricted = {limit[0][len(VERSION_LIMIT_PREFIX):] for limit in self.tool_limits
+                      if limit[0].startswith(VERSION_LIMIT_PREFIX)}
+        if not running - restricted - {version}:
+            return False  # no healthy version left: the agent itself trips
+        limit = VERSION_LIMIT_PREFIX + version
+        lifts = now + (self.policy.containment.tool_cooldown_ms or self.policy.cooldown_ms)
+        current = next((x for x in self.tool_limits if x[0] == limit), None)
+        others = tuple(x for x in self.tool_limits if x[0] != limit)
+        if target.rank >= self.mode.rank:
+            return True
+        if current is not None and Mode(current[1]).rank <= target.rank:
+            self.tool_limits = (*others, (limit, current[1], lifts, current[3]))
+            return True
+        self.tool_limits = (*others, (limit, str(target), lifts, det.detector))
+        self.seq += 1
+        healthy = ", ".join(sorted(running - {version}))
+        out.append(self._tool_transition(
+            "restrict_tool", limit, target, rule, (det.detection_id,), now,
+            f"version {version} restricted to {target} (trips concentrated in it; "
+            f"{healthy} still running): {why}"))
+        return True
+
+    def cap(self, limit: str, target: Mode, rule: str, why: str, now_ms: int) -> list[Transition]:
+        """A rate cap exceeded: restrict ``limit`` (a tool or pattern, or
+        ``action_class=<c>``) for this agent like a tool trip. Nothing while pinned."""
+        now = self._now(now_ms)
+        out = self._advance(now)
+        if self.state != BreakerState.PINNED:
+            self._restrict_tool(limit, target, rule, (), "rate_cap", why, now, out)
+        return out
+
+    def _restrict_tool(
+        self, tool: str, target: Mode, rule: str, detection_ids: tuple[str, ...],
+        detector: str, why: str, now: int, out: list[Transition],
+    ) -> None:
+        """Cap one tool of this agent at ``target``; escalate to the agent when too many of
+        its tools are capped at once (detectors/containment.py)."""
+        containment = self.policy.containment
+        lifts = now + (containment.tool_cooldown_ms or self.policy.cooldown_ms)
+        current = next((limit for limit in self.tool_limits if limit[0] == tool), None)
+        others = tuple(limit for limit in self.tool_limits if limit[0] != tool)
+        if target.rank >= self.mode.rank:
+            return  # the agent's own mode already allows no more than this
+        if current is not None and Mode(current[1]).rank <= target.rank:
+            self.tool_limits = (*others, (tool, current[1], lifts, current[3]))  # still tripping
+            return
+        self.tool_limits = (*others, (tool, str(target), lifts, detector))
+        self.seq += 1
+        out.append(self._tool_transition(
+            "restrict_tool", tool, target, rule, detection_ids, now,
+            f"{tool} restricted to {target} for this agent (narrow containment): {why}"))
+        tool_limits = [limit for limit in self.tool_limits
+                       if not limit[0].startswith(VERSION_LIMIT_PREFIX)]
+        if len(tool_limits) >= containment.tool_trip_limit:
+            tools = ", ".join(sorted(limit[0] for limit in tool_limits))
+            worst = min((Mode(limit[1]) for limit in tool_limits), key=lambda m: m.rank)
+            self._trip(worst, "tools_tripped", detection_ids,
+                       f"{len(tool_limits)} tools restricted at once ({tools}), limit "
+                       f"{containment.tool_trip_limit}: escalated to the agent", now, out,
+                       action="escalate")
+
+    def _lift_tools(self, now: int, out: list[Transition]) -> None:
+        due = sorted((lifts, tool) for tool, _, lifts, _ in self.tool_limits if lifts <= now)
+        if not due:
+            return
+        self.tool_limits = tuple(limit for limit in self.tool_limits if limit[2] > now)
+        for lifts, tool in due:
+            self.seq += 1
+            out.append(self._tool_transition(
+                "lift_tool", tool, Mode.AUTONOMOUS, "tool_cooldown_elapsed", (), lifts,
+                f"no trips of {tool} for the cool-down: restriction lifted"))
+
+    def _tool_transition(
+        self, action: Action, tool: str, ceiling: Mode, rule: str,
+        detection_ids: tuple[str, ...], now: int, reason: str,
+    ) -> Transition:
+        return Transition(
+            transition_id=str(uuid.uuid5(TRANSITION_NAMESPACE, f"{self.agent_id}\x1f{self.seq}")),
+            agent_id=self.agent_id, seq=self.seq, ts=now, action=action, prev_mode=self.mode,
+            new_mode=self.mode, prev_state=self.state, new_state=self.state, rule=rule,
+            scope="agent", run_id=None, detection_ids=detection_ids, next_change_ms=None,
+            source="breaker", operator=None, reason=reason, tool=tool, tool_ceiling=ceiling)
+
     def _stop_run(self, det: Detection, rule: str, now: int, out: list[Transition]) -> None:
         run_id = det.run_id
         if run_id is None:
@@ -325,6 +498,8 @@ class Breaker:
 
     def _advance(self, now: int) -> list[Transition]:
         out: list[Transition] = []
+        if self.tool_limits:
+            self._lift_tools(now, out)
         while self.deadline is not None and now >= self.deadline:
             at = self.deadline
             if self.state == BreakerState.PINNED:
@@ -370,7 +545,8 @@ class Breaker:
         return out
 
     def _unpin(
-        self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition]
+        self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition],
+        command_id: str | None = None,
     ) -> None:
         if self.mode == Mode.AUTONOMOUS:
             state, deadline = BreakerState.NORMAL, None
@@ -387,6 +563,7 @@ class Breaker:
             source="operator" if operator else "breaker",
             operator=operator,
             reason=f"{reason}; recovery starts from {self.mode}",
+            command_id=command_id,
         )
 
     def _move(
@@ -405,6 +582,7 @@ class Breaker:
         detection_ids: tuple[str, ...] = (),
         source: Literal["breaker", "operator"] = "breaker",
         operator: str | None = None,
+        command_id: str | None = None,
     ) -> None:
         self.seq += 1
         out.append(
@@ -428,6 +606,7 @@ class Breaker:
                 source=source,
                 operator=operator,
                 reason=reason,
+                command_id=command_id,
             )
         )
         self.mode, self.state, self.deadline = mode, state, deadline
@@ -460,6 +639,8 @@ class Breaker:
             self.clock_ms,
             stops,
             list(self.commands),
+            [part for limit in self.tool_limits for part in limit],
+            [part for seen in self.versions for part in seen],
         ]
 
     @classmethod
@@ -476,4 +657,12 @@ class Breaker:
             for i in range(0, len(stops), 4)
         )
         breaker.commands = tuple(str(c) for c in state[8])
+        limits = state[9] if len(state) > 9 else []  # states written before tool limits
+        breaker.tool_limits = tuple(
+            (str(limits[i]), str(limits[i + 1]), int(limits[i + 2]), str(limits[i + 3]))
+            for i in range(0, len(limits), 4)
+        )
+        seen = state[10] if len(state) > 10 else []
+        breaker.versions = tuple((str(seen[i]), int(seen[i + 1]))
+                                 for i in range(0, len(seen), 2))
         return breaker

@@ -37,8 +37,10 @@ from pydantic import (
     model_validator,
 )
 
+from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.otlp_policy import OtlpPolicy
 from tripwire.detectors.severity import Severity
+from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.schemas.modes import Mode
 
 MINUTE_MS = 60_000
@@ -490,6 +492,11 @@ class BreakerPolicy(PolicyModel):
     run_stop_window_ms: int = Field(
         HOUR_MS, gt=0, description="Window over which run stops are counted."
     )
+    containment: ContainmentPolicy = Field(
+        ContainmentPolicy(),
+        description="Narrow containment first: per-tool restriction and when it escalates "
+        "to the agent (detectors/containment.py).",
+    )
     run_stop_escalation: Mode = Field(
         Mode.SUGGEST_ONLY,
         description="Mode after run_stop_limit run stops: suggest_only, as for repeated "
@@ -616,6 +623,11 @@ class Policy(PolicyModel):
     )
     agents: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Overrides per agent_id, over workflow and defaults."
+    )
+    standing: StandingPolicy = Field(
+        default_factory=StandingPolicy,
+        description="Standing rules, tool reversibility and rate caps (detectors/"
+        "standing_rules.py); fleet-wide, each rule names its own workflow/environment.",
     )
     _resolved: dict[tuple[str | None, str | None], ResolvedPolicy] = PrivateAttr(
         default_factory=dict

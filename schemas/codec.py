@@ -41,6 +41,7 @@ STEP_BATCH_SCHEMA = SCHEMA_DIR / "step_batch.avsc"
 CONTROL_SCHEMA = SCHEMA_DIR / "control.avsc"
 DETECTION_SCHEMA = SCHEMA_DIR / "detection.avsc"
 COMMAND_SCHEMA = SCHEMA_DIR / "command.avsc"
+CONTROL_ACK_SCHEMA = SCHEMA_DIR / "control_ack.avsc"
 
 MAGIC = b"\xc3\x01"
 FINGERPRINT_SIZE = 8
@@ -605,3 +606,8 @@ def detection_codec() -> FramedCodec:
 def command_codec() -> FramedCodec:
     """A new codec for dev.tripwire.Command; control.avsc defines the Mode it refers to."""
     return FramedCodec(COMMAND_SCHEMA, dependencies=[CONTROL_SCHEMA])
+
+
+def control_ack_codec() -> FramedCodec:
+    """A new codec for dev.tripwire.ControlAck."""
+    return FramedCodec(CONTROL_ACK_SCHEMA)

@@ -35,14 +35,18 @@ __all__ = [
     "CONTROL_FIELDS",
     "KEY_ID_HEADER",
     "REJECTIONS",
+    "SCOPE_FIELDS",
+    "SHARED_AGENT",
     "SIGNATURE_HEADER",
     "CommandVerifier",
     "ControlVerifier",
     "canonical_command_bytes",
     "canonical_control_bytes",
     "derive_agent_key",
+    "sign_ack",
     "sign_command",
     "sign_control",
+    "verify_ack",
 ]
 
 SIGNATURE_HEADER = "tripwire-signature"
@@ -50,9 +54,15 @@ SIGNATURE_HEADER = "tripwire-signature"
 KEY_ID_HEADER = "tripwire-key-id"
 """Kafka header on agent-controls records: id of the master key the signature derives from."""
 
+SHARED_AGENT = "*"
+"""``agent_id`` of controls on shared scopes (no agent). Their key is
+``derive_agent_key(master, SHARED_AGENT)``, which every guard holds to verify them: see
+docs/security.md on what that key can and cannot do."""
+
 _COMMAND_DOMAIN = b"tripwire-command-v1\n"
 _CONTROL_DOMAIN = b"tripwire-control-v1\n"
 _AGENT_KEY_DOMAIN = b"tripwire-agent-control-key-v1\n"
+_ACK_DOMAIN = b"tripwire-control-ack-v1\n"
 
 COMMAND_FIELDS: Mapping[str, Any] = {
     "command_id": None,
@@ -84,6 +94,14 @@ CONTROL_FIELDS: Mapping[str, Any] = {
 }
 """Signed Control fields (every field of control.avsc) and their defaults."""
 
+SCOPE_FIELDS: tuple[str, ...] = (
+    "agent_version", "environment", "workflow", "tool", "action_class", "condition", "command_id",
+)
+"""Fields added to Command and Control after their first version (all default null). They are
+covered by a signature only when set, so a record that leaves them null has the same canonical
+bytes as before they existed: guards and workers from before scopes keep verifying agent and
+run records, and their signatures keep verifying here."""
+
 REJECTIONS: Mapping[str, str] = {
     "malformed": "the command lacks fields a signed command must have",
     "unsigned": "no key_id, nonce or signature",
@@ -112,6 +130,10 @@ def _canonical_json(record: Mapping[str, Any], fields: Mapping[str, Any]) -> byt
     for name, default in fields.items():
         value = record.get(name, default)
         body[name] = list(value) if isinstance(value, tuple | list) else value
+    for name in SCOPE_FIELDS:
+        value = record.get(name)
+        if value is not None:
+            body[name] = value
     text = json.dumps(
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
@@ -145,12 +167,13 @@ def sign_command(
 
     Fields the canonical form does not cover are refused rather than silently left unsigned.
     """
-    unknown = set(command) - set(COMMAND_FIELDS) - {"signature"}
+    unknown = set(command) - set(COMMAND_FIELDS) - set(SCOPE_FIELDS) - {"signature"}
     if unknown:
         raise ValueError(f"fields not in the Command contract: {sorted(unknown)}")
     if not key_id:
         raise ValueError("key_id must be a non-empty string")
     signed = {name: command.get(name, default) for name, default in COMMAND_FIELDS.items()}
+    signed.update({name: command[name] for name in SCOPE_FIELDS if command.get(name) is not None})
     signed["key_id"] = key_id
     signed["nonce"] = nonce or secrets.token_hex(16)
     signed["signature"] = _mac(secret, canonical_command_bytes(signed))
@@ -324,3 +347,48 @@ class ControlVerifier:
         if not _same(expected, signature):
             return "bad_signature"
         return None
+
+
+# --- acknowledgements ---------------------------------------------------------------------
+
+ACK_FIELDS: Mapping[str, Any] = {
+    "kind": None,
+    "guard_instance": None,
+    "agent_id": None,
+    "control_key": None,
+    "seq": None,
+    "mode": None,
+    "command_id": None,
+    "issued_at": None,
+    "applied_at": None,
+}
+"""Signed ControlAck fields (every field of control_ack.avsc)."""
+
+
+def sign_ack(ack: Mapping[str, Any], key_id: str, agent_key: Secret) -> list[tuple[str, bytes]]:
+    """Kafka headers authenticating a guard's acknowledgement, signed with the agent's derived
+    key (the guard holds no other), so an ack names its agent truthfully."""
+    message = _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
+    return [(KEY_ID_HEADER, key_id.encode("utf-8")),
+            (SIGNATURE_HEADER, _mac(agent_key, message).encode())]
+
+
+def verify_ack(
+    ack: Mapping[str, Any], headers: Sequence[tuple[str, bytes]] | None,
+    master_keys: Mapping[str, Secret],
+) -> str | None:
+    """None if ``ack`` is signed by its agent's key derived from one of ``master_keys``."""
+    found = dict(headers or ())
+    key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
+    if not key_id_raw or not signature_raw:
+        return "unsigned"
+    try:
+        key_id, signature = key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
+    except UnicodeDecodeError:
+        return "malformed"
+    master = master_keys.get(key_id)
+    if master is None:
+        return "unknown_key"
+    message = _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
+    expected = _mac(derive_agent_key(master, ack["agent_id"]), message)
+    return None if _same(expected, signature) else "bad_signature"

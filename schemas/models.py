@@ -114,6 +114,7 @@ class Mode(StrEnum):
 class ControlScope(StrEnum):
     agent = "agent"
     run = "run"
+    scoped = "scoped"
 
 
 class ControlSource(StrEnum):
@@ -132,6 +133,8 @@ class CommandAction(StrEnum):
     kill_all = "kill_all"
     pin = "pin"
     release = "release"
+    restrict = "restrict"
+    release_all = "release_all"
 
 
 class AvroRecord(BaseModel):
@@ -199,6 +202,13 @@ class Control(AvroRecord):
     expires_at: EpochMillis | None = None
     # validate_default turns the member into a plain str like every other enum value.
     source: ControlSource = Field(default=ControlSource.breaker, validate_default=True)
+    agent_version: str | None = None
+    environment: str | None = None
+    workflow: str | None = None
+    tool: str | None = None
+    action_class: str | None = None
+    condition: str | None = None
+    command_id: str | None = None
 
 
 class Detection(AvroRecord):
@@ -229,3 +239,8 @@ class Command(AvroRecord):
     key_id: str | None = None
     nonce: str | None = None
     signature: str | None = None
+    agent_version: str | None = None
+    environment: str | None = None
+    workflow: str | None = None
+    tool: str | None = None
+    action_class: str | None = None

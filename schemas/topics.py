@@ -19,6 +19,11 @@ STEPS_DLQ = "agent-steps-dlq"
 CONTROLS = "agent-controls"
 DETECTIONS = "agent-detections"
 COMMANDS = "agent-commands"
+CONTROLS_SHARED = "agent-controls-shared"
+"""Compacted, one partition: controls on scopes without an agent (fleet, environment, workflow,
+version, tool, action class) and standing policy rules; every guard reads it whole."""
+CONTROL_ACKS = "agent-control-acks"
+"""Guards' acknowledgements of the controls they applied (and their start-up hellos)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ def tripwire_topics(partitions: int) -> list[TopicSpec]:
         TopicSpec(CONTROLS, partitions, compacted),
         TopicSpec(DETECTIONS, partitions),
         TopicSpec(COMMANDS, partitions),
+        # One partition: total order over shared controls, and a guard reads one partition
+        # whatever the fleet size (sdk/scopes.py says why not a partition of CONTROLS).
+        TopicSpec(CONTROLS_SHARED, 1, compacted),
+        TopicSpec(CONTROL_ACKS, partitions),
     ]
 
 

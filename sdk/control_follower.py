@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,12 @@ from aiokafka.partitioner import murmur2
 from tripwire.schemas.codec import DecodeError, control_codec
 from tripwire.schemas.command_signing import ControlVerifier
 from tripwire.schemas.modes import Mode
+from tripwire.sdk.scopes import AGENT_KEY_SEPARATOR, ScopedControl
 
 __all__ = ["ControlFollower", "ControlSnapshot", "ControlState", "key_partition"]
+
+AppliedHook = Callable[[Mapping[str, Any], str], None]
+"""Called with each control the state applied and its record key (the guard acknowledges)."""
 
 log = logging.getLogger("tripwire.sdk.guard")
 
@@ -65,6 +69,7 @@ class ControlState:
         self._agent: ControlSnapshot | None = None
         self._runs: OrderedDict[str, ControlSnapshot] = OrderedDict()
         self.last_seq: int | None = None
+        self._scoped: dict[str, ScopedControl] = {}
         self.applied = 0
         self.ignored = 0
         """Records skipped because their seq was not above the last applied."""
@@ -81,6 +86,24 @@ class ControlState:
     def stopped_runs(self) -> list[str]:
         with self._lock:
             return [r for r, snap in self._runs.items() if snap.mode == Mode.HALTED]
+
+    def scoped(self) -> list[ScopedControl]:
+        """Scoped controls in force or lifted (a lifted one has mode autonomous)."""
+        with self._lock:
+            return list(self._scoped.values())
+
+    def apply_scoped(self, key: str, control: Mapping[str, Any]) -> bool:
+        """Apply one scoped control (the agent's own or a shared one) under its record key;
+        False if its seq is not above the last one applied for that key."""
+        snap = ScopedControl.from_record(key, control)
+        with self._lock:
+            last = self._scoped.get(key)
+            if last is not None and snap.seq <= last.seq:
+                self.ignored += 1
+                return False
+            self._scoped[key] = snap
+            self.applied += 1
+            return True
 
     def apply(self, control: Mapping[str, Any]) -> bool:
         """Apply one decoded Control of this agent; False if its seq is not new."""
@@ -149,10 +172,25 @@ class ControlFollower:
         request_timeout_ms: int = 10_000,
         client_id: str = "tripwire-guard",
         consumer_options: Mapping[str, Any] | None = None,
+        shared_topic: str | None = None,
+        shared_verifier: ControlVerifier | None = None,
+        on_applied: AppliedHook | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.state = state
         self.topic = topic
+        if verifier is not None and shared_topic is not None and shared_verifier is None:
+            # Configured before shared scopes existed: unverifiable shared controls must not be
+            # applied (anyone could write them), so they are not followed. Loud, because fleet
+            # kills and standing rules then do not reach this agent.
+            log.warning("tripwire guard %s: control_keys without shared_control_keys: fleet, "
+                        "workflow and other shared-scope controls are NOT followed; pass "
+                        "shared_control_keys (derive_agent_key(master, '*'))", state.agent_id)
+            shared_topic = None
+        self.shared_topic = shared_topic
+        """Topic of shared-scope controls, read whole; None to follow the agent's only."""
+        self.shared_verifier = shared_verifier
+        self.on_applied = on_applied
         self.staleness_s = staleness_s
         self.verifier = verifier
         # Fetches answer at least every fetch_max_wait_ms; several must fit in the staleness
@@ -169,6 +207,8 @@ class ControlFollower:
             **(consumer_options or {}),
         }
         self._key = state.agent_id.encode("utf-8")
+        self._scoped_prefix = self._key + AGENT_KEY_SEPARATOR.encode()
+        self._shared_missing_logged = False
         self._codec = control_codec()
         self.caught_up = threading.Event()
         """Set once the partition was read up to its high watermark: the state is current."""
@@ -195,9 +235,9 @@ class ControlFollower:
             consumer = AIOKafkaConsumer(**self._consumer_config)
             try:
                 await consumer.start()
-                tp = await self._assign(consumer)
+                tps = await self._assign(consumer)
                 backoff = 0.2
-                await self._tail(consumer, tp)
+                await self._tail(consumer, tps)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means: reconnect and retry
@@ -214,35 +254,92 @@ class ControlFollower:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> TopicPartition:
+    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         await consumer.topics()  # refreshes metadata, so the partition count is known
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
             raise LookupError(f"topic {self.topic} does not exist")
-        tp = TopicPartition(self.topic, key_partition(self._key, len(partitions)))
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        return tp
+        tps = [TopicPartition(self.topic, key_partition(self._key, len(partitions)))]
+        if self.shared_topic is not None:
+            shared = consumer.partitions_for_topic(self.shared_topic)
+            if shared:
+                tps += [TopicPartition(self.shared_topic, p) for p in sorted(shared)]
+            elif not self._shared_missing_logged:
+                # A deployment from before shared scopes: agent and run controls still work.
+                self._shared_missing_logged = True
+                log.warning("tripwire guard %s: topic %s does not exist; following agent "
+                            "and run controls only", self.state.agent_id, self.shared_topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        return tps
 
-    async def _tail(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-        last_poll: int | None = None
+    async def _tail(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        # Fresh = every followed partition answered a fetch since the last check; caught up =
+        # every one was read to its high watermark once.
+        last_poll: dict[TopicPartition, int | None] = dict.fromkeys(tps)
+        behind = set(tps)
+        heard: set[TopicPartition] = set()
         while True:
-            batches = await consumer.getmany(tp, timeout_ms=self.fetch_max_wait_ms)
-            for record in batches.get(tp, ()):
-                self._on_record(record)
-            polled = consumer.last_poll_timestamp(tp)
-            if polled is not None and polled != last_poll:
-                last_poll = polled
-                if not self.caught_up.is_set():
+            batches = await consumer.getmany(*tps, timeout_ms=self.fetch_max_wait_ms)
+            for tp, records in batches.items():
+                shared = tp.topic != self.topic
+                for record in records:
+                    if shared:
+                        self._on_shared_record(record)
+                    else:
+                        self._on_record(record)
+            for tp in tps:
+                polled = consumer.last_poll_timestamp(tp)
+                if polled is None or polled == last_poll[tp]:
+                    continue
+                last_poll[tp] = polled
+                heard.add(tp)
+                if tp in behind:
                     highwater = consumer.highwater(tp)
                     if highwater is not None and await consumer.position(tp) >= highwater:
-                        self.caught_up.set()
-                if self.caught_up.is_set():
-                    self.last_heard = time.monotonic()
+                        behind.discard(tp)
+            if not behind:
+                self.caught_up.set()
+            if self.caught_up.is_set() and len(heard) == len(tps):
+                heard.clear()
+                self.last_heard = time.monotonic()
             self._note_staleness()
 
+    def _on_shared_record(self, record: Any) -> None:
+        if record.value is None:
+            self._reject("tombstone", record)
+            return
+        try:
+            control = self._codec.decode(record.value)
+        except DecodeError as exc:
+            self._reject("malformed", record, exc.reason)
+            return
+        if control["scope"] != "scoped" or control["agent_id"] != "*":
+            self._reject("wrong_agent", record)
+            return
+        if self.shared_verifier is not None:
+            reason = self.shared_verifier.verify(control, record.headers)
+            if reason is not None:
+                self._reject(reason, record)
+                return
+        key = (record.key or b"").decode("utf-8", "replace")
+        if self.state.apply_scoped(key, control):
+            self._applied(control, key)
+
+    def _applied(self, control: Mapping[str, Any], key: str) -> None:
+        log.info("tripwire guard %s: %s control %s seq %s -> %s (%s)", self.state.agent_id,
+                 control["scope"], key, control["seq"], control["mode"], control["reason"])
+        if self.on_applied is not None:
+            try:
+                self.on_applied(control, key)
+            except Exception as exc:  # noqa: BLE001 - acknowledging must not stop following
+                log.warning("tripwire guard %s: acknowledging failed: %r",
+                            self.state.agent_id, exc)
+
     def _on_record(self, record: Any) -> None:
-        if record.key != self._key:
+        key = record.key
+        scoped = key is not None and key.startswith(self._scoped_prefix)
+        if key != self._key and not scoped:
             return  # another agent's control on the same partition
         if record.value is None:
             # A tombstone cannot be signed and must not reset a downgrade; only a newer
@@ -262,9 +359,19 @@ class ControlFollower:
             if reason is not None:
                 self._reject(reason, record)
                 return
+        if scoped:
+            if control["scope"] != "scoped":
+                self._reject("malformed", record, "scope is not 'scoped' under a scoped key")
+                return
+            text_key = key.decode("utf-8", "replace")
+            if self.state.apply_scoped(text_key, control):
+                self._applied(control, text_key)
+            return
+        if control["scope"] == "scoped":
+            self._reject("malformed", record, "scoped control under the agent's own key")
+            return
         if self.state.apply(control):
-            log.info("tripwire guard %s: %s control seq %s -> %s (%s)", self.state.agent_id,
-                     control["scope"], control["seq"], control["mode"], control["reason"])
+            self._applied(control, self.state.agent_id)
 
     def _reject(self, reason: str, record: Any, detail: str = "") -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

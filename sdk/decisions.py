@@ -85,13 +85,17 @@ class Decision:
     action_class: str
     rule: str
     """``guard.mode.<mode>``, ``guard.run_stopped``, ``guard.run.<mode>``,
-    ``guard.safe_mode.<mode>`` or ``guard.approval.<outcome>``."""
+    ``guard.scope.<kind>.<mode>``, ``guard.safe_mode.<mode>`` or ``guard.approval.<outcome>``."""
     reason: str
     run_id: str | None = None
     stale: bool = False
     """True while the control plane is not heard from: the safe mode is in force."""
     seq: int | None = None
     """seq of the control the decision rests on; None when none was ever received."""
+    control: str | None = None
+    """The control that set ``mode``: the agent id (agent scope), ``run=<id>``, or the record
+    key of a scoped control (``workflow=refunds``, ``policy:prod-money``, ...); None when no
+    control is in force."""
 
     @property
     def allowed(self) -> bool:

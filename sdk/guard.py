@@ -37,9 +37,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from tripwire.schemas.command_signing import ControlVerifier, Secret
+from tripwire.schemas.command_signing import SHARED_AGENT, ControlVerifier, Secret
 from tripwire.schemas.modes import Mode
-from tripwire.schemas.topics import CONTROLS
+from tripwire.schemas.topics import CONTROL_ACKS, CONTROLS, CONTROLS_SHARED
+from tripwire.sdk.control_acks import AckPublisher
 from tripwire.sdk.control_follower import ControlFollower, ControlState
 from tripwire.sdk.decisions import (
     DECIDED_BY,
@@ -56,6 +57,7 @@ from tripwire.sdk.decisions import (
     require_action_class,
     verdict_for,
 )
+from tripwire.sdk.scopes import CallContext, lowest_ceiling
 from tripwire.sdk.steps import Run, canonical_params_json
 
 __all__ = [
@@ -152,9 +154,23 @@ class _GuardBase:
         max_tracked_runs: int = 1024,
         client_id: str = "tripwire-guard",
         consumer_options: Mapping[str, Any] | None = None,
+        agent_version: str | None = None,
+        environment: str | None = None,
+        workflow: str | None = None,
+        shared_control_keys: Mapping[str, Secret] | None = None,
+        shared_topic: str | None = CONTROLS_SHARED,
+        ack_topic: str | None = CONTROL_ACKS,
+        instance_id: str | None = None,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id must be a non-empty string")
+        if agent_id == SHARED_AGENT:
+            raise ValueError(f"agent_id {SHARED_AGENT!r} is reserved for shared scopes")
+        # What scoped controls match on besides the call itself; a bound run's session fills
+        # in what is not given here.
+        self.agent_version = agent_version
+        self.environment = environment
+        self.workflow = workflow
         if staleness_s <= 0:
             raise ValueError("staleness_s must be > 0")
         self.safe_mode = Mode(safe_mode)
@@ -166,6 +182,10 @@ class _GuardBase:
         self.emit_allowed = emit_allowed
         self.state = ControlState(agent_id, max_runs=max_tracked_runs)
         verifier = ControlVerifier(agent_id, control_keys) if control_keys else None
+        shared_verifier = (ControlVerifier(SHARED_AGENT, shared_control_keys)
+                           if shared_control_keys else None)
+        self.acks = AckPublisher(bootstrap, agent_id, topic=ack_topic, instance_id=instance_id,
+                                 agent_keys=control_keys) if ack_topic else None
         self.follower = ControlFollower(
             bootstrap,
             self.state,
@@ -176,8 +196,12 @@ class _GuardBase:
             request_timeout_ms=request_timeout_ms,
             client_id=client_id,
             consumer_options=consumer_options,
+            shared_topic=shared_topic,
+            shared_verifier=shared_verifier,
+            on_applied=self.acks.applied if self.acks else None,
         )
         self._task: asyncio.Task[None] | None = None
+        self._ack_task: asyncio.Task[None] | None = None
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -195,13 +219,23 @@ class _GuardBase:
         against run stops, nothing emitted) or None for the run bound with :meth:`bind`.
         """
         if isinstance(run, str):
-            return self.decide(tool, action_class, run)
+            return self.decide(tool, action_class, run, params=params)
         return self._checked(tool, action_class, params, run)[1]
 
-    def decide(self, tool: str, action_class: str, run_id: str | None = None) -> Decision:
-        """The decision for one tool call, without emitting anything."""
+    def decide(
+        self,
+        tool: str,
+        action_class: str,
+        run_id: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        session: Any = None,
+    ) -> Decision:
+        """The decision for one tool call, without emitting anything. ``params`` are checked
+        against standing rules' parameter conditions (unknown parameters meet them)."""
         require_action_class(action_class)
-        mode, rule, reason, seq, stale = self._effective(run_id)
+        call = self._call(tool, action_class, params, session)
+        mode, rule, reason, seq, stale, control = self._effective(run_id, call)
         return Decision(
             verdict=verdict_for(mode, action_class),
             mode=mode,
@@ -212,24 +246,53 @@ class _GuardBase:
             run_id=run_id,
             stale=stale,
             seq=seq,
+            control=control,
         )
 
-    def _effective(self, run_id: str | None) -> tuple[Mode, str, str, int | None, bool]:
+    def _call(self, tool: str | None, action_class: str | None,
+              params: Mapping[str, Any] | None, session: Any) -> CallContext:
+        if session is None:
+            bound = _BOUND_RUN.get()
+            session = bound.session if bound is not None else None
+        return CallContext(
+            agent_id=self.agent_id,
+            tool=tool,
+            action_class=action_class,
+            agent_version=self.agent_version or getattr(session, "agent_version", None),
+            environment=self.environment or getattr(session, "environment", None),
+            workflow=self.workflow or getattr(session, "workflow", None),
+            params=params,
+        )
+
+    def _effective(
+        self, run_id: str | None, call: CallContext | None = None
+    ) -> tuple[Mode, str, str, int | None, bool, str | None]:
         agent = self.state.agent
         if agent is None:
             mode, seq, reason = Mode.AUTONOMOUS, None, "no control recorded for this agent"
+            control: str | None = None
         else:
             mode, seq = agent.mode, agent.seq
             reason = f"{agent.mode} since {_iso(agent.issued_at)}: {agent.reason}"
+            control = self.agent_id
         rule = f"guard.mode.{mode}"
         if run_id is not None:
             run = self.state.run(run_id)
             if run is not None and run.mode.rank <= mode.rank:
-                mode, seq = run.mode, run.seq
+                mode, seq, control = run.mode, run.seq, f"run={run_id}"
                 if mode == Mode.HALTED:
                     rule, reason = "guard.run_stopped", f"run {run_id} stopped: {run.reason}"
                 else:
                     rule, reason = f"guard.run.{mode}", f"run {run_id} set to {mode}: {run.reason}"
+        ceiling = lowest_ceiling(self.state.scoped(), call or self._call(None, None, None, None),
+                                 time.time_ns() // 1_000_000)
+        if ceiling is not None and ceiling.mode.rank < mode.rank:
+            scoped = ceiling.control
+            mode, seq, control = ceiling.mode, scoped.seq, scoped.key
+            rule = f"guard.scope.{scoped.scope.kind}.{mode}"
+            why = f" when {scoped.condition.describe()}" if scoped.condition else ""
+            reason = (f"{scoped.scope.key()} capped at {mode}{why} since "
+                      f"{_iso(scoped.issued_at)}: {scoped.reason}")
         stale = not self.follower.fresh()
         if stale:
             silent = self.follower.silent_for()
@@ -240,14 +303,14 @@ class _GuardBase:
                         f"(limit {self.staleness_s:g} s)")
             if self.safe_mode.rank < mode.rank:
                 mode, rule = self.safe_mode, f"guard.safe_mode.{self.safe_mode}"
-                reason = f"{said}: safe mode {self.safe_mode}"
+                reason, control = f"{said}: safe mode {self.safe_mode}", None
             else:
                 reason = f"{reason}; {said}"
-        return mode, rule, reason, seq, stale
+        return mode, rule, reason, seq, stale, control
 
     def status(self) -> GuardStatus:
         agent = self.state.agent
-        effective, _, reason, _, stale = self._effective(None)
+        effective, _, reason, _, stale, _ = self._effective(None)
         return GuardStatus(
             agent_id=self.agent_id,
             mode=agent.mode if agent else Mode.AUTONOMOUS,
@@ -349,7 +412,8 @@ class _GuardBase:
             self._emit_decision(refused, run, params)
             return refused
         # The mode may have dropped while a human was deciding (a kill, a stopped run).
-        now = self.decide(decision.tool, decision.action_class, decision.run_id)
+        now = self.decide(decision.tool, decision.action_class, decision.run_id, params=params,
+                          session=run.session if run is not None else None)
         if now.verdict not in ("allow", "needs_approval"):
             self._emit_decision(now, run, params)
             return now
@@ -505,7 +569,8 @@ class _GuardBase:
         run: Run | None = None,
     ) -> tuple[Run | None, Decision]:
         run_obj, run_id = self._resolve_run(run)
-        decision = self.decide(tool, action_class, run_id)
+        decision = self.decide(tool, action_class, run_id, params=params,
+                               session=run_obj.session if run_obj is not None else None)
         self._emit_decision(decision, run_obj, params)
         return run_obj, decision
 
@@ -515,13 +580,18 @@ class _GuardBase:
         if self._task is None:
             self._task = asyncio.create_task(self.follower.run(),
                                              name=f"tripwire-guard-{self.agent_id}")
+        if self.acks is not None and self._ack_task is None:
+            self._ack_task = asyncio.create_task(self.acks.run(self.follower.caught_up),
+                                                 name=f"tripwire-guard-acks-{self.agent_id}")
 
     async def _stop_follower(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in ("_task", "_ack_task"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _mode_now(self, run_id: str | None) -> Mode:
         return self._effective(run_id)[0]

@@ -7,7 +7,11 @@ order with the agent's events and publishes the resulting mode on ``agent-contro
 Record keys: a command for one agent is keyed by its ``agent_id``, so it lands on the same
 partition as the agent's steps and controls. ``kill_all`` goes to *every* partition, keyed
 :data:`KILL_ALL_KEY`, one separately signed copy each (same ``command_id``, own nonce), so a
-worker applying partition p halts the agents of partition p without any fan-out of its own.
+worker applying partition p halts the agents of partition p without any fan-out of its own;
+the copy on partition 0 also sets the fleet ceiling on ``agent-controls-shared``, which binds
+agents no worker knows (never emitted, started later, state dropped) until ``release_all``.
+A command on a shared scope (workflow, environment, tool, ...) is keyed by its scope key, so one
+worker publishes its ceiling; one on an agent's scope is keyed by the agent.
 
 :func:`read_status` answers "what mode is each agent in, since when, why" from Kafka alone
 (``agent-controls`` and ``agent-detections``), so it works while the embedded ClickHouse is
@@ -31,16 +35,21 @@ from tripwire.schemas.codec import DecodeError, command_codec, control_codec, de
 from tripwire.schemas.command_signing import ControlVerifier, Secret, derive_agent_key, sign_command
 from tripwire.schemas.modes import Mode
 from tripwire.schemas.service_errors import TopicMissing, kafka_errors
-from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.schemas.topics import COMMANDS, CONTROLS, CONTROLS_SHARED, DETECTIONS
 from tripwire.sdk.control_follower import key_partition
+from tripwire.sdk.scopes import Scope
 
 __all__ = [
     "KILL_ALL_KEY",
     "AgentStatus",
     "OperatorKey",
+    "command_key",
+    "command_scope",
     "format_status",
     "issue",
     "new_command",
+    "publish_scope_control",
+    "read_shared_controls",
     "parse_duration",
     "read_status",
 ]
@@ -88,26 +97,40 @@ def new_command(
     duration_ms: int | None = None,
     now_ms: int | None = None,
     command_id: str | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """An unsigned Command record; ValueError if it is not one the breaker can apply."""
+    """An unsigned Command record; ValueError if it is not one the breaker can apply.
+
+    ``scope`` (selectors beyond the agent: version, environment, workflow, tool, action class)
+    makes kill / pin / restrict / release act on that scope's ceiling instead of the agent's
+    breaker; ``agent_id`` combines with it (agent + tool, agent + version).
+    """
     if not reason or not reason.strip():
         raise ValueError("a reason is required: it is shown to the agent's owner and audited")
     if not operator:
         raise ValueError("the operator's name is required")
-    if action == "kill_all":
-        if agent_id is not None:
-            raise ValueError("kill_all names no agent")
-    elif action in ("kill", "pin", "release"):
-        if not agent_id:
-            raise ValueError(f"{action} needs an agent id")
+    if scope is not None and agent_id is not None and scope.agent_id not in (None, agent_id):
+        raise ValueError("agent_id and scope.agent_id disagree")
+    if scope is not None and scope.agent_id is not None:
+        agent_id = scope.agent_id
+    selectors = {} if scope is None else {k: v for k, v in scope.selectors().items()
+                                          if k != "agent_id"}
+    if action in ("kill_all", "release_all"):
+        if agent_id is not None or selectors:
+            raise ValueError(f"{action} names no agent and no scope (it is the whole fleet)")
+    elif action in ("kill", "pin", "release", "restrict"):
+        if not agent_id and not selectors:
+            raise ValueError(f"{action} needs an agent id or a scope (or --all for the fleet)")
     else:
         raise ValueError(f"unknown action {action!r}")
-    if action == "pin":
+    if action in ("pin", "restrict"):
         if mode is None:
-            raise ValueError("pin needs a mode")
+            raise ValueError(f"{action} needs a mode")
         mode = Mode(mode)
     elif mode is not None or duration_ms is not None:
         raise ValueError(f"{action} takes no mode or duration")
+    if action == "restrict" and duration_ms is not None:
+        raise ValueError("restrict lasts until released; use pin for a time-limited ceiling")
     if duration_ms is not None and duration_ms <= 0:
         raise ValueError("duration must be positive")
     return {
@@ -119,7 +142,66 @@ def new_command(
         "reason": reason.strip(),
         "operator": operator,
         "issued_at": _now_ms() if now_ms is None else now_ms,
+        **selectors,
     }
+
+
+def command_scope(command: Mapping[str, Any]) -> Scope | None:
+    """The scope a command sets a ceiling on; None when it acts on an agent's breaker (plain
+    kill / pin / release of one agent) or on the whole fleet's breakers (kill_all,
+    release_all, which also set or lift the fleet ceiling)."""
+    scope = Scope.from_record(command)
+    if command["action"] in ("kill_all", "release_all"):
+        return None
+    if command["action"] != "restrict" and scope.selectors().keys() <= {"agent_id"}:
+        return None
+    return scope
+
+
+def command_key(command: Mapping[str, Any]) -> str:
+    """The record key of a command on ``agent-commands``: the agent (applied in order with its
+    events), the scope key for a shared scope, :data:`KILL_ALL_KEY` for fleet-wide copies."""
+    if command["action"] in ("kill_all", "release_all"):
+        return KILL_ALL_KEY
+    if command.get("agent_id"):
+        return command["agent_id"]
+    return Scope.from_record(command).key()
+
+
+async def publish_scope_control(
+    bootstrap: str,
+    key: OperatorKey,
+    *,
+    scope: Scope,
+    mode: Mode | str | None,
+    reason: str,
+    operator: str,
+    duration_ms: int | None = None,
+    topic: str = COMMANDS,
+    idempotence: bool = True,
+) -> dict[str, Any]:
+    """Set (``mode``) or lift (``mode=None``) the mode ceiling of any scope, as a signed,
+    audited operator command; returns the command as sent (its ``command_id`` names the
+    control in guards' acknowledgements, see :func:`wait_for_acks`).
+
+    A fleet scope (no selectors) with ``halted`` is ``kill --all`` and lifting it is
+    ``release --all``. For one agent's own mode use :func:`new_command` with kill/pin/release.
+    """
+    if scope.is_fleet:
+        if mode is not None and Mode(mode) != Mode.HALTED:
+            raise ValueError("the fleet scope takes halted (kill --all) or a release")
+        action = "kill_all" if mode is not None else "release_all"
+        command = new_command(action, reason=reason, operator=operator)
+    elif mode is None:
+        command = new_command("release", reason=reason, operator=operator, scope=scope)
+    elif duration_ms is not None:
+        command = new_command("pin", reason=reason, operator=operator, scope=scope, mode=mode,
+                              duration_ms=duration_ms)
+    else:
+        command = new_command("restrict", reason=reason, operator=operator, scope=scope,
+                              mode=mode)
+    sent = await issue(bootstrap, command, key, topic=topic, idempotence=idempotence)
+    return sent[0]
 
 
 async def issue(
@@ -145,10 +227,10 @@ async def issue(
             await producer.start()
         with kafka_errors(bootstrap):
             partitions = await _partitions(producer, topic, bootstrap, timeout_s)
-        if command["action"] == "kill_all":
+        if command["action"] in ("kill_all", "release_all"):
             sends = [(p, KILL_ALL_KEY) for p in sorted(partitions)]
         else:
-            sends = [(None, command["agent_id"])]
+            sends = [(None, command_key(command))]
         sent = []
         for partition, record_key in sends:
             signed = sign_command(command, key.key_id, key.secret)
@@ -237,6 +319,26 @@ async def _read_to_end(
         return records
     finally:
         await consumer.stop()
+
+
+async def read_shared_controls(
+    bootstrap: str, *, topic: str = CONTROLS_SHARED, timeout_s: float = 30.0
+) -> dict[str, dict[str, Any]]:
+    """The latest decoded control per key on the shared-scope topic (what guards enforce),
+    unverified: callers that need authenticity verify with the shared key."""
+    codec = control_codec()
+    latest: dict[str, dict[str, Any]] = {}
+    for record in await _read_to_end(bootstrap, topic, None, timeout_s):
+        if record.value is None or record.key is None:
+            continue
+        try:
+            control = codec.decode(record.value)
+        except DecodeError:
+            continue
+        key = record.key.decode("utf-8", "replace")
+        if key not in latest or control["seq"] > latest[key]["seq"]:
+            latest[key] = control
+    return latest
 
 
 def _latest_controls(

@@ -1,4 +1,4 @@
-"""``tripwire status | kill | pin | release``: the operator's commands (see :mod:`sdk.operator`).
+"""``tripwire status | kill | pin | restrict | release``: operator commands (:mod:`sdk.operator`).
 
 Configuration comes from the settings model (``TRIPWIRE_OPERATOR_KEY_ID``,
 ``TRIPWIRE_OPERATOR_KEY``, ``TRIPWIRE_OPERATOR``, ``TRIPWIRE_CONTROL_KEYS``); flags override
@@ -21,6 +21,7 @@ from typing import Any
 
 from tripwire.schemas.modes import Mode
 from tripwire.schemas.topics import COMMANDS, CONTROLS, DETECTIONS
+from tripwire.sdk.ack_report import format_ack_report, wait_for_acks
 from tripwire.sdk.local_stack import load_dev_keys, read_stack
 from tripwire.sdk.operator import (
     OperatorKey,
@@ -30,6 +31,7 @@ from tripwire.sdk.operator import (
     parse_duration,
     read_status,
 )
+from tripwire.sdk.scopes import Scope
 
 __all__ = ["add_parsers"]
 
@@ -50,6 +52,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     signed.add_argument("--key-file", type=Path,
                         help="file holding the operator secret (default: TRIPWIRE_OPERATOR_KEY)")
     signed.add_argument("--topic", default=COMMANDS, help=f"commands topic (default {COMMANDS})")
+    signed.add_argument("--no-wait", action="store_true",
+                        help="do not wait for guards to acknowledge the control")
+    signed.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="longest wait for acknowledgements (default 10)")
+    signed.add_argument("--recent", type=float, default=300.0, metavar="SECONDS",
+                        help="guards heard from within this many seconds are expected to "
+                        "acknowledge (default 300)")
+
+    scoped = argparse.ArgumentParser(add_help=False)
+    scoped.add_argument("--all", action="store_true", help="the whole fleet")
+    scoped.add_argument("--environment", help="scope: agents in this environment")
+    scoped.add_argument("--workflow", help="scope: agents of this workflow")
+    scoped.add_argument("--version", dest="agent_version", help="scope: this agent version")
+    scoped.add_argument("--tool", help="scope: this tool, or a pattern such as 'warehouse.*'")
+    scoped.add_argument("--action-class", dest="action_class",
+                        choices=["read", "write", "external", "money", "destructive"],
+                        help="scope: calls of this action class")
 
     status = sub.add_parser("status", parents=[conn],
                             help="current mode, since when, why, last detections")
@@ -61,22 +80,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--detections-topic", default=DETECTIONS)
     status.set_defaults(handler=status_command)
 
-    kill = sub.add_parser("kill", parents=[signed], help="halt an agent (or --all: the fleet)")
+    kill = sub.add_parser("kill", parents=[signed, scoped],
+                          help="halt an agent, a scope (--workflow, --tool, ...) or --all")
     kill.add_argument("agent", nargs="?")
-    kill.add_argument("--all", action="store_true", help="halt every agent")
     kill.set_defaults(handler=kill_command)
 
-    pin = sub.add_parser("pin", parents=[signed],
-                         help="fix an agent's mode for a while; the breaker stands aside")
-    pin.add_argument("agent")
-    pin.add_argument("mode", choices=[str(m) for m in Mode])
+    pin = sub.add_parser("pin", parents=[signed, scoped],
+                         help="fix an agent's mode (or a scope's ceiling) for a while")
+    pin.add_argument("target", nargs="+", metavar="[AGENT] MODE")
     pin.add_argument("--for", dest="duration", required=True,
                      help="how long: 90s, 15m, 2h, 1d, or indefinite (until released)")
     pin.set_defaults(handler=pin_command)
 
-    release = sub.add_parser("release", parents=[signed],
-                             help="end a pin or kill; the breaker's recovery takes over")
-    release.add_argument("agent")
+    restrict = sub.add_parser("restrict", parents=[signed, scoped],
+                              help="cap a scope at a mode until released (default read_only)")
+    restrict.add_argument("agent", nargs="?")
+    restrict.add_argument("--mode", default=str(Mode.READ_ONLY),
+                          choices=[str(m) for m in Mode if m != Mode.AUTONOMOUS])
+    restrict.set_defaults(handler=restrict_command)
+
+    release = sub.add_parser("release", parents=[signed, scoped],
+                             help="end a pin, kill or restriction; the breaker's recovery "
+                             "takes over")
+    release.add_argument("agent", nargs="?")
     release.set_defaults(handler=release_command)
 
 
@@ -102,24 +128,64 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def kill_command(args: argparse.Namespace) -> int:
-    if args.all == bool(args.agent):
-        return _fail("kill needs an AGENT or --all, not both")
+def _scope(args: argparse.Namespace, agent: str | None) -> Scope | None:
+    """The scope the flags name; None for --all. ValueError if they contradict."""
+    selectors = {name: getattr(args, name) for name in
+                 ("agent_version", "environment", "workflow", "tool", "action_class")}
+    selectors = {k: v for k, v in selectors.items() if v}
     if args.all:
+        if agent or selectors:
+            raise ValueError("name an AGENT or --all, not both (--all is the whole fleet)")
+        return None
+    if not agent and not selectors:
+        raise ValueError("name an AGENT or --all, or a scope (--environment, --workflow, "
+                         "--version, --tool, --action-class)")
+    return Scope(agent_id=agent or None, **selectors)
+
+
+def kill_command(args: argparse.Namespace) -> int:
+    try:
+        scope = _scope(args, args.agent)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if scope is None:
         return _send(args, "kill_all")
-    return _send(args, "kill", agent_id=args.agent)
+    return _send(args, "kill", scope=scope)
 
 
 def pin_command(args: argparse.Namespace) -> int:
+    if len(args.target) > 2:
+        return _fail("pin takes [AGENT] MODE")
+    agent, mode = (None, args.target[0]) if len(args.target) == 1 else args.target
     try:
         duration_ms = parse_duration(args.duration)
+        scope = _scope(args, agent)
+        Mode(mode)
     except ValueError as exc:
         return _fail(str(exc))
-    return _send(args, "pin", agent_id=args.agent, mode=args.mode, duration_ms=duration_ms)
+    if scope is None:
+        return _fail("pin takes an AGENT or a scope; for the fleet use kill --all")
+    return _send(args, "pin", scope=scope, mode=mode, duration_ms=duration_ms)
+
+
+def restrict_command(args: argparse.Namespace) -> int:
+    try:
+        scope = _scope(args, args.agent)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if scope is None:
+        return _fail("restrict takes an AGENT or a scope; for the fleet use kill --all")
+    return _send(args, "restrict", scope=scope, mode=args.mode)
 
 
 def release_command(args: argparse.Namespace) -> int:
-    return _send(args, "release", agent_id=args.agent)
+    try:
+        scope = _scope(args, args.agent)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if scope is None:
+        return _send(args, "release_all")
+    return _send(args, "release", scope=scope)
 
 
 def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
@@ -130,11 +196,29 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
                               **fields)
     except ValueError as exc:
         return _fail(str(exc))
-    sent = asyncio.run(issue(_bootstrap(args, settings), command, key, topic=args.topic,
-                             idempotence=_idempotence(settings)))
-    target = fields.get("agent_id") or f"the fleet ({len(sent)} partitions)"
+    bootstrap = _bootstrap(args, settings)
+    try:
+        sent = asyncio.run(issue(bootstrap, command, key, topic=args.topic,
+                                 idempotence=_idempotence(settings)))
+    except Exception as exc:  # noqa: BLE001 - one line saying what was tried
+        return _fail(f"could not send the command to {bootstrap}: {exc!r}")
+    scope = fields.get("scope")
+    target = (scope.key() if scope is not None else f"the fleet ({len(sent)} partitions)")
     print(f"tripwire: {action} {target}: command {command['command_id']} signed with key "
-          f"{key.key_id}{key_source}, sent to {args.topic} on {_bootstrap(args, settings)}")
+          f"{key.key_id}{key_source}, sent to {args.topic} on {bootstrap}", flush=True)
+    if args.no_wait:
+        return 0
+    agent = scope.agent_id if scope is not None and scope.selectors().keys() == {"agent_id"} \
+        else None
+    try:
+        report = asyncio.run(wait_for_acks(
+            bootstrap, command["command_id"], command["issued_at"], agent_id=agent,
+            timeout_s=args.wait, recent_s=args.recent,
+            control_keys=_json_setting(settings, "control_keys") or None))
+    except Exception as exc:  # noqa: BLE001 - the command is sent; only the count failed
+        print(f"tripwire: sent, but could not read acknowledgements: {exc!r}", file=sys.stderr)
+        return 0
+    print(f"tripwire: {format_ack_report(report)}")
     return 0
 
 

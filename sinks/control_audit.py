@@ -16,10 +16,12 @@ from tripwire.sinks.clickhouse import Client
 
 __all__ = [
     "ALERT_DELIVERY_COLUMNS",
+    "CONTROL_ACK_COLUMNS",
     "AuditSink",
     "OPERATOR_COMMAND_COLUMNS",
     "RecordRef",
     "command_audit_row",
+    "control_ack_row",
     "insert_rows",
 ]
 
@@ -33,10 +35,36 @@ ALERT_DELIVERY_COLUMNS: tuple[str, ...] = (
     "owner", "workflow", "route", "outcome", "attempts", "status_code", "error", "latency_ms",
     "suppressed",
 )
+CONTROL_ACK_COLUMNS: tuple[str, ...] = (
+    "applied_at", "kind", "guard_instance", "agent_id", "control_key", "seq", "mode",
+    "command_id", "issued_at", "apply_ms", "verified", "source_partition", "source_offset",
+)
 # Columns that are Nullable in the DDL; every other string column stores None as ''.
-_NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latency_ms"})
+_NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latency_ms",
+                       "apply_ms"})
 _COLUMNS = {"operator_commands": OPERATOR_COMMAND_COLUMNS,
-            "alert_deliveries": ALERT_DELIVERY_COLUMNS}
+            "alert_deliveries": ALERT_DELIVERY_COLUMNS,
+            "control_acks": CONTROL_ACK_COLUMNS}
+
+
+def control_ack_row(ref: RecordRef, ack: Mapping[str, Any], *, verified: bool) -> dict[str, Any]:
+    """The ``control_acks`` row of one decoded ControlAck record."""
+    issued_at = ack.get("issued_at")
+    return {
+        "applied_at": ack["applied_at"],
+        "kind": ack["kind"],
+        "guard_instance": ack["guard_instance"],
+        "agent_id": ack["agent_id"],
+        "control_key": ack.get("control_key"),
+        "seq": ack.get("seq"),
+        "mode": ack.get("mode"),
+        "command_id": ack.get("command_id"),
+        "issued_at": issued_at,
+        "apply_ms": ack["applied_at"] - issued_at if issued_at is not None else None,
+        "verified": int(verified),
+        "source_partition": ref.partition,
+        "source_offset": ref.offset,
+    }
 
 
 @dataclass(frozen=True, slots=True)

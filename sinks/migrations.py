@@ -38,6 +38,8 @@ RETENTION_TTL: dict[str, str] = {
     # Control-plane audit (0010_operator_commands_and_alerts.sql).
     "operator_commands": "toDateTime(record_ts)",
     "alert_deliveries": "toDateTime(ts)",
+    # Guards' acknowledgements (0015_control_acks.sql).
+    "control_acks": "toDateTime(applied_at)",
     # Dashboard rollups (0003_dashboard_rollups.sql).
     "agent_stats": "bucket",
     "block_stats": "bucket",

@@ -245,7 +245,7 @@ class AgentStates:
             if wall_ms - wall < idle_ms or agent_id in self.deadlines:
                 continue
             monitor = self.monitor(agent_id)
-            if monitor.mode != "autonomous" or monitor.breaker.deadline is not None:
+            if monitor.mode != "autonomous" or monitor.breaker.wake_at is not None:
                 continue
             partition = self._meta[agent_id][0] if agent_id in self._meta else None
             if partition is not None:
@@ -280,7 +280,7 @@ class AgentStates:
 def next_deadline(monitor: AgentMonitor) -> int | None:
     """The earliest time the monitor must be ticked even if the agent sends nothing."""
     candidates = [monitor.loops.next_deadline]
-    if monitor.breaker.deadline is not None:
-        candidates.append(monitor.breaker.deadline)
+    if monitor.breaker.wake_at is not None:
+        candidates.append(monitor.breaker.wake_at)
     deadline = min(candidates)
     return None if deadline >= NO_DEADLINE else deadline

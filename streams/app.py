@@ -22,24 +22,37 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
 
+from tripwire.detectors.breaker import Transition
+from tripwire.detectors.fleet_containment import AGENT_TRIPS, WorkflowContainment
 from tripwire.detectors.injection import scan_text
-from tripwire.detectors.policy import Policy
+from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
-from tripwire.schemas.codec import DecodeError, command_codec, control_codec, detection_codec
-from tripwire.schemas.command_signing import CommandVerifier, sign_control
-from tripwire.sdk.operator import KILL_ALL_KEY
+from tripwire.schemas.codec import (
+    DecodeError,
+    command_codec,
+    control_ack_codec,
+    control_codec,
+    detection_codec,
+)
+from tripwire.schemas.command_signing import CommandVerifier, sign_control, verify_ack
+from tripwire.sdk.control_follower import key_partition
+from tripwire.sdk.operator import command_key, command_scope
+from tripwire.sdk.scopes import Scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
-from tripwire.sinks.control_audit import RecordRef, command_audit_row
+from tripwire.sinks.control_audit import RecordRef, command_audit_row, control_ack_row
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
+from tripwire.streams.scope_controls import ScopeControlWriter, ScopedRecord
 from tripwire.streams.settings import TripwireSettings
 from tripwire.streams.sink_buffer import Ack, SinkBuffer, Store
+from tripwire.streams.standing_publisher import publish_standing
 from tripwire.streams.step_feed import FetchedBatch, StepFeed, ack_offsets, current
 from tripwire.streams.step_processor import (
     BatchResult,
@@ -80,12 +93,13 @@ class TripwireApp:
         self.counters = StreamCounters()
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
-        guard_acks({topics.STEPS, topics.COMMANDS})
+        guard_acks({topics.STEPS, topics.COMMANDS, topics.CONTROL_ACKS})
         # agent-steps bypasses Faust's per-record delivery (see streams/step_feed.py); the
         # Faust agent below still subscribes the topic, so assignment and recovery are Faust's.
         self.feed = StepFeed({topics.STEPS})
         self.feed.install()
-        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS})
+        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS,
+                                            topics.CONTROL_ACKS})
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],
@@ -129,6 +143,10 @@ class TripwireApp:
                 dedup_window_s=s.alert_dedup_s, record=self._record_alert)
             self.app.task(self.alerts.start)
         self._control_codec = control_codec()
+        self.scope_writer = ScopeControlWriter(s.partitions)
+        self.workflow_containment = WorkflowContainment()
+        self.policy = policy
+        self._policy_stamp = _stamp(s.policy_file)
         self._detection_codec = detection_codec()
         self._alert_rows: list[dict] = []
         # Serialises changelog writes, so an end marker really is the last record written.
@@ -141,11 +159,16 @@ class TripwireApp:
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
         self.app.task(self._consume_steps)
         self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
+        self.acks_topic = self.app.topic(topics.CONTROL_ACKS, **raw)
+        self._ack_codec = control_ack_codec()
+        self._ack_keys = {k: v.get_secret_value() for k, v in s.control_keys.items()}
+        self.app.agent(self.acks_topic, name="store-control-acks")(self._store_acks)
         self.app.timer(0.25, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(REPORT_INTERVAL_S, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)
         self.app.task(self._freeze_startup_heap)
+        self.app.timer(5.0, name="watch-policy")(self._watch_policy)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- the hot path ----------------------------------------------------------------------
@@ -219,16 +242,29 @@ class TripwireApp:
         controls = [t.to_control() for t in result.transitions]
         for control in controls:
             headers = sign_control(control, *self._control_key) if self._control_key else None
+            key, partition = control["agent_id"], None
+            if control["scope"] == "scoped":  # a tool restriction: its own key, agent's partition
+                key = Scope.from_record(control).kafka_key()
+                partition = key_partition(control["agent_id"].encode(), self.settings.partitions)
             futures.append(await producer.send(
-                topics.CONTROLS, control["agent_id"].encode(),
-                self._control_codec.encode(control), None, None, headers))
+                topics.CONTROLS, key.encode(), self._control_codec.encode(control), partition,
+                None, headers))
+        wider = self._wider_containment(result.transitions)
+        for r in wider:
+            headers = sign_control(r.control, *self._control_key) if self._control_key else None
+            futures.append(await producer.send(
+                r.topic, r.key.encode(), self._control_codec.encode(r.control), r.partition,
+                None, headers))
+            log.warning("scoped control %s -> %s (%s) %s", r.key, r.control["mode"],
+                        r.control["rule"], r.control["reason"])
+        controls += [r.control for r in wider]
         # Not flushed here: the producer sends at once (no linger), and waiting for the broker's
         # answer on every batch stalled detection behind each round trip (tens of ms under
         # load). The checkpoint before the batch's acks waits for these.
         self._unconfirmed.extend(futures)
         self.counters.detections += len(dets)
         self.counters.transitions += len(controls)
-        for t, control in zip(result.transitions, controls, strict=True):
+        for t, control in zip(result.transitions, controls, strict=False):
             log.warning("%s %s: %s -> %s%s %s", t.action, t.agent_id, t.prev_mode,
                         t.new_mode, f" ({t.rule})" if t.rule else "", t.reason)
             if self.alerts is not None:
@@ -236,6 +272,21 @@ class TripwireApp:
                 self.alerts.notify({**control, "owner": owner, "workflow": workflow,
                                     "action": t.action, "operator": t.operator})
         return dets, controls
+
+    def _wider_containment(self, transitions: Sequence[Transition]) -> list[ScopedRecord]:
+        """Workflow ceilings for the same trip across many agents of one workflow."""
+        out = []
+        for t in transitions:
+            if t.action not in AGENT_TRIPS or t.tool is not None:
+                continue
+            workflow = self.states.owners.get(t.agent_id, (None, None))[1]
+            breaker = self.policy.for_agent(t.agent_id, workflow).breaker
+            trip = self.workflow_containment.observe(
+                workflow, t.agent_id, t.rule, t.new_mode, t.ts, breaker.containment,
+                breaker.cooldown_ms)
+            if trip is not None:
+                out.append(self.scope_writer.workflow_trip(trip))
+        return out
 
     def _record_alert(self, row: dict) -> None:
         self._alert_rows.append(row)
@@ -312,12 +363,69 @@ class TripwireApp:
                             command.get("operator"), rejection)
                 continue
             async with self._state_lock:
-                result = self.processor.apply_command(command, m.partition, m.offset, now)
-                d, c = await self._publish(result)
+                # Scoped ceilings first: a fleet kill's one shared record binds every guard,
+                # the per-agent fan-out after it only updates the breakers this worker holds.
+                c = await self.publish_scoped(
+                    self.scope_writer.for_command(command, m.partition, now))
+                d: list[dict] = []
+                if command_scope(command) is None:
+                    result = self.processor.apply_command(command, m.partition, m.offset, now)
+                    d, fanned = await self._publish(result)
+                    c += fanned
             dets += d
             controls += c
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
                             {"operator_commands": audit})
+
+    async def _store_acks(self, stream: StreamT) -> None:
+        async for events in stream.noack_take(500, within=0.5):
+            rows = []
+            for ev in events:
+                m = ev.message
+                try:
+                    ack = self._ack_codec.decode(m.value or b"")
+                except DecodeError:
+                    continue  # not ours to judge further: an ack is telemetry
+                verified = bool(self._ack_keys) and verify_ack(ack, m.headers,
+                                                               self._ack_keys) is None
+                ref = RecordRef(m.topic, m.partition, m.offset, 0, m.key)
+                rows.append(control_ack_row(ref, ack, verified=verified))
+            await self.sink.add([], 0, [], [], [_acker(stream, ev) for ev in events],
+                                {"control_acks": rows} if rows else None)
+
+    async def publish_scoped(self, records: Sequence[ScopedRecord]) -> list[dict]:
+        """Sign and send scoped controls (operator scopes, fleet ceiling, standing rules)."""
+        producer = self.app.producer
+        for r in records:
+            headers = sign_control(r.control, *self._control_key) if self._control_key else None
+            self._unconfirmed.append(await producer.send(
+                r.topic, r.key.encode(), self._control_codec.encode(r.control), r.partition,
+                None, headers))
+            log.warning("scoped control %s -> %s (%s) %s", r.key, r.control["mode"],
+                        r.control["rule"], r.control["reason"])
+        self.counters.transitions += len(records)
+        return [r.control for r in records]
+
+    async def _watch_policy(self) -> None:
+        # Standing rules follow the file while the worker runs; the breaker's thresholds are
+        # read once at start (their state was computed under them).
+        stamp = _stamp(self.settings.policy_file)
+        if stamp == self._policy_stamp or self.settings.policy_file is None:
+            return
+        self._policy_stamp = stamp
+        try:
+            self.policy = load_policy(self.settings.policy_file)
+        except (OSError, ValueError) as exc:
+            log.error("policy file changed but is not valid, standing rules unchanged: %s", exc)
+            return
+        try:
+            controls = await publish_standing(self.settings, self.policy, self.scope_writer,
+                                              int(time.time() * 1000))
+        except Exception as exc:  # noqa: BLE001 - the worker runs on; retried on next change
+            log.error("could not publish the changed standing rules: %r", exc)
+            return
+        if controls:
+            await self.sink.add([], 0, [], controls, [])
 
     # --- time ------------------------------------------------------------------------------
 
@@ -398,6 +506,14 @@ class TripwireApp:
                 f"sink_retries={k.retries}")
 
 
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        info = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_mtime_ns, info.st_size)
+
+
 def _chunks(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
     """Consecutive runs of events whose record values add up to about ``max_bytes``."""
     out: list[Sequence[EventT]] = []
@@ -449,10 +565,9 @@ def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg corouti
 
 def _key_matches(key: bytes | None, command: dict) -> bool:
     # Commands are keyed like the agent's events so they are applied in order with them;
-    # kill_all is written to every partition under the key "*".
-    if command["action"] == "kill_all":
-        return key == KILL_ALL_KEY.encode()
-    return key is not None and key.decode("utf-8", "replace") == command.get("agent_id")
+    # kill_all / release_all are written to every partition under the key "*", commands on a
+    # shared scope under its scope key.
+    return key is not None and key.decode("utf-8", "replace") == command_key(command)
 
 
 def build_app(settings: TripwireSettings, store: Store, policy: Policy) -> TripwireApp:

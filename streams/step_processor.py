@@ -117,7 +117,9 @@ class StepProcessor:
         out = BatchResult()
         states = self.states
         source = f"commands:{partition}"
-        if command["action"] == "kill_all":
+        if command["action"] in ("kill_all", "release_all"):
+            # The agents this worker holds; agents it does not (never emitted, started later,
+            # state dropped) are bound by the fleet ceiling (streams/scope_controls.py).
             agents = states.agents_in_partition(partition)
         else:
             agents = [command["agent_id"]]

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tripwire.streams.broker import EmbeddedBroker
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
 from tripwire.streams.console import LOG_FILE, setup_console
 from tripwire.streams.settings import TripwireSettings
+from tripwire.streams.standing_publisher import publish_standing
 
 log = logging.getLogger("tripwire")
 
@@ -164,6 +166,17 @@ def run_worker(
     if remembered:
         log.info("%d recently applied operator command(s) remembered: their replays stay "
                  "refused", remembered)
+    try:
+        # Before "ready": a guard started once the worker is up must find them.
+        standing = asyncio.run(publish_standing(settings, policy, tw.scope_writer,
+                                                int(time.time() * 1000)))
+    except Exception as exc:  # noqa: BLE001 - one line saying what was tried
+        writer.close()
+        print(f"tripwire: cannot publish the standing rules to {settings.bootstrap()}: "
+              f"{exc!r}", file=sys.stderr)
+        return 2
+    log.info("standing rules: %d in force, %d published or lifted now",
+             len(policy.standing.controls()), len(standing))
 
     async def ready() -> None:
         log.info("Worker ready: consuming %s as group %s, a status line every %.0f s",

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tripwire.detectors.agent_monitor import AgentMonitor
 from tripwire.detectors.breaker import BreakerState, Command
+from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.schemas.modes import Mode
 
@@ -111,7 +112,7 @@ def test_repeated_runaway_runs_downgrade_the_agent() -> None:
     assert monitor.mode == Mode.SUGGEST_ONLY
 
 
-def test_denials_trip_the_agent_and_recovery_is_earned_over_time() -> None:
+def test_denials_of_one_tool_restrict_that_tool_first_and_it_lifts_over_time() -> None:
     monitor = AgentMonitor("agent-1", SENSITIVE)
     events = [
         event(n, T0 + n * 100, "policy_decision", tool="shell", policy_outcome="denied")
@@ -119,9 +120,44 @@ def test_denials_trip_the_agent_and_recovery_is_earned_over_time() -> None:
     ]
     detections, transitions = monitor.feed_many(events)
     assert {d.severity for d in detections} == {"S1"}
+    # Narrow containment: the tool, not the agent (the agent-wide rate counts the same calls).
+    assert [(t.action, t.tool, t.tool_ceiling) for t in transitions] == \
+        [("restrict_tool", "shell", Mode.READ_ONLY)]
+    assert monitor.mode == Mode.AUTONOMOUS
+    control = transitions[0].to_control()
+    assert control["scope"] == "scoped" and control["tool"] == "shell"
+    assert control["mode"] == "read_only"
+    _, later = monitor.advance(T0 + 200 + 5_000)
+    assert [(t.action, t.tool_ceiling) for t in later] == [("lift_tool", Mode.AUTONOMOUS)]
+
+
+def test_denials_trip_the_agent_when_tools_are_not_contained_narrowly() -> None:
+    policy = SENSITIVE.model_copy(update={"breaker": SENSITIVE.breaker.model_copy(
+        update={"containment": ContainmentPolicy(narrow_tools=False)})})
+    monitor = AgentMonitor("agent-1", policy)
+    events = [
+        event(n, T0 + n * 100, "policy_decision", tool="shell", policy_outcome="denied")
+        for n in range(3)
+    ]
+    _, transitions = monitor.feed_many(events)
     assert [(t.action, t.new_mode) for t in transitions] == [("downgrade", Mode.READ_ONLY)]
     _, later = monitor.advance(T0 + 200 + 5_000)
     assert [(t.action, t.new_mode) for t in later] == [("probation", Mode.SUGGEST_ONLY)]
+
+
+def test_several_tools_tripping_escalate_to_the_agent() -> None:
+    monitor = AgentMonitor("agent-1", SENSITIVE)
+    events = [
+        event(n, T0 + n * 100, "policy_decision", tool=f"tool-{n // 3}",
+              policy_outcome="denied")
+        for n in range(9)
+    ]
+    _, transitions = monitor.feed_many(events)
+    assert [t.action for t in transitions if t.tool] == ["restrict_tool"] * 3
+    escalations = [t for t in transitions if t.action == "escalate"]
+    assert len(escalations) == 1 and escalations[0].rule == "tools_tripped"
+    assert "3 tools restricted" in escalations[0].reason
+    assert monitor.mode == Mode.READ_ONLY
 
 
 def test_advance_reports_runs_that_never_end_and_stops_them() -> None:
@@ -418,3 +454,58 @@ def test_state_stays_bounded_as_runs_and_tools_come_and_go() -> None:
     # A new tool every run: idle tool windows expire, and max_tools caps the rest.
     assert len(large.denials.tools) <= 32
     assert len(json.dumps(large.to_state())) < 1.5 * len(json.dumps(small.to_state()))
+
+
+def test_rate_caps_restrict_the_tool_or_class_for_the_agent() -> None:
+    policy = ResolvedPolicy.model_validate({"breaker": {"cooldown_ms": 5_000, "containment": {
+        "rate_caps": [
+            {"name": "mail", "tool": "email.*", "per_minute": 3},
+            {"name": "money", "action_class": "money", "per_minute": 2,
+             "target": "approve_to_act"},
+        ]}}})
+    monitor = AgentMonitor("agent-1", policy)
+    mails = [event(n, T0 + n * 1000, "tool_call", tool="email.send", action_class="external")
+             for n in range(4)]
+    _, transitions = monitor.feed_many(mails)
+    assert [(t.action, t.tool, t.rule) for t in transitions] == \
+        [("restrict_tool", "email.*", "rate_cap.mail")]
+    assert transitions[0].to_control()["tool"] == "email.*"
+    # Calls spread over more than a minute stay under the cap.
+    spread = [event(10 + n, T0 + 10_000 + n * 40_000, "tool_call", tool="pay.refund",
+                    action_class="money") for n in range(4)]
+    _, transitions = monitor.feed_many(spread)
+    assert not [t for t in transitions if t.rule == "rate_cap.money"]
+    burst = [event(20 + n, T0 + 200_000 + n, "tool_call", tool="pay.refund",
+                   action_class="money") for n in range(3)]
+    _, transitions = monitor.feed_many(burst)
+    capped = [t for t in transitions if t.rule == "rate_cap.money"]
+    assert len(capped) == 1
+    control = capped[0].to_control()
+    assert control["action_class"] == "money" and control["tool"] is None
+    assert control["mode"] == "approve_to_act" and monitor.mode == Mode.AUTONOMOUS
+
+
+def test_trips_concentrated_in_one_version_pause_that_version() -> None:
+    monitor = AgentMonitor("agent-1", SENSITIVE)
+    events = []
+    for n in range(12):  # v1 and a v2 canary both running, interleaved
+        events.append(event(n, T0 + n * 100, "tool_call", tool="crm.get", action_class="read",
+                            agent_version="1.0" if n % 2 else "2.0"))
+    monitor.feed_many(events)
+    # Only the canary is refused: denied decisions, agent-wide (no tool), from 2.0.
+    bad = [event(100 + n, T0 + 2_000 + n * 100, "policy_decision", policy_outcome="denied",
+                 agent_version="2.0") for n in range(4)]
+    found, transitions = monitor.feed_many(bad)
+    paused = [t for t in transitions if t.action == "restrict_tool"]
+    assert len(paused) == 1 and monitor.mode == Mode.AUTONOMOUS, transitions
+    control = paused[0].to_control()
+    assert control["agent_version"] == "2.0" and control["tool"] is None
+    assert control["scope"] == "scoped" and "1.0 still running" in control["reason"]
+    # The state survives a round trip (changelog) with its versions and limits.
+    again = AgentMonitor.from_state(monitor.to_state(), SENSITIVE)
+    assert again.breaker.versions == monitor.breaker.versions
+    assert again.breaker.tool_limits == monitor.breaker.tool_limits
+    # The same trip from 1.0 too: no healthy version left, so the agent itself trips.
+    transitions = monitor.breaker.on_detections(found, T0 + 3_000, "1.0")
+    assert [t.action for t in transitions] == ["downgrade"]
+    assert monitor.mode != Mode.AUTONOMOUS

@@ -42,6 +42,9 @@ defaults:
   breaker:
     cooldown_ms: 3000
     probation_ms: 3000
+    # These tests are about agent-wide downgrades; tool-narrow containment is
+    # tests/test_scope_controls.py's.
+    containment: {narrow_tools: false}
 """
 
 

@@ -41,12 +41,13 @@ defaults:
     cooldown_ms: 86400000
     max_cooldown_ms: 86400000
 """
-EXPECTED = {  # scenario -> the control it must cause
-    "denial_storm": "agent",
-    "injection": "agent",
-    "runaway_loop": "run",
-    "overspend": "run",
-    "never_ending_run": "run",
+EXPECTED = {  # scenario -> the controls it may cause (at least one of them)
+    # Denials concentrated in a tool restrict that tool first (narrow containment, scoped).
+    "denial_storm": ("agent", "scoped"),
+    "injection": ("agent",),
+    "runaway_loop": ("run",),
+    "overspend": ("run",),
+    "never_ending_run": ("run",),
 }
 
 
@@ -111,7 +112,7 @@ def test_scenarios_trip_healthy_agents_stay_and_state_survives_sigkill(tmp_path)
     assert not healthy & set(published), "a healthy agent was downgraded"
     for scenario, scope in EXPECTED.items():
         agent = next(a for a in expected if scenario_of(a) == scenario)
-        assert any(s == scope for _, _, s, _ in published[agent]), (scenario, published[agent])
+        assert any(s in scope for _, _, s, _ in published[agent]), (scenario, published[agent])
     for agent, want in expected.items():
         # Same decisions, each published once, across the SIGKILL: no trip forgotten, none
         # doubled, no agent silently back to autonomous.
