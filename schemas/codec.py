@@ -37,6 +37,8 @@ STEP_BATCH_SCHEMA = SCHEMA_DIR / "step_batch.avsc"
 CONTROL_SCHEMA = SCHEMA_DIR / "control.avsc"
 DETECTION_SCHEMA = SCHEMA_DIR / "detection.avsc"
 COMMAND_SCHEMA = SCHEMA_DIR / "command.avsc"
+APPROVAL_REQUEST_SCHEMA = SCHEMA_DIR / "approval_request.avsc"
+APPROVAL_DECISION_SCHEMA = SCHEMA_DIR / "approval_decision.avsc"
 
 MAGIC = b"\xc3\x01"
 FINGERPRINT_SIZE = 8
@@ -527,3 +529,14 @@ def detection_codec() -> FramedCodec:
 def command_codec() -> FramedCodec:
     """A new codec for dev.tripwire.Command; control.avsc defines the Mode it refers to."""
     return FramedCodec(COMMAND_SCHEMA, dependencies=[CONTROL_SCHEMA])
+
+
+def approval_request_codec() -> FramedCodec:
+    """A new codec for dev.tripwire.ApprovalRequest (defines the ApprovalKind enum)."""
+    return FramedCodec(APPROVAL_REQUEST_SCHEMA)
+
+
+def approval_decision_codec() -> FramedCodec:
+    """A new codec for dev.tripwire.ApprovalDecision; approval_request.avsc defines its
+    ApprovalKind."""
+    return FramedCodec(APPROVAL_DECISION_SCHEMA, dependencies=[APPROVAL_REQUEST_SCHEMA])

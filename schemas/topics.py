@@ -17,6 +17,10 @@ STEPS_DLQ = "agent-steps-dlq"
 CONTROLS = "agent-controls"
 DETECTIONS = "agent-detections"
 COMMANDS = "agent-commands"
+APPROVAL_REQUESTS = "approval-requests"
+"""Guarded calls waiting for a human, keyed by agent (schemas/approval_request.avsc)."""
+APPROVAL_DECISIONS = "approval-decisions"
+"""Signed answers to them, keyed by agent; each guard follows its own partition."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ def tripwire_topics(partitions: int) -> list[TopicSpec]:
         TopicSpec(CONTROLS, partitions, compacted),
         TopicSpec(DETECTIONS, partitions),
         TopicSpec(COMMANDS, partitions),
+        TopicSpec(APPROVAL_REQUESTS, partitions),
+        TopicSpec(APPROVAL_DECISIONS, partitions),
     ]
 
 

@@ -38,6 +38,9 @@ RETENTION_TTL: dict[str, str] = {
     # Control-plane audit (0010_operator_commands_and_alerts.sql).
     "operator_commands": "toDateTime(record_ts)",
     "alert_deliveries": "toDateTime(ts)",
+    # Humans in the loop (0016_approvals_and_web_audit.sql).
+    "approval_decisions": "toDateTime(decided_at)",
+    "web_audit": "toDateTime(ts)",
     # Dashboard rollups (0003_dashboard_rollups.sql).
     "agent_stats": "bucket",
     "block_stats": "bucket",
