@@ -35,7 +35,7 @@ ROLES = ("viewer", "approver", "operator")
 RANK = {role: i for i, role in enumerate(ROLES)}
 COOKIE = "tripwire_session"
 CSRF_HEADER = "X-Tripwire-Request"
-USER_KEY = web.AppKey("tripwire_user", object)
+USER_KEY = web.RequestKey("tripwire_user", object)  # the authenticated User of a request
 PUBLIC_PATHS = frozenset({"/login", "/logout", "/healthz", "/static/style.css",
                           "/static/login.js"})
 

@@ -78,7 +78,7 @@ function requestCard(req, reasons, now) {
     el("div", { class: "reasons" }, ...Object.entries(reasons).map(([code, label]) =>
       el("label", {}, el("input", { type: "radio", name: `reason-${req.request_id}`, value: code }), ` ${label}`))),
     el("input", { name: "reason_text", placeholder: "what is wrong (required for Other)", size: 40 }),
-    el("button", { class: "decline confirm-decline", onclick: () => decline(req, reasonBox) }, "Decline with this reason"),
+    el("button", { class: "danger confirm-decline", onclick: () => decline(req, reasonBox) }, "Decline with this reason"),
     el("span", { class: "error" }));
   const card = el("div", { class: "card request", "data-request-id": req.request_id, "data-agent": req.agent_id, "data-tool": req.tool },
     el("h3", {}, `${req.agent_id} wants to call ${req.tool} `, el("span", { class: `badge ${req.action_class}` }, req.action_class),
@@ -94,7 +94,7 @@ function requestCard(req, reasons, now) {
       el("dt", {}, "Asked"), el("dd", { class: "asked" }, `${ago(req.requested_at, now)} ago; expires in ${ago(now, req.expires_at)}`)),
     el("div", { class: "buttons" },
       el("button", { class: "approve", disabled: !canDecide, title: why, onclick: () => approve(req, card) }, req.kind === "proposal" ? "Accept" : "Approve"),
-      el("button", { class: "decline", disabled: !canDecide, title: why, onclick: () => { reasonBox.hidden = !reasonBox.hidden; } }, "Decline…"),
+      el("button", { class: "decline open-decline", disabled: !canDecide, title: why, onclick: () => { reasonBox.hidden = !reasonBox.hidden; } }, "Decline…"),
       el("span", { class: "error" })),
     reasonBox);
   return card;
