@@ -109,8 +109,8 @@ class TripwireSettings(BaseSettings):
         description="Header a trusted reverse proxy (SSO) sets to the signed-in user's name, "
         "e.g. X-Forwarded-User. Unset: only tokens log in.",
     )
-    web_trusted_proxies: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1", "::1"],
+    web_trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1", "::1"),
         description="Peer addresses whose web_proxy_user_header is believed (the proxy's).",
     )
     web_proxy_default_role: Literal["none", "viewer", "approver", "operator"] = Field(
