@@ -12,6 +12,7 @@ agent last changed rung (each rung is earned afresh):
 :func:`next_level` is the whole rule, one rung at a time:
 
 * above the ceiling (the policy changed): down to the ceiling;
+* below the floor (read_only, halted): nothing, that is the breaker's and the operators' to lift;
 * at least ``demote_min_decisions`` and agreement below ``demote_agreement``: one rung down,
   not below ``floor``;
 * at least ``promote_min_decisions``, agreement at least ``promote_agreement``, denial rate
@@ -101,6 +102,8 @@ def next_level(level: Mode, record: Record, policy: AutonomyPolicy,
     """The rung ``record`` earns from ``level`` (see the module docstring)."""
     if level.rank > ceiling.rank:
         return ceiling, "cap"
+    if level.rank < policy.floor.rank:
+        return level, None  # read_only, halted: the breaker's and the operators' to lift
     agreement = record.agreement
     if (agreement is not None and record.decisions >= policy.demote_min_decisions
             and agreement < policy.demote_agreement and level.rank > policy.floor.rank):

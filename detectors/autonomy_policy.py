@@ -102,7 +102,7 @@ class AutonomyPolicy(_Frozen):
         "3 of 10 is a pattern.",
     )
     versions: dict[str, VersionAutonomy] = Field(
-        default_factory=dict,
+        {},
         description="Per agent_version start and ceiling; a version listed here starts over "
         "at its start mode the first time it is seen.",
     )

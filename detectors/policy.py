@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from tripwire.detectors.autonomy_policy import AutonomyPolicy
 from tripwire.detectors.severity import Severity
 from tripwire.schemas.modes import Mode
 
@@ -534,6 +535,7 @@ class ResolvedPolicy(PolicyModel):
     spend: SpendPolicy = SpendPolicy()
     injection: InjectionPolicy = InjectionPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
+    autonomy: AutonomyPolicy = AutonomyPolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> ResolvedPolicy:
@@ -678,7 +680,7 @@ def load_policy(path: str | Path) -> Policy:
 def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, Any, str]]:
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, PolicyModel):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from _fields(annotation, f"{prefix}{name}.")
         else:
             default = info.default
