@@ -247,15 +247,17 @@ class AutonomyTracker:
     # -- state -----------------------------------------------------------------------------
 
     def to_state(self) -> list[Any]:
-        return [None if self.level is None else str(self.level), str(self.ceiling), self.version,
+        # "" for None: the changelog state is lists, ints, floats and strings only.
+        return ["" if self.level is None else str(self.level), str(self.ceiling),
+                "" if self.version is None else self.version,
                 [v for bucket in self.buckets for v in bucket]]
 
     @classmethod
     def from_state(cls, state: list[Any], policy: AutonomyPolicy) -> AutonomyTracker:
         tracker = cls(policy)
-        tracker.level = None if state[0] is None else Mode(state[0])
+        tracker.level = Mode(state[0]) if state[0] else None
         tracker.ceiling = Mode(state[1])
-        tracker.version = state[2]
+        tracker.version = state[2] or None
         flat = state[3]
         tracker.buckets = [list(map(int, flat[i:i + 6])) for i in range(0, len(flat), 6)]
         return tracker

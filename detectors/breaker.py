@@ -71,6 +71,11 @@ Action = Literal[
     "pin",
     "release",
     "pin_expired",
+    # earned autonomy (detectors/autonomy.py)
+    "autonomy_start",
+    "promote",
+    "demote",
+    "autonomy_cap",
 ]
 
 
@@ -161,6 +166,7 @@ class Breaker:
         "clock_ms",
         "run_stops",
         "commands",
+        "ceiling",
     )
 
     def __init__(self, agent_id: str, policy: BreakerPolicy) -> None:
@@ -179,6 +185,9 @@ class Breaker:
         # so the same run is not stopped twice.
         self.run_stops: tuple[tuple[int, str, str, int], ...] = ()
         self.commands: tuple[str, ...] = ()
+        # The highest mode recovery climbs to: the rung earned autonomy allows (autonomous
+        # unless the policy's autonomy section says otherwise).
+        self.ceiling = Mode.AUTONOMOUS
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -236,6 +245,24 @@ class Breaker:
             reason=reason,
         )
         out += self._advance(now)  # a pin whose expiry has already passed lapses at once
+        return out
+
+    def on_earned(self, level: Mode, action: Action, reason: str, now_ms: int) -> list[Transition]:
+        """Earned autonomy moved the agent's rung to ``level`` (start, promote, demote, cap).
+
+        The rung becomes the ceiling of recovery. At rest (NORMAL) the mode follows the rung
+        at once; while recovering from a trip the mode only drops if the rung is below it (a
+        promotion waits for the recovery to climb); while pinned only the ceiling changes.
+        """
+        now = self._now(now_ms)
+        out = self._advance(now)
+        self.ceiling = level
+        if self.state == BreakerState.PINNED:
+            return out
+        if self.state == BreakerState.NORMAL or level.rank < self.mode.rank:
+            if level != self.mode:
+                self._move(out, now, action, level, BreakerState.NORMAL, None,
+                           rule=f"autonomy.{action.removeprefix('autonomy_')}", reason=reason)
         return out
 
     # --- transitions ----------------------------------------------------------------------
@@ -329,6 +356,11 @@ class Breaker:
             at = self.deadline
             if self.state == BreakerState.PINNED:
                 self._unpin(at, "pin_expired", None, "pin expired", out)
+            elif self.state == BreakerState.COOLING and self.mode.rank >= self.ceiling.rank:
+                self._move(out, at, "probation_passed", self.mode, BreakerState.NORMAL, None,
+                           rule="ceiling_reached",
+                           reason=f"no trips for the cool-down: {self.mode} is the agent's "
+                           "earned ceiling, recovery ends here")
             elif self.state == BreakerState.COOLING:
                 base = self.mode
                 raised = base.one_level_up()
@@ -343,7 +375,7 @@ class Breaker:
                     rule="cooldown_elapsed",
                     reason=f"no trips for the cool-down: on probation at {raised}",
                 )
-            elif self.mode == Mode.AUTONOMOUS:
+            elif self.mode.rank >= self.ceiling.rank:
                 self.backoff = 0
                 self._move(
                     out,
@@ -353,7 +385,7 @@ class Breaker:
                     BreakerState.NORMAL,
                     None,
                     rule="probation_passed",
-                    reason="clean probation: autonomous again",
+                    reason=f"clean probation: {self.mode} again",
                 )
             else:
                 self.backoff = max(self.backoff - 1, 0)
@@ -372,7 +404,7 @@ class Breaker:
     def _unpin(
         self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition]
     ) -> None:
-        if self.mode == Mode.AUTONOMOUS:
+        if self.mode.rank >= self.ceiling.rank:
             state, deadline = BreakerState.NORMAL, None
         else:
             state, deadline = BreakerState.COOLING, now + self._cooldown()
@@ -460,6 +492,7 @@ class Breaker:
             self.clock_ms,
             stops,
             list(self.commands),
+            str(self.ceiling),
         ]
 
     @classmethod
@@ -476,4 +509,6 @@ class Breaker:
             for i in range(0, len(stops), 4)
         )
         breaker.commands = tuple(str(c) for c in state[8])
+        if len(state) > 9:  # state written before earned autonomy has no ceiling
+            breaker.ceiling = Mode(state[9])
         return breaker
