@@ -18,6 +18,7 @@ Everything that changes something is audited through :class:`~dashboards.access.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ class HumanLoop:
         self.inbox = inbox
         self.console = console
         self.unavailable: str | None = None
+        self._starting: asyncio.Task[None] | None = None
         if inbox is not None:
             inbox.store_decision = self._store_decision
         access.audit = self._store_audit
@@ -84,16 +86,25 @@ class HumanLoop:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, _app: web.Application | None = None) -> None:
+        # In the background: the pages serve at once (the Kafka clients take a second or
+        # more to start, and `tripwire run` waits for the server before starting its worker).
+        self._starting = asyncio.create_task(self._start_parts())
+
+    async def _start_parts(self) -> None:
         for part in (self.inbox, self.console):
             if part is None:
                 continue
             try:
-                await asyncio.wait_for(part.start(), 20)
+                await asyncio.wait_for(part.start(), 30)
             except Exception as exc:  # noqa: BLE001 - the dashboards still serve
                 self.unavailable = f"{type(part).__name__.lower()}: {exc}"
                 log.error("tripwire dashboards: %s unavailable: %s", type(part).__name__, exc)
 
     async def stop(self, _app: web.Application | None = None) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starting
         for part in (self.inbox, self.console):
             if part is not None:
                 await part.stop()
@@ -119,6 +130,8 @@ class HumanLoop:
         if part is None or self.unavailable:
             raise web.HTTPServiceUnavailable(
                 text=f"not available: {self.unavailable or 'no Kafka configured'}")
+        if self._starting is None or not self._starting.done():
+            raise web.HTTPServiceUnavailable(text="starting: connecting to Kafka")
         return part
 
     async def inbox_list(self, request: web.Request) -> web.Response:
