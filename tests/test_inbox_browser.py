@@ -196,8 +196,6 @@ def test_approver_approves_and_declines_from_the_inbox(stack: Stack, server: Das
             assert "[EMAIL]" in text and "dana@example.com" not in text  # masked
             assert "enterprise plan" in text and "approve_to_act" in text
             assert card.locator('a[href*="/#/evidence?run="]').count() == 1
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(shots_dir(tmp_path) / "inbox.png"), full_page=True)
             clicked = time.monotonic()
             card.locator("button.approve").click()
             worker.join(60)
@@ -212,6 +210,9 @@ def test_approver_approves_and_declines_from_the_inbox(stack: Stack, server: Das
             card.locator("button.open-decline").click()
             card.locator('input[value="too_risky"]').check()
             card.locator('input[name="reason_text"]').fill("stage change needs the AE's OK")
+            page.wait_for_function("() => document.querySelectorAll('#decided tbody tr').length")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots_dir(tmp_path) / "inbox.png"), full_page=True)
             card.locator("button.confirm-decline").click()
             worker.join(60)
             assert len(agent.outcomes) == 2 and isinstance(agent.outcomes[1], ToolRefused)
