@@ -168,9 +168,11 @@ def build_app(client: Client, defaults: Defaults | None = None, access: Access |
     access = access or OpenAccess()
     app = web.Application(middlewares=[_errors, access.middleware()])
     access.add_routes(app, STATIC_DIR)
-    if settings is not None:
-        from tripwire.dashboards.human_loop import HumanLoop
+    from tripwire.dashboards.human_loop import HumanLoop, web_audit_writer
 
+    if access.audit is None and not isinstance(access, OpenAccess):
+        access.audit = web_audit_writer(client, api.blocking)
+    if settings is not None:
         HumanLoop.from_settings(client, access, api.blocking, settings).add_routes(app, STATIC_DIR)
     app.router.add_get("/", api.index)
     app.router.add_get("/static/plotly.min.js", api.plotly)

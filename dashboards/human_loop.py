@@ -47,6 +47,19 @@ def _ts(ms: int) -> Any:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def web_audit_writer(client: Client, blocking: Blocking) -> Callable[[dict[str, Any]],
+                                                                     Awaitable[None]]:
+    """Stores :class:`~dashboards.access.Access` audit rows in ClickHouse ``web_audit``."""
+    columns = ("ts", "user", "role", "via", "action", "target", "outcome", "detail")
+
+    async def store(row: dict[str, Any]) -> None:
+        values = {**row, "ts": _ts(row["ts_ms"])}
+        await blocking(client.insert, "web_audit", [[values[c] for c in columns]],
+                       list(columns))
+
+    return store
+
+
 class HumanLoop:
     """Owns the inbox and the console of one server and their routes."""
 
@@ -61,7 +74,6 @@ class HumanLoop:
         self._starting: asyncio.Task[None] | None = None
         if inbox is not None:
             inbox.store_decision = self._store_decision
-        access.audit = self._store_audit
 
     @classmethod
     def from_settings(cls, client: Client, access: Access, blocking: Blocking,
@@ -118,11 +130,6 @@ class HumanLoop:
                             [[values[c] for c in _DECISION_COLUMNS]],
                             list(_DECISION_COLUMNS))
 
-    async def _store_audit(self, row: dict[str, Any]) -> None:
-        columns = ("ts", "user", "role", "via", "action", "target", "outcome", "detail")
-        values = {**row, "ts": _ts(row["ts_ms"])}
-        await self.blocking(self.client.insert, "web_audit", [[values[c] for c in columns]],
-                            list(columns))
 
     # -- handlers --------------------------------------------------------------------------
 

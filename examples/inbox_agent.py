@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     for contact_id, email, stage in CONTACTS[:args.contacts]:
         with session.run() as run, guard.bind(run):
             get_contact(contact_id)
-            for label, call in (
-                (f"update {contact_id} to {stage}", lambda: update_contact(contact_id, stage)),
-                (f"email {email}", lambda: send_email(email, f"Your account is now {stage}")),
+            for label, tool, call_args in (
+                (f"update {contact_id} to {stage}", update_contact, (contact_id, stage)),
+                (f"email {email}", send_email, (email, f"Your account is now {stage}")),
             ):
                 say(f"  {label}: waiting for a human ...")
                 try:
                     with rationale(f"the CRM says {contact_id} is {stage}; the record lags"):
-                        result = call()
+                        result = tool(*call_args)
                 except ToolRefused as refused:
                     outcomes["declined"] += 1
                     say(f"  {label}: DECLINED ({refused.decision.reason})")
