@@ -145,6 +145,14 @@ class Console:
             status = _status_of(agent, self.controls.get(agent, []))
             row = status.to_json()
             row["unauthenticated"] = self.unauthenticated.get(agent, 0)
+            # The agent's rung of earned autonomy and what the next one needs (the reason
+            # of its latest autonomy.* control carries the numbers).
+            earned = [c for c in self.controls.get(agent, [])
+                      if (c.get("rule") or "").startswith("autonomy.")]
+            latest = max(earned, key=lambda c: c["seq"]) if earned else None
+            row["earned"] = None if latest is None else {
+                "mode": latest["mode"], "rule": latest["rule"], "reason": latest["reason"],
+                "at": latest["issued_at"]}
             out.append(row)
         return out
 

@@ -151,7 +151,7 @@ class AutonomyTracker:
         why = (f"agent version {version} starts at {start}" if previous is not None
                else f"new agent starts at {start}")
         return Step("start", start, previous or Mode.AUTONOMOUS, Record(),
-                    f"{why} (ceiling {self.ceiling}); autonomy is earned from here")
+                    f"{why} (ceiling {self.ceiling}); next: {self.needs(0)}")
 
     # -- counting --------------------------------------------------------------------------
 
@@ -231,6 +231,7 @@ class AutonomyTracker:
                        f"{self.policy.promote_min_decisions})")
         elif action == "demote":
             reason += f" (below {100 * self.policy.demote_agreement:g} %)"
+        reason += f"; next: {self.needs(now_ms)}"
         return Step(action, level, previous, record, reason)
 
     def needs(self, now_ms: int) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from tripwire.bench.worker_process import WorkerProcess, worker_env
+from tripwire.dashboards.console import Console
 from tripwire.dashboards.inbox import Inbox
 from tripwire.schemas.command_signing import derive_agent_key
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
@@ -133,6 +134,9 @@ async def run_agent(bootstrap: str, agent: str, humans: Humans, emitter: Emitter
 async def test_graduation_and_the_ceiling(bootstrap: str) -> None:
     inbox = Inbox(bootstrap, control_key=CONTROL_KEY)
     await inbox.start()
+    console = Console(bootstrap, operator_key=None,
+                      control_keys={CONTROL_KEY[0]: CONTROL_KEY[1]})
+    await console.start()
     humans = Humans(inbox)
     emitter = Emitter(bootstrap, idempotence=False, linger_ms=1)
     try:
@@ -151,6 +155,17 @@ async def test_graduation_and_the_ceiling(bootstrap: str) -> None:
         # Four approvals at approve_to_act (100 %, enough to climb) did not pass the ceiling;
         # 4 of 9 (44 %) then took it back down.
         assert sum(1 for d in decided if d["kind"] == "approval" and d["approved"]) == 4
+        # The console shows each agent's rung, the numbers behind it and what the next needs.
+        await until(lambda: any(a["agent_id"] == capped and a["earned"]
+                                and a["earned"]["rule"] == "autonomy.demote"
+                                for a in console.agents()))
+        row = next(a for a in console.agents() if a["agent_id"] == capped)
+        assert "4 of 9 human decisions agreed (44.4 %)" in row["earned"]["reason"]
+        assert "next: approve_to_act after 4 more decision(s)" in row["earned"]["reason"]
+        row = next(a for a in console.agents() if a["agent_id"] == grad)
+        assert row["earned"]["rule"] == "autonomy.promote" and row["mode"] == "autonomous"
+        assert "at its ceiling autonomous" in row["earned"]["reason"]
     finally:
         emitter.close()
+        await console.stop()
         await inbox.stop()

@@ -194,13 +194,14 @@ async function submitConfirm(ev) {
 async function refreshConsole() {
   const data = await getJson("/api/console");
   const canAct = RANK[me.role] >= RANK.operator;
-  table(document.getElementById("agents"), ["agent", "mode", "since", "why", "set by", "until", "actions"], data.agents,
+  table(document.getElementById("agents"), ["agent", "mode", "since", "why", "set by", "until", "earned autonomy", "actions"], data.agents,
     (a, c) => ({
       agent: a.agent_id,
       mode: el("span", { class: `mode mode-${a.mode}`, "data-mode": a.mode }, a.mode),
       since: when(a.since_ms), why: a.reason,
       "set by": [a.source, a.rule].filter(Boolean).join(" / "),
       until: a.expires_at ? when(a.expires_at) : "",
+      "earned autonomy": a.earned ? `${a.earned.mode} (${a.earned.rule}): ${a.earned.reason}` : "",
       actions: el("span", {}, ...data.actions.map(action => el("button", {
         class: action.danger ? "danger" : "", "data-action": action.name, disabled: !canAct,
         title: canAct ? null : "needs the operator role", onclick: () => openConfirm(action, a),
