@@ -35,7 +35,11 @@ from tripwire.schemas.codec import (
     approval_decision_codec,
     approval_request_codec,
 )
-from tripwire.schemas.command_signing import sign_approval_decision
+from tripwire.schemas.command_signing import (
+    derive_agent_key,
+    sign_approval_decision,
+    verify_approval_decision,
+)
 from tripwire.schemas.topics import APPROVAL_DECISIONS, APPROVAL_REQUESTS, STEPS
 from tripwire.sdk.approvals import DECLINE_REASONS, EXPIRED, EXPIRY_APPROVER
 from tripwire.sdk.steps import blank_event
@@ -173,6 +177,15 @@ class Inbox:
         except DecodeError as exc:
             log.warning("inbox: undecodable record on %s: %s", topic, exc.reason)
             return
+        if topic == APPROVAL_DECISIONS and self.control_key is not None:
+            # Only decisions this deployment signed settle a request: a forged one on the
+            # topic must not clear it from the inbox (the guard ignores it too).
+            key_id, master = self.control_key
+            keys = {key_id: derive_agent_key(master, dec["agent_id"])}
+            rejection = verify_approval_decision(dec, record.headers, dec["agent_id"], keys)
+            if rejection is not None:
+                log.warning("inbox: ignored %s decision for %s", rejection, dec["request_id"])
+                return
         if topic == APPROVAL_REQUESTS:
             rid = req["request_id"]
             if rid in self.decided or rid in self.pending:

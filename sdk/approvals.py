@@ -260,12 +260,22 @@ class TripwireApprovals:
                 asyncio.run_coroutine_threadsafe(self._open(), self._loop)
                 atexit.register(self.close)
         if not self._ready.wait(_READY_TIMEOUT_S):
+            self._reset()
             raise TimeoutError(f"approval topics not reachable on {self.bootstrap} "
                                f"within {_READY_TIMEOUT_S:g} s")
-        if self._failed is not None:
-            raise RuntimeError(f"approval route failed to start: {self._failed!r}")
+        failed = self._failed
+        if failed is not None:
+            self._reset()  # the next request tries again
+            raise RuntimeError(f"approval route failed to start: {failed!r}")
         assert self._loop is not None
         return self._loop
+
+    def _reset(self) -> None:
+        self.close()
+        self._ready.clear()
+        self._failed = None
+        self._producer = None
+        self._follower = None
 
     async def _open(self) -> None:
         try:
@@ -289,6 +299,9 @@ class TripwireApprovals:
             await consumer.seek_to_end(tp)
             await consumer.position(tp)
         except BaseException as exc:  # noqa: BLE001 - reported to the asking thread
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
             self._failed = exc
             self._ready.set()
             return

@@ -221,3 +221,17 @@ def test_masked_params_mask_values_by_field() -> None:
     assert masked is not None
     assert masked["to"] == "[EMAIL]" and masked["n"] == 3
     assert "1111 1111" not in str(masked["nested"]) and "sk-1234567890abcdef" not in str(masked)
+
+
+def test_an_unreachable_inbox_declines_and_the_next_request_tries_again(tmp_path) -> None:
+    from tripwire.sdk.approvals import TripwireApprovals
+    from tripwire.sdk.decisions import ApprovalRequest, Decision
+    from tripwire.streams.broker import free_port
+
+    route = TripwireApprovals(f"127.0.0.1:{free_port()}", "agent-x", timeout_s=5)
+    decision = Decision("needs_approval", "approve_to_act", "t", "write", "guard.mode.x", "r")
+    request = ApprovalRequest("agent-x", None, "t", "write", None, decision)
+    for _ in range(2):
+        approval = route(request)
+        assert not approval.approved and "unreachable" in (approval.note or "")
+    route.close()
