@@ -156,6 +156,8 @@ class AutonomyTracker:
     # -- counting --------------------------------------------------------------------------
 
     def observe(self, event: Mapping[str, Any]) -> None:
+        if not self.policy.earn:
+            return  # no record is kept for agents that do not earn: state stays empty
         kind = event["kind"]
         attributes = event.get("attributes") or {}
         if kind == "approval_decision":
@@ -171,7 +173,8 @@ class AutonomyTracker:
                     bucket[_DENIED] += 1
 
     def note_trip(self, ts: int) -> None:
-        self._count(ts, _TRIPS)
+        if self.policy.earn:
+            self._count(ts, _TRIPS)
 
     def _count(self, ts: int, field: int) -> list[int] | None:
         key = ts // self.bucket_ms
@@ -216,9 +219,9 @@ class AutonomyTracker:
         at the new rung."""
         if self.level is None:
             return None
-        record = self.record(now_ms)
         if not self.policy.earn and self.level.rank <= self.ceiling.rank:
-            return None
+            return None  # the common case: cheap, it runs on every decision event
+        record = self.record(now_ms)
         level, action = next_level(self.level, record, self.policy, self.ceiling)
         if action is None or level == self.level:
             return None

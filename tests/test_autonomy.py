@@ -127,6 +127,14 @@ def test_the_window_rolls() -> None:
     assert tracker.record(8 * day) == Record(2, 0)
 
 
+def test_no_record_is_kept_for_agents_that_do_not_earn() -> None:
+    tracker = AutonomyTracker(AutonomyPolicy())
+    tracker.begin(None)
+    tracker.observe(decision(1, False))
+    tracker.note_trip(2)
+    assert tracker.buckets == [] and tracker.judge(3) is None
+
+
 def test_state_round_trip() -> None:
     tracker = AutonomyTracker(DEFAULT)
     tracker.begin("1.0")
