@@ -231,7 +231,7 @@ class AgentMonitor:
             "spend": self.spend.to_state(),
             "injection": self.injection.to_state(),
             "breaker": self.breaker.to_state(),
-            "autonomy": self.autonomy.to_state(),
+            **({} if self.autonomy.at_rest else {"autonomy": self.autonomy.to_state()}),
         }
 
     @classmethod

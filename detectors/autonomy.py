@@ -250,6 +250,16 @@ class AutonomyTracker:
 
     # -- state -----------------------------------------------------------------------------
 
+    @property
+    def at_rest(self) -> bool:
+        """Autonomous with no ceiling and no record: what a fresh tracker becomes on its first
+        event when the policy starts agents autonomous, so its state need not be stored (100k
+        agents would carry it in the changelog for nothing)."""
+        policy = self.policy
+        return (not self.buckets and self.ceiling == Mode.AUTONOMOUS
+                and self.level in (None, Mode.AUTONOMOUS) and not policy.versions
+                and policy.start_mode == Mode.AUTONOMOUS and policy.ceiling == Mode.AUTONOMOUS)
+
     def to_state(self) -> list[Any]:
         # "" for None: the changelog state is lists, ints, floats and strings only.
         return ["" if self.level is None else str(self.level), str(self.ceiling),

@@ -135,6 +135,14 @@ def test_no_record_is_kept_for_agents_that_do_not_earn() -> None:
     assert tracker.buckets == [] and tracker.judge(3) is None
 
 
+def test_only_a_tracker_a_restart_would_rebuild_is_left_out_of_the_state() -> None:
+    assert AutonomyTracker(AutonomyPolicy()).at_rest
+    graduated = AutonomyTracker(AutonomyPolicy(start_mode=S, earn=True))
+    graduated.begin(None)
+    graduated.level = AUTO  # earned its way up, record reset: a restart must not demote it
+    assert not graduated.at_rest
+
+
 def test_state_round_trip() -> None:
     tracker = AutonomyTracker(DEFAULT)
     tracker.begin("1.0")
