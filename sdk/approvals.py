@@ -198,7 +198,9 @@ class TripwireApprovals:
             "params_json": params_json,
             "params_hash": None if params_json is None else params_hash(request.params or {}),
             "kind": kind,
-            "trigger": f"mode.{decision.mode}",
+            # Whatever made the guard ask: guard.mode.<mode> -> mode.<mode>, a run's mode,
+            # or any rule that answers needs_approval (e.g. a standing approval rule).
+            "trigger": decision.rule.removeprefix("guard."),
             "trigger_detail": decision.reason,
             "rationale": _RATIONALE.get(),
             "agent_version": getattr(session, "agent_version", None),
