@@ -32,7 +32,7 @@ from tripwire.dashboards.screenshots import chromium_page
 from tripwire.dashboards.server import DashboardServer
 from tripwire.schemas.command_signing import derive_agent_key
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
-from tripwire.sdk import AgentSession
+from tripwire.sdk import AgentSession, Emitter
 from tripwire.sdk.guard import Guard, ToolRefused
 from tripwire.sdk.operator import OperatorKey, issue, new_command
 from tripwire.sinks.clickhouse import Client
@@ -46,6 +46,12 @@ CONTROL_KEY = ("ctl-web", "control-master-for-web-tests")
 USERS = {"ann": ("approver", "ann-token-1"), "vic": ("viewer", "vic-token-1"),
          "oscar": ("operator", "oscar-token-1")}
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# A new integration that must earn its autonomy (shown on the console).
+POLICY = """
+agents:
+  onboarding-bot:
+    autonomy: {start_mode: suggest_only, ceiling: approve_to_act, earn: true}
+"""
 
 
 class Stack:
@@ -78,10 +84,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("inbox")
+    (tmp / "policy.yaml").write_text(POLICY)
     with EmbeddedBroker(free_port(), log_path=tmp / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, tripwire_topics(PARTITIONS)))
         env = worker_env(
             broker.bootstrap, tmp / "data", PARTITIONS,
+            TRIPWIRE_POLICY_FILE=str(tmp / "policy.yaml"),
             TRIPWIRE_OPERATOR_KEYS=json.dumps({OPERATOR_KEY[0]: OPERATOR_KEY[1]}),
             TRIPWIRE_CONTROL_KEY_ID=CONTROL_KEY[0],
             TRIPWIRE_CONTROL_KEYS=json.dumps({CONTROL_KEY[0]: CONTROL_KEY[1]}))
@@ -273,6 +281,9 @@ def test_operator_kills_a_running_agent_from_the_console(stack: Stack, server: D
     try:
         stack.pin(agent.agent_id, "approve_to_act")
         assert agent.guard.wait_for_mode("approve_to_act", 30)
+        with Emitter(stack.broker.bootstrap, idempotence=False, linger_ms=1) as emitter:
+            with AgentSession(emitter, "onboarding-bot").run() as run:
+                run.tool_call("crm.get_contact", "read", {"contact_id": "C-1"})
         with chromium_page() as page:
             login(page, server.url, "vic", "/console")
             row = page.locator(f'#agents tr[data-agent="{agent.agent_id}"]')
@@ -295,6 +306,11 @@ def test_operator_kills_a_running_agent_from_the_console(stack: Stack, server: D
                 arg=agent.agent_id, timeout=30_000)
             audit = page.locator("#audit tbody tr").first
             audit.wait_for()
+            # The new integration started in shadow, with what its next rung needs.
+            earned = page.locator('#agents tr[data-agent="onboarding-bot"]')
+            earned.wait_for(timeout=30_000)
+            assert "autonomy.start" in earned.inner_text()
+            assert "next: approve_to_act after 50 more decision(s)" in earned.inner_text()
             page.wait_for_timeout(300)
             page.screenshot(path=str(shots_dir(tmp_path) / "console.png"), full_page=True)
         status, trail = api(server.url, "/api/audit", "vic")
