@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tripwire.dashboards.access import Access, OpenAccess
 from tripwire.dashboards.catalog import DASHBOARDS, Query, catalog, panels
 from tripwire.dashboards.evidence import Evidence, EvidenceNotFound, agent_evidence, run_evidence
 from tripwire.dashboards.filters import Filters, parse_instant
@@ -158,9 +159,21 @@ async def _errors(request: web.Request, handler: Callable[..., Any]) -> web.Stre
         return web.json_response({"error": str(ex)[:2000]}, status=500)
 
 
-def build_app(client: Client, defaults: Defaults | None = None) -> web.Application:
+def build_app(client: Client, defaults: Defaults | None = None, access: Access | None = None,
+              settings: Any = None) -> web.Application:
+    """The app; with ``settings`` (Kafka, keys) also the approval inbox and operator console
+    (``dashboards/human_loop.py``). Without ``access`` every request is an anonymous viewer
+    (library use); ``tripwire run`` and ``tripwire dashboard`` always pass one."""
     api = DashboardApi(client, defaults)
-    app = web.Application(middlewares=[_errors])
+    access = access or OpenAccess()
+    app = web.Application(middlewares=[_errors, access.middleware()])
+    access.add_routes(app, STATIC_DIR)
+    from tripwire.dashboards.human_loop import HumanLoop, web_audit_writer
+
+    if access.audit is None and not isinstance(access, OpenAccess):
+        access.audit = web_audit_writer(client, api.blocking)
+    if settings is not None:
+        HumanLoop.from_settings(client, access, api.blocking, settings).add_routes(app, STATIC_DIR)
     app.router.add_get("/", api.index)
     app.router.add_get("/static/plotly.min.js", api.plotly)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)

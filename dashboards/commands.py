@@ -161,7 +161,14 @@ def dashboard_command(args: argparse.Namespace) -> int:
             migrate(client, settings.retention_days)
             sample = fill(client, end_ms=now_ms() - 60_000, hours=3.0)
             print(f"tripwire: sample fleet stored: {sample.steps} steps", flush=True)
-        server = DashboardServer(client, args.host, port, daily_budget_usd=args.daily_budget_usd,
+        from tripwire.dashboards.access import Access
+
+        # The inbox and console need Kafka: only against a configured one (tripwire run
+        # serves them with its embedded broker); logging in is required either way.
+        server = DashboardServer(client, args.host, port,
+                                 settings if settings.kafka_bootstrap else None,
+                                 access=Access.from_settings(settings),
+                                 daily_budget_usd=args.daily_budget_usd,
                                  sla_ms=args.sla_ms).start()
         print(f"tripwire: dashboards on {server.url} (ClickHouse {redact(dsn)})", flush=True)
         stop = threading.Event()

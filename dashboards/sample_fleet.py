@@ -82,6 +82,10 @@ def fill(
         client.insert("mode_changes", [list(m.values()) for m in sample.mode_changes],
                       column_names=list(sample.mode_changes[0]))
         insert_rows(client, "control_acks", _guard_acks(sample.mode_changes))
+    decisions = inbox_rows(events)
+    if decisions:
+        client.insert("approval_decisions", [list(r.values()) for r in decisions],
+                      column_names=list(decisions[0]))
     return sample
 
 
@@ -103,6 +107,36 @@ def _guard_acks(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "apply_ms": applied - change["issued_at"] if kind == "applied" else None,
                 "verified": 1, "source_partition": 0, "source_offset": 2 * i + (kind == "applied"),
             })
+    return rows
+
+
+_SAMPLE_REASONS = ("wrong_recipient", "too_risky", "needs_review", "wrong_data")
+
+
+def inbox_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``approval_decisions`` rows for the fleet's approval decisions, as if made in the inbox
+    (declines get a reason from the inbox's list, picked by the event id)."""
+    from datetime import UTC, datetime
+
+    rows = []
+    for e in events:
+        if e["kind"] != "approval_decision":
+            continue
+        approved = bool(e.get("approved"))
+        wait = int(e.get("wait_ms") or 0)
+        rows.append({
+            "decided_at": datetime.fromtimestamp(e["ts"] / 1000, UTC),
+            "requested_at": datetime.fromtimestamp((e["ts"] - wait) / 1000, UTC),
+            "request_id": e["event_id"], "agent_id": e["agent_id"],
+            "agent_version": e.get("agent_version") or "", "workflow": e.get("workflow") or "",
+            "environment": e.get("environment") or "", "run_id": e["run_id"],
+            "tool": e.get("tool") or "", "action_class": e.get("action_class") or "",
+            "kind": "approval", "trig": "mode.approve_to_act", "approved": int(approved),
+            "approver": e.get("approver") or "", "wait_ms": wait,
+            "reason_code": "" if approved else
+            _SAMPLE_REASONS[int(e["event_id"][:8], 16) % len(_SAMPLE_REASONS)],
+            "reason_text": "",
+        })
     return rows
 
 

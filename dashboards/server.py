@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 from aiohttp import web
 
+from tripwire.dashboards.access import Access
 from tripwire.dashboards.api import Defaults, build_app
 from tripwire.sinks.clickhouse import Client
 
@@ -31,11 +33,19 @@ class DashboardServer:
         client: Client,
         host: str = "127.0.0.1",
         port: int = 8080,
+        settings: Any = None,
         *,
         daily_budget_usd: float | None = None,
         sla_ms: int | None = None,
+        access: Access | None = None,
     ) -> None:
+        """``settings`` (a TripwireSettings) turns on authentication (``access`` from its
+        ``web_*`` fields unless given), the approval inbox and the operator console."""
         self.client = client
+        self.settings = settings
+        if settings is not None and access is None:
+            access = Access.from_settings(settings)
+        self.access = access
         self.host = host
         self.port = port
         self.defaults = Defaults(daily_budget_usd=daily_budget_usd, sla_ms=sla_ms)
@@ -63,6 +73,10 @@ class DashboardServer:
             self._thread = None
             raise RuntimeError(f"dashboard server failed to start on {self.url}: "
                                f"{self._error}") from self._error
+        if self.access is not None and self.access.generated_token:
+            print(f"tripwire: dashboard login   user admin (operator), token "
+                  f"{self.access.generated_token} (this run only; set TRIPWIRE_WEB_USERS)",
+                  flush=True)
         return self
 
     def stop(self) -> None:
@@ -93,7 +107,8 @@ class DashboardServer:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(build_app(self.client, self.defaults), access_log=None)
+        runner = web.AppRunner(build_app(self.client, self.defaults, self.access, self.settings),
+                               access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)

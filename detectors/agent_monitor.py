@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tripwire.detectors.autonomy import AutonomyTracker, Step
 from tripwire.detectors.breaker import Breaker, Command, Transition
 from tripwire.detectors.denial_rate import DenialRateDetector
 from tripwire.detectors.detection import Detection
@@ -45,6 +46,13 @@ tens of microseconds, so it runs rarely; five minutes is the denial window, the 
 tool window takes to empty anyway. Ended runs do not wait for it: they are dropped whenever
 a new run starts."""
 
+INBOX = "tripwire-inbox"
+"""``attributes.decided_by`` of the decisions the approval inbox publishes: they count for
+earned autonomy only. They may arrive after their run ended (a proposal accepted later),
+and fed to the loop detector they would reopen that run."""
+_TRIPS = frozenset({"downgrade", "escalate", "probation_failed"})
+_EARNED_ACTIONS = {"start": "autonomy_start", "promote": "promote", "demote": "demote",
+                   "cap": "autonomy_cap"}
 
 
 class AgentMonitor:
@@ -58,6 +66,7 @@ class AgentMonitor:
         "spend",
         "injection",
         "breaker",
+        "autonomy",
         "next_maintenance",
         "rates",
     )
@@ -74,6 +83,7 @@ class AgentMonitor:
         self.spend = SpendDetector(agent_id, policy, clock)
         self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
         self.breaker = Breaker(agent_id, policy.breaker)
+        self.autonomy = AutonomyTracker(policy.autonomy)
         self.next_maintenance = 0
         self.rates = RateCounter(policy.breaker.containment.rate_caps)
 
@@ -90,6 +100,12 @@ class AgentMonitor:
     def feed(self, event: Event) -> list[Detection]:
         """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
         out: list[Detection] = []
+        kind = event["kind"]
+        if kind == "approval_decision" or kind == "policy_decision":
+            self.autonomy.observe(event)
+            if kind == "approval_decision" and (event.get("attributes") or {}).get(
+                    "decided_by") == INBOX:
+                return out
         clock = self.clock
         ts: int = event["ts"]
         # EventClock.admit, inlined: this runs for every event of every agent.
@@ -103,7 +119,6 @@ class AgentMonitor:
             clock.late_events += 1
             on_time = False
         self.loops.observe(event, on_time, out)
-        kind = event["kind"]
         # Each detector only sees the kinds it counts: most events concern one of them.
         if (
             event.get("cost_usd") is not None
@@ -130,7 +145,11 @@ class AgentMonitor:
         breaker = self.breaker
         clock = self.clock
         rates = self.rates
+        autonomy = self.autonomy
         for event in events:
+            if autonomy.level is None or event.get("agent_version") != autonomy.version:
+                self._earned(autonomy.begin(event.get("agent_version")), event["ts"],
+                             transitions)
             found = self.feed(event)
             version = event.get("agent_version")
             if version is not None and (not breaker.versions
@@ -141,12 +160,31 @@ class AgentMonitor:
                     transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
                                                f"{count} calls in 60 s, cap {cap.per_minute}",
                                                clock.watermark)
+            judge = event["kind"] in ("approval_decision", "policy_decision")
             if found:
                 detections += found
-                transitions += breaker.on_detections(found, clock.watermark, version)
+                moved = breaker.on_detections(found, clock.watermark, version)
+                judge = self._note_trips(moved) or judge
+                transitions += moved
             elif breaker.wake_at is not None and clock.watermark >= breaker.wake_at:
                 transitions += breaker.tick(clock.watermark)
+            if judge:
+                now = max(clock.watermark, event["ts"])
+                self._earned(autonomy.judge(now), now, transitions)
         return detections, transitions
+
+    def _note_trips(self, transitions: list[Transition]) -> bool:
+        tripped = False
+        for t in transitions:
+            if t.action in _TRIPS:
+                self.autonomy.note_trip(t.ts)
+                tripped = True
+        return tripped
+
+    def _earned(self, step: Step | None, now_ms: int, out: list[Transition]) -> None:
+        if step is not None:
+            out += self.breaker.on_earned(step.level, _EARNED_ACTIONS[step.action],  # type: ignore[arg-type]
+                                          step.reason, now_ms)
 
     # --- time -----------------------------------------------------------------------------
 
@@ -176,7 +214,10 @@ class AgentMonitor:
         """``tick`` plus the breaker: its recovery deadlines and the tick's detections."""
         detections = self.tick(now_ms)
         if detections:
-            return detections, self.breaker.on_detections(detections, now_ms)
+            transitions = self.breaker.on_detections(detections, now_ms)
+            if self._note_trips(transitions):
+                self._earned(self.autonomy.judge(now_ms), now_ms, transitions)
+            return detections, transitions
         return detections, self.breaker.tick(now_ms)
 
     def on_command(self, command: Command | Mapping[str, Any], now_ms: int) -> list[Transition]:
@@ -207,6 +248,8 @@ class AgentMonitor:
             spend=self.spend.to_state(),
             injection=self.injection.to_state(),
             breaker=self.breaker.to_state(),
+            # Left out at rest: a restart would rebuild the same tracker (the default).
+            autonomy=None if self.autonomy.at_rest else self.autonomy.to_state(),
         )
 
     @classmethod
@@ -232,6 +275,9 @@ class AgentMonitor:
         monitor.breaker = Breaker.from_state(record.breaker, agent_id, policy.breaker)
         # Not in the state: a restarted worker forgets the last minute's call counts.
         monitor.rates = RateCounter(policy.breaker.containment.rate_caps)
+        earned = record.autonomy
+        monitor.autonomy = (AutonomyTracker.from_state(earned, policy.autonomy)
+                            if earned is not None else AutonomyTracker(policy.autonomy))
         return monitor
 
     def to_state(self) -> dict[str, Any]:
@@ -243,7 +289,8 @@ class AgentMonitor:
     def _plain(record: MonitorState) -> dict[str, Any]:
         return {"agent": record.agent, "clock": record.clock, "maint": record.next_maintenance,
                 "loops": record.loops, "denials": record.denials, "spend": record.spend,
-                "injection": record.injection, "breaker": record.breaker}
+                "injection": record.injection, "breaker": record.breaker,
+                **({} if record.autonomy is None else {"autonomy": record.autonomy})}
 
     @classmethod
     def from_state(

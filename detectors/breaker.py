@@ -74,6 +74,11 @@ Action = Literal[
     "pin_expired",
     "restrict_tool",
     "lift_tool",
+    # earned autonomy (detectors/autonomy.py)
+    "autonomy_start",
+    "promote",
+    "demote",
+    "autonomy_cap",
 ]
 
 
@@ -196,6 +201,7 @@ class Breaker:
         "commands",
         "tool_limits",
         "versions",
+        "ceiling",
     )
 
     def __init__(self, agent_id: str, policy: BreakerPolicy) -> None:
@@ -219,6 +225,9 @@ class Breaker:
         self.tool_limits: tuple[tuple[str, str, int, str], ...] = ()
         # (version, last seen): versions of this agent seen running, for narrow_versions.
         self.versions: tuple[tuple[str, int], ...] = ()
+        # The highest mode recovery climbs to: the rung earned autonomy allows (autonomous
+        # unless the policy's autonomy section says otherwise).
+        self.ceiling = Mode.AUTONOMOUS
 
     @property
     def wake_at(self) -> int | None:
@@ -315,6 +324,24 @@ class Breaker:
             command_id=cmd.command_id,
         )
         out += self._advance(now)  # a pin whose expiry has already passed lapses at once
+        return out
+
+    def on_earned(self, level: Mode, action: Action, reason: str, now_ms: int) -> list[Transition]:
+        """Earned autonomy moved the agent's rung to ``level`` (start, promote, demote, cap).
+
+        The rung becomes the ceiling of recovery. At rest (NORMAL) the mode follows the rung
+        at once; while recovering from a trip the mode only drops if the rung is below it (a
+        promotion waits for the recovery to climb); while pinned only the ceiling changes.
+        """
+        now = self._now(now_ms)
+        out = self._advance(now)
+        self.ceiling = level
+        if self.state == BreakerState.PINNED:
+            return out
+        if self.state == BreakerState.NORMAL or level.rank < self.mode.rank:
+            if level != self.mode:
+                self._move(out, now, action, level, BreakerState.NORMAL, None,
+                           rule=f"autonomy.{action.removeprefix('autonomy_')}", reason=reason)
         return out
 
     # --- transitions ----------------------------------------------------------------------
@@ -504,6 +531,11 @@ class Breaker:
             at = self.deadline
             if self.state == BreakerState.PINNED:
                 self._unpin(at, "pin_expired", None, "pin expired", out)
+            elif self.state == BreakerState.COOLING and self.mode.rank >= self.ceiling.rank:
+                self._move(out, at, "probation_passed", self.mode, BreakerState.NORMAL, None,
+                           rule="ceiling_reached",
+                           reason=f"no trips for the cool-down: {self.mode} is the agent's "
+                           "earned ceiling, recovery ends here")
             elif self.state == BreakerState.COOLING:
                 base = self.mode
                 raised = base.one_level_up()
@@ -518,7 +550,7 @@ class Breaker:
                     rule="cooldown_elapsed",
                     reason=f"no trips for the cool-down: on probation at {raised}",
                 )
-            elif self.mode == Mode.AUTONOMOUS:
+            elif self.mode.rank >= self.ceiling.rank:
                 self.backoff = 0
                 self._move(
                     out,
@@ -528,7 +560,7 @@ class Breaker:
                     BreakerState.NORMAL,
                     None,
                     rule="probation_passed",
-                    reason="clean probation: autonomous again",
+                    reason=f"clean probation: {self.mode} again",
                 )
             else:
                 self.backoff = max(self.backoff - 1, 0)
@@ -548,7 +580,7 @@ class Breaker:
         self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition],
         command_id: str | None = None,
     ) -> None:
-        if self.mode == Mode.AUTONOMOUS:
+        if self.mode.rank >= self.ceiling.rank:
             state, deadline = BreakerState.NORMAL, None
         else:
             state, deadline = BreakerState.COOLING, now + self._cooldown()
@@ -641,6 +673,7 @@ class Breaker:
             list(self.commands),
             [part for limit in self.tool_limits for part in limit],
             [part for seen in self.versions for part in seen],
+            str(self.ceiling),
         ]
 
     @classmethod
@@ -665,4 +698,6 @@ class Breaker:
         seen = state[10] if len(state) > 10 else []
         breaker.versions = tuple((str(seen[i]), int(seen[i + 1]))
                                  for i in range(0, len(seen), 2))
+        if len(state) > 11:  # state written before earned autonomy has no ceiling
+            breaker.ceiling = Mode(state[11])
         return breaker

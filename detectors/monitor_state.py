@@ -50,6 +50,8 @@ class MonitorState(msgspec.Struct, array_like=True):
     injection: list[Any]
     breaker: list[Any]
     # New fields go here, each with a default (see the module docstring).
+    autonomy: list[Any] | None = None
+    """Earned autonomy's tracker (``detectors.autonomy``); None while it is at rest."""
 
 
 class StoredAgent(msgspec.Struct, array_like=True):
@@ -95,7 +97,7 @@ def monitor_from_plain(m: dict[str, Any]) -> MonitorState:
     return MonitorState(
         agent=str(m["agent"]), clock=m["clock"], next_maintenance=int(m["maint"]),
         loops=m["loops"], denials=m["denials"], spend=m["spend"], injection=m["injection"],
-        breaker=m["breaker"],
+        breaker=m["breaker"], autonomy=m.get("autonomy"),
     )
 
 

@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from tripwire.detectors.autonomy_policy import AutonomyPolicy
 from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.otlp_policy import OtlpPolicy
 from tripwire.detectors.severity import Severity
@@ -543,6 +544,7 @@ class ResolvedPolicy(PolicyModel):
     injection: InjectionPolicy = InjectionPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     otlp: OtlpPolicy = OtlpPolicy()
+    autonomy: AutonomyPolicy = AutonomyPolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> ResolvedPolicy:

@@ -42,6 +42,8 @@ CONTROL_SCHEMA = SCHEMA_DIR / "control.avsc"
 DETECTION_SCHEMA = SCHEMA_DIR / "detection.avsc"
 COMMAND_SCHEMA = SCHEMA_DIR / "command.avsc"
 CONTROL_ACK_SCHEMA = SCHEMA_DIR / "control_ack.avsc"
+APPROVAL_REQUEST_SCHEMA = SCHEMA_DIR / "approval_request.avsc"
+APPROVAL_DECISION_SCHEMA = SCHEMA_DIR / "approval_decision.avsc"
 
 MAGIC = b"\xc3\x01"
 FINGERPRINT_SIZE = 8
@@ -611,3 +613,12 @@ def command_codec() -> FramedCodec:
 def control_ack_codec() -> FramedCodec:
     """A new codec for dev.tripwire.ControlAck."""
     return FramedCodec(CONTROL_ACK_SCHEMA)
+def approval_request_codec() -> FramedCodec:
+    """A new codec for dev.tripwire.ApprovalRequest (defines the ApprovalKind enum)."""
+    return FramedCodec(APPROVAL_REQUEST_SCHEMA)
+
+
+def approval_decision_codec() -> FramedCodec:
+    """A new codec for dev.tripwire.ApprovalDecision; approval_request.avsc defines its
+    ApprovalKind."""
+    return FramedCodec(APPROVAL_DECISION_SCHEMA, dependencies=[APPROVAL_REQUEST_SCHEMA])

@@ -33,20 +33,22 @@ from typing import Any
 __all__ = [
     "COMMAND_FIELDS",
     "CONTROL_FIELDS",
+    "CommandVerifier",
+    "ControlVerifier",
     "KEY_ID_HEADER",
     "REJECTIONS",
     "SCOPE_FIELDS",
     "SHARED_AGENT",
     "SIGNATURE_HEADER",
-    "CommandVerifier",
-    "ControlVerifier",
     "canonical_command_bytes",
     "canonical_control_bytes",
     "derive_agent_key",
     "sign_ack",
+    "sign_approval_decision",
     "sign_command",
     "sign_control",
     "verify_ack",
+    "verify_approval_decision",
 ]
 
 SIGNATURE_HEADER = "tripwire-signature"
@@ -63,6 +65,8 @@ _COMMAND_DOMAIN = b"tripwire-command-v1\n"
 _CONTROL_DOMAIN = b"tripwire-control-v1\n"
 _AGENT_KEY_DOMAIN = b"tripwire-agent-control-key-v1\n"
 _ACK_DOMAIN = b"tripwire-control-ack-v1\n"
+# Own domain: a decision's signature can never pass as a control's (same per-agent key).
+_DECISION_DOMAIN = b"tripwire-approval-decision-v1\n"
 
 COMMAND_FIELDS: Mapping[str, Any] = {
     "command_id": None,
@@ -101,6 +105,21 @@ SCOPE_FIELDS: tuple[str, ...] = (
 covered by a signature only when set, so a record that leaves them null has the same canonical
 bytes as before they existed: guards and workers from before scopes keep verifying agent and
 run records, and their signatures keep verifying here."""
+DECISION_FIELDS: Mapping[str, Any] = {
+    "request_id": None,
+    "agent_id": None,
+    "run_id": None,
+    "tool": None,
+    "action_class": None,
+    "kind": None,
+    "approved": None,
+    "approver": None,
+    "reason_code": None,
+    "reason_text": None,
+    "requested_at": None,
+    "decided_at": None,
+}
+"""Signed ApprovalDecision fields (every field of approval_decision.avsc)."""
 
 REJECTIONS: Mapping[str, str] = {
     "malformed": "the command lacks fields a signed command must have",
@@ -392,3 +411,56 @@ def verify_ack(
     message = _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
     expected = _mac(derive_agent_key(master, ack["agent_id"]), message)
     return None if _same(expected, signature) else "bad_signature"
+
+
+# --- approval decisions -------------------------------------------------------------------
+# Signed like controls: Kafka headers, the agent's derived key, its own domain. No nonce: a
+# guard accepts a decision only for a request id it is waiting on, and request ids are random
+# and used once, so a replayed decision answers nothing.
+
+
+def canonical_decision_bytes(decision: Mapping[str, Any], key_id: str) -> bytes:
+    return _DECISION_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(
+        decision, DECISION_FIELDS
+    )
+
+
+def sign_approval_decision(
+    decision: Mapping[str, Any], key_id: str, master_secret: Secret
+) -> list[tuple[str, bytes]]:
+    """Kafka headers that authenticate ``decision`` to the asking agent's guard."""
+    if not key_id:
+        raise ValueError("key_id must be a non-empty string")
+    agent_key = derive_agent_key(master_secret, decision["agent_id"])
+    signature = _mac(agent_key, canonical_decision_bytes(decision, key_id))
+    return [(KEY_ID_HEADER, key_id.encode("utf-8")), (SIGNATURE_HEADER, signature.encode())]
+
+
+def verify_approval_decision(
+    decision: Mapping[str, Any],
+    headers: Sequence[tuple[str, bytes]] | None,
+    agent_id: str,
+    keys: Mapping[str, Secret],
+) -> str | None:
+    """None if ``decision`` is authentic and for ``agent_id``; else a reason from
+    :data:`REJECTIONS`. ``keys``: key id -> the agent's derived key, as for controls."""
+    found = dict(headers or ())
+    key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
+    if not key_id_raw or not signature_raw:
+        return "unsigned"
+    try:
+        key_id, signature = key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
+    except UnicodeDecodeError:
+        return "malformed"
+    if decision.get("agent_id") != agent_id:
+        return "wrong_agent"
+    secret = keys.get(key_id)
+    if secret is None:
+        return "unknown_key"
+    try:
+        expected = _mac(secret, canonical_decision_bytes(decision, key_id))
+    except (TypeError, ValueError):
+        return "malformed"
+    if not _same(expected, signature):
+        return "bad_signature"
+    return None

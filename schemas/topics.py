@@ -24,6 +24,10 @@ CONTROLS_SHARED = "agent-controls-shared"
 version, tool, action class) and standing policy rules; every guard reads it whole."""
 CONTROL_ACKS = "agent-control-acks"
 """Guards' acknowledgements of the controls they applied (and their start-up hellos)."""
+APPROVAL_REQUESTS = "approval-requests"
+"""Guarded calls waiting for a human, keyed by agent (schemas/approval_request.avsc)."""
+APPROVAL_DECISIONS = "approval-decisions"
+"""Signed answers to them, keyed by agent; each guard follows its own partition."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ def tripwire_topics(partitions: int) -> list[TopicSpec]:
         # whatever the fleet size (sdk/scopes.py says why not a partition of CONTROLS).
         TopicSpec(CONTROLS_SHARED, 1, compacted),
         TopicSpec(CONTROL_ACKS, partitions),
+        TopicSpec(APPROVAL_REQUESTS, partitions),
+        TopicSpec(APPROVAL_DECISIONS, partitions),
     ]
 
 

@@ -160,6 +160,10 @@ class ApprovalRequest:
     action_class: str
     params: Mapping[str, Any] | None
     decision: Decision
+    run: Any = None
+    """The :class:`~sdk.steps.Run` the call belongs to, if any (its session is the context)."""
+    step: int | None = None
+    """Step number of the ``approval_request`` event emitted for this request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,11 @@ class Approval:
     approved: bool
     approver: str
     note: str | None = None
+    reason_code: str | None = None
+    """For a decline from Tripwire's inbox: wrong_recipient, too_risky, ..., expired."""
+    recorded: bool = False
+    """Tripwire already recorded this decision (ClickHouse and an approval_decision step),
+    so the guard does not emit one of its own."""
 
 
 ApprovalHook = Callable[[ApprovalRequest], "Approval | bool | Awaitable[Approval | bool]"]

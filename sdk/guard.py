@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from tripwire.schemas.command_signing import SHARED_AGENT, ControlVerifier, Secret
 from tripwire.schemas.modes import Mode
 from tripwire.schemas.topics import CONTROL_ACKS, CONTROLS, CONTROLS_SHARED
+from tripwire.sdk.approvals import TripwireApprovals
 from tripwire.sdk.control_acks import AckPublisher
 from tripwire.sdk.control_follower import ControlFollower, ControlState
 from tripwire.sdk.decisions import (
@@ -147,6 +148,8 @@ class _GuardBase:
         staleness_s: float = 15.0,
         safe_mode: Mode | str = Mode.READ_ONLY,
         approval_hook: ApprovalHook | None = None,
+        route_approvals: bool = True,
+        approval_timeout_s: float = 300.0,
         control_keys: Mapping[str, Secret] | None = None,
         emit_allowed: bool = False,
         fetch_max_wait_ms: int = 50,
@@ -179,6 +182,12 @@ class _GuardBase:
         self.agent_id = agent_id
         self.staleness_s = staleness_s
         self.approval_hook = approval_hook
+        # Without a hook of its own, approvals go to Tripwire's inbox (sdk/approvals.py).
+        self.approvals: TripwireApprovals | None = None
+        if approval_hook is None and route_approvals:
+            self.approvals = TripwireApprovals(bootstrap, agent_id, control_keys=control_keys,
+                                               timeout_s=approval_timeout_s)
+            self.approval_hook = self.approvals
         self.emit_allowed = emit_allowed
         self.state = ControlState(agent_id, max_runs=max_tracked_runs)
         verifier = ControlVerifier(agent_id, control_keys) if control_keys else None
@@ -376,6 +385,10 @@ class _GuardBase:
         if decision.verdict == "allow":
             return None
         if decision.verdict == "suggest_only":
+            if self.approvals is not None:
+                self.approvals.propose(ApprovalRequest(
+                    self.agent_id, decision.run_id, decision.tool, decision.action_class,
+                    params, decision, run))
             return Proposal(decision.tool, decision.action_class, params, decision)
         if decision.ends_run:
             self._end_run(decision, run)
@@ -385,12 +398,14 @@ class _GuardBase:
     def _approval_request(
         self, decision: Decision, run: Run | None, params: Mapping[str, Any] | None
     ) -> ApprovalRequest:
+        emitted: list[dict] = []
         if run is not None:
-            _safely("approval_request", lambda: run.approval_request(
+            _safely("approval_request", lambda: emitted.append(run.approval_request(
                 decision.tool, decision.action_class, params=params,
-                attributes={"decided_by": DECIDED_BY}))
+                attributes={"decided_by": DECIDED_BY})))
         return ApprovalRequest(self.agent_id, decision.run_id, decision.tool,
-                               decision.action_class, params, decision)
+                               decision.action_class, params, decision, run,
+                               emitted[0]["step"] if emitted else None)
 
     def _approval_outcome(
         self,
@@ -401,7 +416,7 @@ class _GuardBase:
         waited_s: float,
     ) -> Decision:
         wait_ms = int(waited_s * 1000)
-        if run is not None:
+        if run is not None and not approval.recorded:
             _safely("approval_decision", lambda: run.approval_decision(
                 decision.tool, approval.approver, approval.approved, wait_ms,
                 action_class=decision.action_class, attributes={"decided_by": DECIDED_BY}))
@@ -446,7 +461,8 @@ class _GuardBase:
         request = self._approval_request(decision, run, params)
         started = time.monotonic()
         try:
-            result = self.approval_hook(request)
+            ask = getattr(self.approval_hook, "ask_async", None)
+            result = ask(request) if ask is not None else self.approval_hook(request)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # noqa: BLE001 - a failing approval flow means "not approved"
@@ -678,6 +694,8 @@ class AsyncGuard(_GuardBase):
 
     async def close(self) -> None:
         await self._stop_follower()
+        if self.approvals is not None:
+            await asyncio.to_thread(self.approvals.close)
 
     async def wait_for_mode(
         self, mode: Mode | str, timeout_s: float = 10.0, run_id: str | None = None
@@ -730,6 +748,8 @@ class Guard(_GuardBase):
             return
         self._loop = self._thread = None
         atexit.unregister(self.close)
+        if self.approvals is not None:
+            self.approvals.close(timeout_s)
         try:
             asyncio.run_coroutine_threadsafe(self._stop_follower(), loop).result(timeout_s)
         except Exception as exc:  # noqa: BLE001 - closing must not raise into agent code

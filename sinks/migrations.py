@@ -40,6 +40,9 @@ RETENTION_TTL: dict[str, str] = {
     "alert_deliveries": "toDateTime(ts)",
     # Guards' acknowledgements (0015_control_acks.sql).
     "control_acks": "toDateTime(applied_at)",
+    # Humans in the loop (0016_approvals_and_web_audit.sql).
+    "approval_decisions": "toDateTime(decided_at)",
+    "web_audit": "toDateTime(ts)",
     # Dashboard rollups (0003_dashboard_rollups.sql).
     "agent_stats": "bucket",
     "block_stats": "bucket",

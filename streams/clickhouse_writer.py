@@ -45,7 +45,7 @@ class ClickHouseWriter:
     """Inserts steps, breaker rows and audit rows through a child process (thread-safe)."""
 
     def __init__(self, dsn: str, retention_days: int,
-                 dashboards: tuple[str, int] | None = None, start_timeout_s: float = 120) -> None:
+                 dashboards: tuple[Any, ...] | None = None, start_timeout_s: float = 120) -> None:
         self.dsn = dsn
         self.retention_days = retention_days
         self.dashboards = dashboards
@@ -156,7 +156,7 @@ class ClickHouseWriter:
 
 
 def serve(conn: Connection, dsn: str, retention_days: int,
-          dashboards: tuple[str, int] | None) -> None:
+          dashboards: tuple[Any, ...] | None) -> None:
     """The child's main loop: one request at a time, answered ("ok", value) or ("error", why)."""
     # When the cores are contended, detection should win over storage: a slower insert only
     # delays acks (and back-pressure, if it lasts), a slower detector delays every control.

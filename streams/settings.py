@@ -9,8 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WebUser(BaseModel):
+    """One web UI user: a role and, for token login, a secret token (SSO users need none)."""
+
+    model_config = {"extra": "forbid"}
+    role: Literal["viewer", "approver", "operator"]
+    token: SecretStr | None = None
 
 
 class TripwireSettings(BaseSettings):
@@ -89,6 +97,30 @@ class TripwireSettings(BaseSettings):
     )
     dashboard_port: int = Field(
         8080, ge=0, le=65535, description="Dashboard port (0: any free port)."
+    )
+    web_users: dict[str, WebUser] = Field(
+        default_factory=dict,
+        description='JSON {"alice": {"role": "approver", "token": "..."}}: who may use the web '
+        "UI (roles viewer < approver < operator). Unset and no proxy header: `tripwire run` "
+        "makes a one-run operator token and prints it.",
+    )
+    web_proxy_user_header: str | None = Field(
+        None,
+        description="Header a trusted reverse proxy (SSO) sets to the signed-in user's name, "
+        "e.g. X-Forwarded-User. Unset: only tokens log in.",
+    )
+    web_trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1", "::1"),
+        description="Peer addresses whose web_proxy_user_header is believed (the proxy's).",
+    )
+    web_proxy_default_role: Literal["none", "viewer", "approver", "operator"] = Field(
+        "viewer",
+        description="Role of a proxy-identified user not listed in web_users: the proxy "
+        "already authenticated them, and viewing is the least privilege.",
+    )
+    web_session_hours: float = Field(
+        12.0, gt=0, le=720,
+        description="Lifetime of a browser login: a working day, so a shift logs in once.",
     )
     operator: str | None = Field(
         None, description="Who issues operator commands from this shell (default: $USER)."

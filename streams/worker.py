@@ -143,7 +143,8 @@ def run_worker(
     # ClickHouse, and a chDB directory belongs to one process.
     writer = ClickHouseWriter(
         settings.clickhouse_dsn(), settings.retention_days,
-        dashboards=(settings.dashboard_host, settings.dashboard_port) if serve_dashboards else None)
+        dashboards=(settings.dashboard_host, settings.dashboard_port, settings)
+        if serve_dashboards else None)
     try:
         writer.start()
     except WriterError as exc:

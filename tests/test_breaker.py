@@ -470,3 +470,44 @@ def test_transitions_do_not_depend_on_how_often_tick_runs(
         return [(t.action, t.new_mode, t.new_state, t.ts, t.run_id) for t in ts]
 
     assert view(got) == view(expected)
+
+
+# --- earned autonomy: the rung is the ceiling of recovery ---------------------------------
+
+
+def test_earned_rung_moves_a_resting_agent_and_caps_recovery() -> None:
+    b = Breaker("agent-1", policy())
+    [start] = b.on_earned(Mode.SUGGEST_ONLY, "autonomy_start", "new agent starts", 0)
+    assert (start.action, start.new_mode, start.new_state) == ("autonomy_start",
+                                                                Mode.SUGGEST_ONLY, NORMAL)
+    assert start.rule == "autonomy.start" and start.to_control()["mode"] == "suggest_only"
+    [up] = b.on_earned(Mode.APPROVE_TO_ACT, "promote", "earned", 10)
+    assert (up.prev_mode, up.new_mode, b.state) == (Mode.SUGGEST_ONLY, Mode.APPROVE_TO_ACT,
+                                                    NORMAL)
+    # A trip, then recovery: it climbs back to the earned rung and no further.
+    b.on_detections([trip(Mode.READ_ONLY)], 100)
+    assert (b.mode, b.state) == (Mode.READ_ONLY, COOLING)
+    moves = b.tick(100 + 10 * COOLDOWN + 10 * PROBATION_MS)
+    assert b.mode == Mode.APPROVE_TO_ACT and b.state == NORMAL
+    assert all(t.new_mode.rank <= Mode.APPROVE_TO_ACT.rank for t in moves)
+    assert b.tick(10**7) == [] and b.mode == Mode.APPROVE_TO_ACT
+
+
+def test_a_promotion_while_recovering_only_raises_the_ceiling_and_pins_win() -> None:
+    b = Breaker("agent-1", policy())
+    b.on_earned(Mode.APPROVE_TO_ACT, "autonomy_start", "start", 0)
+    b.on_detections([trip(Mode.SUGGEST_ONLY)], 10)
+    assert b.on_earned(Mode.AUTONOMOUS, "promote", "earned", 20) == []
+    assert (b.mode, b.ceiling) == (Mode.SUGGEST_ONLY, Mode.AUTONOMOUS)
+    # A demotion below the current mode applies at once, even while recovering.
+    b1 = Breaker("agent-3", policy())
+    b1.on_detections([trip(Mode.APPROVE_TO_ACT)], 10)
+    assert b1.state == COOLING
+    [down] = b1.on_earned(Mode.SUGGEST_ONLY, "demote", "fell", 30)
+    assert (down.new_mode, down.new_state, down.rule) == (Mode.SUGGEST_ONLY, NORMAL,
+                                                          "autonomy.demote")
+    b2 = Breaker("agent-2", policy())
+    b2.on_command(cmd("pin", Mode.AUTONOMOUS), 0)
+    assert b2.on_earned(Mode.SUGGEST_ONLY, "demote", "fell", 10) == []
+    assert b2.mode == Mode.AUTONOMOUS and b2.ceiling == Mode.SUGGEST_ONLY
+    assert Breaker.from_state(b2.to_state(), "agent-2", policy()).ceiling == Mode.SUGGEST_ONLY

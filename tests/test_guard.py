@@ -440,6 +440,7 @@ def test_approve_to_act_asks_the_hook_and_records_the_wait(broker, sync_guard):
 
 def test_no_approval_hook_means_no_side_effects(broker, sync_guard):
     guard, topic = sync_guard
+    guard.approval_hook = guard.approvals = None  # as with Guard(..., route_approvals=False)
     set_mode(broker, topic, guard, 1, "approve_to_act")
     with pytest.raises(ToolRefused) as refused, guard.action("email.send", "external"):
         pytest.fail("must not run")

@@ -372,7 +372,7 @@ document.getElementById("evidence-form").addEventListener("submit", ev => {
   p.set("run", ev.target.elements.run.value.trim());
   setHash("evidence", p);
 });
-document.querySelectorAll("nav a").forEach(a => a.addEventListener("click", ev => {
+document.querySelectorAll("nav a[data-view]").forEach(a => a.addEventListener("click", ev => {
   ev.preventDefault();
   setHash(a.dataset.view, filterParams());
 }));

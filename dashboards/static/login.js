@@ -1,0 +1,3 @@
+"use strict";
+document.querySelector('#login input[name="next"]').value =
+  new URLSearchParams(location.search).get("next") || "/";
