@@ -19,6 +19,7 @@ from tripwire.sinks.tabsep import QueryError
 
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
     ServiceError, KafkaError, ClickHouseError, QueryError, ConnectionError, TimeoutError,
+    FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
 )
 
 
@@ -27,6 +28,9 @@ def one_line(exc: BaseException, args: argparse.Namespace) -> str:
     if isinstance(exc, ServiceError):
         return " ".join(str(exc).split())
     detail = _flat(str(exc)) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A path from an argument or a setting (--key-file, --output, TRIPWIRE_*_FILE).
+        return f"{exc.filename}: {exc.strerror}: check the path given"
     if isinstance(exc, ClickHouseError | QueryError):
         return (f"ClickHouse at {_clickhouse_target(args)} refused: {detail}: check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir); `tripwire init` "

@@ -90,6 +90,8 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
     ("kill/no-reason", ["kill", "agent-1"], {}, ("--reason", "tripwire kill --help")),
     ("kill/agent-and-all", ["kill", "agent-1", "--all", "--reason", "x"], KEYS,
      ("AGENT or --all",)),
+    ("kill/key-file", ["kill", "agent-1", "--reason", "x", "--key-id", "k", "--key-file",
+                       "/no/such/key"], {}, ("/no/such/key: No such file or directory",)),
     ("pin/mode", ["pin", "agent-1", "sideways", "--for", "1h", "--reason", "x"], {},
      ("invalid choice: 'sideways'",)),
     ("pin/duration", ["pin", "agent-1", "read_only", "--for", "soon", "--reason", "x"], KEYS,
