@@ -108,8 +108,17 @@ def load_breaker_policy(settings: TripwireSettings) -> Policy:
     try:
         return load_policy(settings.policy_file)
     except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
-        print(f"tripwire: invalid policy file {settings.policy_file}:\n{exc}", file=sys.stderr)
+        print(f"tripwire: invalid policy file {settings.policy_file}: {_problems(exc)}",
+              file=sys.stderr)
         raise InvalidPolicy(2) from None
+
+
+def _problems(exc: Exception) -> str:
+    """A validation error's fields and messages on one line; other errors' text."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return " ".join(str(exc).split())
 
 
 def stop_after(seconds: float) -> None:

@@ -23,6 +23,7 @@ LIVE_KAFKA = "{live_kafka}"
 LIVE_PORT = "{live_port}"
 DEAD_CH = "{dead_clickhouse}"
 EMPTY_CHDB = "{empty_chdb}"
+BAD_POLICY = "{bad_policy}"
 KEYS = {"TRIPWIRE_OPERATOR_KEY_ID": "ops", "TRIPWIRE_OPERATOR_KEY": "s3cret"}
 WORKER_KEYS = {"TRIPWIRE_OPERATOR_KEYS": '{"ops": "s3cret"}', "TRIPWIRE_CONTROL_KEY_ID": "c1",
                "TRIPWIRE_CONTROL_KEYS": '{"c1": "m4ster"}'}
@@ -114,18 +115,24 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
     ("unknown-command", ["explode"], {}, ("explode",)),
     # bad settings
     ("status/setting", ["status"], {"TRIPWIRE_PARTITIONS": "0"}, ("TRIPWIRE_PARTITIONS",)),
+    ("worker/policy", ["worker", "--insecure-dev-keys"],
+     {"TRIPWIRE_KAFKA_BOOTSTRAP": DEAD_KAFKA, "TRIPWIRE_POLICY_FILE": BAD_POLICY},
+     ("invalid policy file", "loops.max_steps")),
     ("worker/setting", ["worker"], {"TRIPWIRE_LOG_FORMAT": "xml"}, ("TRIPWIRE_LOG_FORMAT",)),
 ]
 
 
 @pytest.fixture(scope="module")
 def places(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    bad_policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    bad_policy.write_text("defaults:\n  loops:\n    max_steps: many\n")
     return {
         DEAD_KAFKA: f"127.0.0.1:{free_port()}",
         LIVE_KAFKA: broker.bootstrap,
         LIVE_PORT: str(broker.port),
         DEAD_CH: f"http://default:pw@127.0.0.1:{free_port()}/tripwire",
         EMPTY_CHDB: f"chdb://{tmp_path_factory.mktemp('empty-chdb')}",
+        BAD_POLICY: str(bad_policy),
     }
 
 
