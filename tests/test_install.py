@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,20 @@ def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def _copy_checkout(dest: Path) -> None:
+    """The checkout's sources without build artefacts: setuptools packs whatever an earlier
+    build left in build/lib, which would hide a file the sources no longer have."""
+    artefacts = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                       ".*_cache", ".hypothesis")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # ./data is a `tripwire run`'s state; detectors/data is package data.
+        top = {"data"} & set(names) if Path(folder) == ROOT else set()
+        return set(artefacts(folder, names)) | top
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
+
+
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TRIPWIRE_", "PYTHON", "VIRTUAL_ENV"))}
@@ -64,11 +79,13 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def venvs(tmp_path_factory: pytest.TempPathFactory) -> Venvs:
     base = tmp_path_factory.mktemp("install")
     wheels = base / "wheels"
+    src = base / "src"
+    _copy_checkout(src)
     # The release path (and the Dockerfile's): the SDK wheel, then the server's pinning it.
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), "./sdk"],
-         cwd=ROOT, env=_clean_env(), timeout=600)
+         cwd=src, env=_clean_env(), timeout=600)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), "."],
-         cwd=ROOT, env=_clean_env(TRIPWIRE_SDK_BY_VERSION="1"), timeout=600)
+         cwd=src, env=_clean_env(TRIPWIRE_SDK_BY_VERSION="1"), timeout=600)
     server, sdk = base / "server-venv", base / "sdk-venv"
     installs = []
     for venv, dist in ((server, "tripwire"), (sdk, "tripwire-sdk")):
@@ -260,10 +277,11 @@ def test_worker_from_an_empty_dir_and_an_sdk_only_agent(venvs: Venvs, tmp_path: 
 
 def test_plain_pip_install_from_the_checkout(tmp_path: Path) -> None:
     """`pip install .` with no variable: setup.py takes the SDK from this checkout's sdk/."""
-    venv = tmp_path / "venv"
+    venv, src = tmp_path / "venv", tmp_path / "src"
+    _copy_checkout(src)
     _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
-    _run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(ROOT / "constraints.txt"),
-          str(ROOT)], cwd=tmp_path, env=_clean_env(), timeout=1200)
+    _run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(src / "constraints.txt"),
+          str(src)], cwd=tmp_path, env=_clean_env(), timeout=1200)
     done = _run([str(venv / "bin" / "tripwire"), "--help"], cwd=tmp_path, env=_clean_env(),
                 timeout=120)
     assert "usage: tripwire" in done.stdout
