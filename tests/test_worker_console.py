@@ -42,8 +42,9 @@ def _run_worker(tmp_path: Path, log_format: str, then: list[str] | None = None) 
             if then:
                 subprocess.run([*CLI, *then], cwd=tmp_path, env=env, check=True, timeout=120,
                                capture_output=True)
-                deadline = time.monotonic() + 60
-                while "halted" not in out.read_text():
+                deadline = time.monotonic() + 120
+                # The kill applied, and one periodic status line (every 10 s) printed.
+                while not ("halted" in out.read_text() and "status: " in out.read_text()):
                     assert time.monotonic() < deadline, out.read_text()
                     time.sleep(0.2)
         finally:
@@ -59,7 +60,8 @@ def test_text_console_is_tripwire_lines_only(tmp_path: Path) -> None:
     assert lines and all(line.startswith("tripwire: ") for line in lines), console
     for wanted in ("development keys made in", "data dir", "kafka bootstrap", "clickhouse",
                    "keys              operator dev-operator", "Worker ready",
-                   "kill agent-7: autonomous -> halted", "worker stopped: records="):
+                   "kill agent-7: autonomous -> halted", "status: records=",
+                   "worker stopped: records="):
         assert wanted in console, f"{wanted!r} missing:\n{console}"
     assert not any(c in console for c in CHATTER), console
     faust_log = (tmp_path / "data" / "worker.log").read_text()
