@@ -603,10 +603,18 @@ def mask(text: str) -> str:
     if len(text) < _MIN_LEN:
         return text
     low = text.lower()
+    try:
+        low_utf8 = low.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON can carry "\\ud800"): RE2 and the ClickHouse driver both
+        # need UTF-8, so it becomes U+FFFD here rather than an error in the sink.
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+        low = text.lower()
+        low_utf8 = low.encode()
     vendor: set[int] = set()
     hand: set[str] = set()
     # One pass finds every keyword of every rule; most rows match none or a few.
-    for index, _, _ in _KEYWORDS.find_matches_as_indexes(low.encode(), overlapping=True):
+    for index, _, _ in _KEYWORDS.find_matches_as_indexes(low_utf8, overlapping=True):
         vendor_ids, hand_names = _GATES[index]
         vendor.update(vendor_ids)
         hand.update(hand_names)

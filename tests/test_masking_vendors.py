@@ -230,3 +230,11 @@ def test_free_text_of_audit_and_breaker_tables_is_stored_masked(ch_migrated) -> 
                     for row in ch_migrated.query(f"SELECT * FROM {table}").result_rows)
     assert not leaked(hook, dump) and not leaked(email, dump)
     assert "[SLACK_WEBHOOK_URL]" in dump and "[EMAIL]" in dump
+
+
+def test_a_lone_surrogate_does_not_stop_masking() -> None:
+    hook = next(p for p in PLANTED if p.kind == "slack-webhook")
+    masked = mask(f"bad escape \ud800 then {hook.sentence} and password=hunter22")
+    assert "\ud800" not in masked and "\ufffd" in masked
+    assert not leaked(hook, masked) and "hunter22" not in masked
+    masked.encode()  # valid UTF-8 for the driver
