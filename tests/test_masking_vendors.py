@@ -238,3 +238,16 @@ def test_a_lone_surrogate_does_not_stop_masking() -> None:
     assert "\ud800" not in masked and "\ufffd" in masked
     assert not leaked(hook, masked) and "hunter22" not in masked
     masked.encode()  # valid UTF-8 for the driver
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(_TOKENS) | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
+    | st.text(alphabet="0123456789-+ \"'", max_size=9),
+    st.sampled_from(['"', "'", " ", "", "-", '", "', "\n", "+"])), max_size=24))
+def test_setting_quoted_uuids_aside_changes_nothing(parts: list[tuple[str, str]]) -> None:
+    # Brute-force reference: the same rules with every UUID left in place.
+    text = "".join(token + sep for token, sep in parts)
+    reference = national_ids.mask_national_plain(
+        masking._mask_numbers(masking._mask_high_entropy(text, ""), ""))
+    assert masking._mask_digit_chain(text) == reference
