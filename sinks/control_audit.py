@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tripwire.sinks.clickhouse import Client
+from tripwire.sinks.masking import mask
 
 __all__ = [
     "ALERT_DELIVERY_COLUMNS",
@@ -45,6 +46,8 @@ _NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latenc
 _COLUMNS = {"operator_commands": OPERATOR_COMMAND_COLUMNS,
             "alert_deliveries": ALERT_DELIVERY_COLUMNS,
             "control_acks": CONTROL_ACK_COLUMNS}
+# Free text (an operator's reason, a delivery error that may quote a URL) is stored masked.
+_FREE_TEXT = frozenset({"detail", "reason", "error"})
 
 
 def control_ack_row(ref: RecordRef, ack: Mapping[str, Any], *, verified: bool) -> dict[str, Any]:
@@ -121,7 +124,9 @@ def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -
         return 0
     columns = _COLUMNS[table]
     data = [
-        [row.get(c) if c in _NULLABLE else _not_null(row.get(c)) for c in columns]
+        [row.get(c) if c in _NULLABLE
+         else mask(row.get(c) or "") if c in _FREE_TEXT
+         else _not_null(row.get(c)) for c in columns]
         for row in rows
     ]
     client.insert(table, data, column_names=list(columns),

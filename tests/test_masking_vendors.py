@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,54 @@ def test_digit_windows_give_the_full_text_result(parts: list[tuple[str, str]]) -
     # Brute-force reference: the same rules over the whole text, no windows.
     text = "".join(token + space for token, space in parts)
     assert masking._mask_digits(text, "") == masking._mask_digit_chain(text)
+
+
+def test_free_text_of_audit_and_breaker_tables_is_stored_masked(ch_migrated) -> None:
+    import uuid
+
+    from tripwire.schemas.command_signing import sign_command
+    from tripwire.sinks.breaker_sink import BreakerSink
+    from tripwire.sinks.control_audit import RecordRef, command_audit_row, insert_rows
+
+    hook = next(p for p in PLANTED if p.kind == "slack-webhook")
+    email = next(p for p in PLANTED if p.kind == "email")
+    now = int(time.time() * 1000)  # rows older than the test retention would expire at once
+    detection = {"detection_id": str(uuid.uuid4()), "ts": now, "agent_id": "a", "run_id": "r",
+                 "tool": "t", "detector": "injection", "metric": "hits", "value": 1.0,
+                 "threshold": 1.0, "window_ms": None, "severity": "high",
+                 "evidence_event_ids": ["e1"], "message": f"signals: {hook.sentence}"}
+    control = {"agent_id": "a", "seq": 1, "issued_at": now, "mode": "halted",
+               "previous_mode": "autonomous", "scope": "agent", "run_id": None,
+               "reason": f"operator: {email.sentence}", "detection_ids": [], "rule": None,
+               "expires_at": None, "source": "operator"}
+    BreakerSink(ch_migrated).insert([detection], [control])
+    kill = sign_command({"command_id": "c-1", "action": "kill", "agent_id": "a", "mode": None,
+                         "duration_ms": None, "reason": hook.sentence, "operator": "alice",
+                         "issued_at": now}, "ops", "secret")
+    insert_rows(ch_migrated, "operator_commands", [command_audit_row(
+        RecordRef("agent-commands", 0, 0, now, b"a"), kill, rejection=None, judged_at_ms=now)])
+    dump = " ".join(str(row) for table in ("detections", "mode_changes", "operator_commands")
+                    for row in ch_migrated.query(f"SELECT * FROM {table}").result_rows)
+    assert not leaked(hook, dump) and not leaked(email, dump)
+    assert "[SLACK_WEBHOOK_URL]" in dump and "[EMAIL]" in dump
+
+
+def test_a_lone_surrogate_does_not_stop_masking() -> None:
+    hook = next(p for p in PLANTED if p.kind == "slack-webhook")
+    masked = mask(f"bad escape \ud800 then {hook.sentence} and password=hunter22")
+    assert "\ud800" not in masked and "\ufffd" in masked
+    assert not leaked(hook, masked) and "hunter22" not in masked
+    masked.encode()  # valid UTF-8 for the driver
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(_TOKENS) | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
+    | st.text(alphabet="0123456789-+ \"'", max_size=9),
+    st.sampled_from(['"', "'", " ", "", "-", '", "', "\n", "+"])), max_size=24))
+def test_setting_quoted_uuids_aside_changes_nothing(parts: list[tuple[str, str]]) -> None:
+    # Brute-force reference: the same rules with every UUID left in place.
+    text = "".join(token + sep for token, sep in parts)
+    reference = national_ids.mask_national_plain(
+        masking._mask_numbers(masking._mask_high_entropy(text, ""), ""))
+    assert masking._mask_digit_chain(text) == reference
