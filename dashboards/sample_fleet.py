@@ -47,11 +47,12 @@ class SampleFleet:
     """run_id -> agent_id of runs whose detection changed a mode or stopped the run."""
 
     def final_modes(self) -> dict[str, str]:
+        """The agents left below autonomous, and their mode."""
         modes: dict[str, str] = {}
         for change in self.mode_changes:
             if change["scope"] == "agent":
                 modes[change["agent_id"]] = change["mode"]
-        return modes
+        return {agent: mode for agent, mode in modes.items() if mode != "autonomous"}
 
 
 def fill(
@@ -74,7 +75,9 @@ def fill(
     for i in range(0, len(events), INSERT_BATCH):
         sink.insert(events[i : i + INSERT_BATCH])
     sample = SampleFleet(steps=len(events))
-    _Breaker(sample).react(events, end_ms)
+    breaker = _Breaker(sample)
+    breaker.react(events, end_ms)
+    breaker.earned_ladder(EARNING_AGENT, start_ms)
     if sample.detections:
         client.insert("detections", [list(d.values()) for d in sample.detections],
                       column_names=list(sample.detections[0]))
@@ -110,6 +113,8 @@ def _guard_acks(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+EARNING_AGENT = "agent-011"
+"""The sample agent that earns its autonomy (the safety dashboard's ladder panel)."""
 _SAMPLE_REASONS = ("wrong_recipient", "too_risky", "needs_review", "wrong_data")
 
 
@@ -290,6 +295,24 @@ class _Breaker:
         self.modes[agent] = mode
         self.record(agent, mode, previous, "agent", "", ts, rule, dets,
                     reason or f"{dets[-1]['detector']}: {dets[-1]['message']}")
+
+    def earned_ladder(self, agent: str, start_ms: int) -> None:
+        """A new integration that started in shadow and earned its way up (autonomy.*)."""
+        nxt = "after 50 more decision(s) at >= 95 % agreement, no trip"
+        steps = (
+            ("suggest_only", "autonomous", "autonomy.start",
+             f"new agent starts at suggest_only (ceiling autonomous); next: approve_to_act {nxt}"),
+            ("approve_to_act", "suggest_only", "autonomy.promote",
+             "earned approve_to_act: 52 of 53 human decisions agreed (98.1 %) over 7 d, "
+             f"policy-denial rate 1.2 % of 84, 0 trip(s); next: autonomous {nxt}"),
+            ("autonomous", "approve_to_act", "autonomy.promote",
+             "earned autonomous: 50 of 51 human decisions agreed (98.0 %) over 7 d, "
+             "policy-denial rate 0.0 % of 61, 0 trip(s); next: at its ceiling autonomous"),
+        )
+        for i, (mode, previous, rule, reason) in enumerate(steps):
+            self.modes[agent] = mode
+            self.record(agent, mode, previous, "agent", "", start_ms + (5 + 40 * i) * 60_000,
+                        rule, (), reason)
 
     def stop_run(self, agent: str, at: dict[str, Any], det: dict[str, Any]) -> None:
         self.record(agent, "halted", self.modes[agent], "run", at["run_id"], at["ts"] + 5,

@@ -101,11 +101,12 @@ class AgentMonitor:
         """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
         out: list[Detection] = []
         kind = event["kind"]
-        if kind == "approval_decision" or kind == "policy_decision":
+        if kind == "approval_decision":
             self.autonomy.observe(event)
-            if kind == "approval_decision" and (event.get("attributes") or {}).get(
-                    "decided_by") == INBOX:
+            if (event.get("attributes") or {}).get("decided_by") == INBOX:
                 return out
+        elif kind == "policy_decision" and self.autonomy.policy.earn:
+            self.autonomy.observe(event)
         clock = self.clock
         ts: int = event["ts"]
         # EventClock.admit, inlined: this runs for every event of every agent.
@@ -146,8 +147,12 @@ class AgentMonitor:
         clock = self.clock
         rates = self.rates
         autonomy = self.autonomy
+        # Per-event autonomy work only where the policy asks for it: agent_version matters
+        # with per-version starts, judging with earn (measured: ~1.5 us an event otherwise).
+        versions, earn = bool(autonomy.policy.versions), autonomy.policy.earn
         for event in events:
-            if autonomy.level is None or event.get("agent_version") != autonomy.version:
+            if autonomy.level is None or (versions
+                                          and event.get("agent_version") != autonomy.version):
                 self._earned(autonomy.begin(event.get("agent_version")), event["ts"],
                              transitions)
             found = self.feed(event)
@@ -160,7 +165,7 @@ class AgentMonitor:
                     transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
                                                f"{count} calls in 60 s, cap {cap.per_minute}",
                                                clock.watermark)
-            judge = event["kind"] in ("approval_decision", "policy_decision")
+            judge = earn and event["kind"] in ("approval_decision", "policy_decision")
             if found:
                 detections += found
                 moved = breaker.on_detections(found, clock.watermark, version)
@@ -171,6 +176,9 @@ class AgentMonitor:
             if judge:
                 now = max(clock.watermark, event["ts"])
                 self._earned(autonomy.judge(now), now, transitions)
+        if not earn and autonomy.level is not None and autonomy.level.rank > autonomy.ceiling.rank:
+            # A lowered ceiling (policy change) applies even where nothing is earned.
+            self._earned(autonomy.judge(clock.watermark), clock.watermark, transitions)
         return detections, transitions
 
     def _note_trips(self, transitions: list[Transition]) -> bool:

@@ -139,7 +139,7 @@ class AutonomyTracker:
         its own policy seen for the first time). Returns a Step when the mode must change."""
         if self.level is not None and (version == self.version
                                        or version not in self.policy.versions):
-            self.version = version if version is not None else self.version
+            self.version = version
             return None
         previous = self.level
         self.version = version
