@@ -207,7 +207,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "role_hijack",
         0.5,
-        r"\b(?:without|no|free\s+(?:of|from))\s+(?:any\s+)?(?:ethical|moral|content|safety)?\s*"
+        r"\b(?:without|no|free\s+(?:of|from))\s+(?:any\s+)?(?:(?:ethical|moral|content|safety)\s+)?"
         r"(?:restrictions|filters|filtering|censorship|limitations|guidelines|guardrails)\b"
         r"|\bnever\s+refuse\b|\b(?:not|never)\s+(?:bound|restricted|limited)\s+by\b"
         r"|\bi\s+want\s+you\s+to\s+(?:act|pretend|be|become|respond|answer|play)",
@@ -236,7 +236,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "secret_exfiltration",
         0.4,
-        rf"\b{_SEND}\s+[^\n]{{0,120}}\bto\s+['\"`<(]?[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+        rf"\b{_SEND}\s+[^\n]{{0,80}}\bto\s+['\"`<(]?[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
     ),
     Family(
         "secret_exfiltration",
@@ -406,6 +406,6 @@ MARKER_BLOB = r"[A-Za-z0-9+/]{28}|[A-Za-z0-9_-]{28}"
 # families do.
 MARKER_RULES = (
     r"<\||\[inst|<<sys|\[system\]|<system>|<tool|<function|<invoke|<antml|function_call"
-    r"|tool_call|tool_use|!\[[^\]\n]{0,80}\]\(https?://[^)\s]{0,200}[?&]"
+    r"|tool_call|tool_use|!\[[^\]\n]{0,80}\]\(https?://"
 )
 MARKERS: tuple[str, ...] = (MARKER_HIDDEN, MARKER_BLOB, MARKER_RULES)
