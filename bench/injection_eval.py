@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_timing:
             print("\n".join(speed_report(corpus)))
     else:
-        print(f"no public corpus at {args.corpus}: build it with "
-              "`python -m tripwire.bench.injection_corpus` (figures below: hand-written set only)")  # fmt: skip
+        print(f"no public corpus at {args.corpus}: build it with `python -m "
+              "tripwire.bench.injection_corpus` (below: the hand-written set only)")  # fmt: skip
     print("hand-written labelled set (detectors/data):")
     rows = load_rows()
     splits = [args.split] if args.split else ["dev", "test"]

@@ -187,8 +187,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "role_hijack", 0.4, r"(?:^|\n)\s*(?:user|human)\s*:\s+\S[^\n]*\n\s*(?:assistant|ai)\s*:"
     ),
-    # "You are now an admin of the workspace" is everyday mail: alone it is not a hit.
-    Family("role_hijack", 0.4, r"\byou\s+are\s+(?:now|no\s+longer)\b|\bdeveloper\s+mode\b"),
+    # "You are now an admin of the workspace" is everyday mail: "you are now" is left to the
+    # rule engine, which knows its lookalikes; "developer mode" alone is phone settings.
+    Family("role_hijack", 0.4, r"\bdeveloper\s+mode\b"),
     Family(
         "role_hijack",
         0.6,
@@ -256,7 +257,7 @@ FAMILIES: tuple[Family, ...] = (
         "tool_smuggling",
         0.55,
         r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?(?:tool|function|api|action)"
-        r"\s+[`'\"]?[a-z]+_[a-z_]+|\b(?:call|use|invoke|run|execute)\s+[`'\"]?[a-z]+_[a-z_]+"
+        r"\s+[`'\"]?[a-z]+_[a-z_]+|\b(?:call|use|invoke|run|execute)\s+(?:the\s+)?[`'\"]?[a-z]+_[a-z_]+"
         r"[`'\"]?\s+(?:tool|function)\b|\b(?:use|call)\s+the\s+tool\s+`",
     ),
     # --- French ------------------------------------------------------------------------------
