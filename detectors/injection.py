@@ -842,6 +842,34 @@ _CONFUSABLES: dict[str, str] = {
     "\u0237": "j", "\u0269": "i",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+# Compatibility letters NFKC folds to ASCII (full-width, mathematical alphanumerics, ligatures,
+# enclosed and super/subscript letters): the only reason to normalise a text, since CJK
+# punctuation, which NFKC also rewrites, hides nothing.
+_COMPAT_LETTERS = re.compile(
+    "[\uff01-\uff5e\U0001d400-\U0001d7ff\ufb00-\ufb06\u2460-\u24ff\U0001f100-\U0001f1ff"
+    "\u2070-\u209f\u2100-\u214f\u1d00-\u1dbf\u02b0-\u02ff]"
+)
+
+
+
+def _suspect_marker() -> str:
+    """A byte pattern for any character _deobfuscate acts on, so that the native pass tells
+    whether a non-ASCII text needs it (most French or Chinese text does not; the Python
+    searches cost ~25 µs per KB)."""
+    ranges = [(0x2460, 0x24FF), (0x2070, 0x209F), (0x2100, 0x214F), (0x1D00, 0x1DBF),
+              (0x02B0, 0x02FF), (0xFB00, 0xFB06)]  # fmt: skip
+    chars = set(_ZW_CHARS) | set(_CONFUSABLES)
+    chars.update(chr(c) for lo, hi in ranges for c in range(lo, hi + 1))
+    literals = sorted("".join(f"\\x{b:02x}" for b in c.encode()) for c in chars)
+    return "|".join(
+        [
+            r"\xf3\xa0[\x80\x81][\x80-\xbf]",  # tag characters U+E0000-E007F
+            r"\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]",  # full-width ASCII
+            r"\xf0\x9d[\x90-\x9f][\x80-\xbf]",  # mathematical alphanumerics
+            r"\xf0\x9f[\x84-\x87][\x80-\xbf]",  # enclosed alphanumerics
+            *literals,
+        ]
+    )
 _HAS_CONFUSABLE = re.compile(f"[{''.join(_CONFUSABLES)}]")
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -957,12 +985,20 @@ def _features(low: str) -> tuple[list[str], bytes, bool]:
     return _WORD.findall(low), marks, blob
 
 
-def _apply_rules(low: str, acc: _Scan, words: set[str] | None = None, marks: bytes = b"") -> None:
+def _apply_rules(
+    low: str,
+    acc: _Scan,
+    words: set[str] | None = None,
+    marks: bytes = b"",
+    markers_only: bool = False,
+) -> None:
+    """Run the rules whose gate the text meets; ``markers_only`` skips the rules anchored on
+    words, for a text that only a chat-template or tool-call marker sent here."""
     if words is None:
         word_list, marks, _ = _features(low)
         words = set(word_list)
     candidates: set[int] = set()
-    for word in words & _ANCHOR_WORDS:
+    for word in () if markers_only else words & _ANCHOR_WORDS:
         candidates.update(_RULES_BY_WORD[word])
     if marks:
         for marker, ids in _RULES_BY_MARKER:
@@ -1003,7 +1039,7 @@ def _deobfuscate(text: str, acc: _Scan) -> str:
         if inside:
             acc.add("zero_width", 0.3 if inside < 3 else 0.4)
         text = _ZW_ANY.sub("", text)
-    if not unicodedata.is_normalized("NFKC", text):
+    if _COMPAT_LETTERS.search(text) and not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
     if _HAS_CONFUSABLE.search(text):
         text = _map_confusables(text, acc)
@@ -1068,8 +1104,7 @@ def _scan_hidden(text: str, acc: _Scan) -> None:
     for region in _hidden_regions(text):
         low = region.lower()
         inner = _Scan()
-        _apply_rules(low, inner)
-        _apply_families(low, MATCHER.scan(low), inner)
+        _apply_families(region.encode("utf-8", "replace"), MATCHER.scan(region), inner)
         if inner.weights or (_HIDDEN_WHO.search(low) and _HIDDEN_DO.search(low)):
             acc.add("hidden_markup", 0.55)
             return
@@ -1104,7 +1139,7 @@ def _scan_encoded(text: str, acc: _Scan, depth: int) -> None:
         decoded = _decode_blob(blob[:_MAX_BLOB_CHARS])
         if decoded is None:
             continue
-        inner = _scan(decoded, depth + 1)
+        inner = _scan(decoded, depth + 1, thorough=True)
         inner_raw = inner.raw()
         if inner_raw >= 0.3:
             acc.merge(inner)
@@ -1127,19 +1162,25 @@ class _Matcher:
             return
         flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
         flags |= hyperscan.HS_FLAG_MULTILINE
-        # Byte semantics for ASCII patterns: "[^\n]{0,160}" over UTF-8 characters is a
-        # bounded repeat Hyperscan cannot compile; over bytes it is cheap, and an ASCII
-        # pattern only needs ASCII to match.
-        all_flags = [flags if p.isascii() else flags | hyperscan.HS_FLAG_UTF8 for p in patterns]
-        self.db = _cached_database(patterns, all_flags)
+        # Byte semantics throughout: "[^\n]{0,160}" over UTF-8 characters is a bounded repeat
+        # Hyperscan cannot compile, and UTF-8 mode made the pass 5x slower on non-ASCII text.
+        # Over bytes a non-ASCII letter is its UTF-8 sequence (classes holding one are
+        # rewritten as alternations) and a gap of n characters is a gap of up to 3n bytes.
+        self.db = _cached_database([_bytewise(p) for p in patterns], [flags] * len(patterns))
 
-    def scan(self, text: str) -> list[int]:
+    def scan(self, text: str) -> dict[int, int]:
+        """{pattern id: byte offset in ``text.encode()`` where its first match ends}."""
+        data = text.encode("utf-8", "replace")
         if self.fallback is not None:
-            return [i for i, p in enumerate(self.fallback) if p.search(text)]
-        found: list[int] = []
-        # "replace": a lone surrogate would make the bytes invalid UTF-8, which a UTF-8
-        # database must never be given.
-        self.db.scan(text.encode("utf-8", "replace"), match_event_handler=_on_match, context=found)
+            found = {}
+            for i, p in enumerate(self.fallback):
+                m = p.search(text)
+                if m:
+                    found[i] = len(text[: m.end()].encode("utf-8", "replace"))
+            return found
+        found = {}
+        # "replace": a lone surrogate cannot be encoded; its "?" changes no match.
+        self.db.scan(data, match_event_handler=_on_match, context=found)
         return found
 
 
@@ -1180,44 +1221,83 @@ def _cached_database(patterns: list[str], flags: list[int]) -> object:
 
 
 
-def _on_match(pattern_id: int, start: int, end: int, flags: int, found: list[int]) -> None:
-    found.append(pattern_id)
+_CLASS = re.compile(r"\[([^\]\\^]*[^\x00-\x7f][^\]\\]*)\]")
+_CHAR_GAP = re.compile(r"\.\{(\d+),(\d+)\}")
+_QUANTIFIED = re.compile(r"([^\x00-\x7f])(?=[?*+{])")
 
 
-# Anchor words of the rule engine too common in benign tool output to send a text on to the
-# rules by themselves (each in over 1% of the corpus's tune-split benign texts, or an everyday
-# word of documentation and JSON): with them the rules ran on 92% of benign 1-2 KB texts
-# (4,000 texts/s); a rule anchored on one of them still runs when a family or another anchor
-# fires.
-_COMMON_ANCHORS = frozenset(
-    "above agent attention before card contact customer email emails file files follow "
-    "following force forward key keys learn mention message messages name ohne point "
-    "restrictions rot secret system tu vergessen code table run mode input command call now "
-    "tool config configuration script task history model models context shell root null sin "
-    "vous sans tell arguments environment provided documents drop skip play window language "
-    "chat functions thread starting trigger given goal objective purpose identity inform notify "
-    "alert pre far longer turn switch limits limited removed invalid verified approved approval "
-    "authorized bound constrained contacts correspondence creator decoded disabled env "
-    "execute file function functions informing limited name notifying params parameters "
-    "script starting suspended table telling told window".split()
+def _bytewise(pattern: str) -> str:
+    """``pattern`` for a byte-mode database: ``[üu]`` becomes ``(?:ü|u)``, ``的?`` becomes
+    ``(?:的)?`` and ``.{0,12}`` becomes ``.{0,36}``."""
+    if pattern.isascii():
+        return pattern
+    pattern = _CLASS.sub(lambda m: "(?:" + "|".join(m.group(1)) + ")", pattern)
+    # A quantifier after a multi-byte letter must apply to all of its bytes.
+    pattern = _QUANTIFIED.sub(r"(?:\1)", pattern)
+    return _CHAR_GAP.sub(lambda m: f".{{{m.group(1)},{3 * int(m.group(2))}}}", pattern)
+
+
+def _on_match(pattern_id: int, start: int, end: int, flags: int, found: dict) -> None:
+    found[pattern_id] = end
+
+
+_LOOKAROUND = re.compile(r"\(\?(?:<[=!]|[=!])")
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _native_rule(pattern: str) -> str:
+    """A rule's regex for Hyperscan: ``\\u2019`` escapes written out, look-arounds dropped
+    (Hyperscan has none; the match it reports is then a superset, which the Python regex,
+    run on the match's window, narrows back)."""
+    pattern = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), pattern)
+    while m := _LOOKAROUND.search(pattern):
+        pattern = pattern[: m.start()] + pattern[_group_end(pattern, m.start()) :]
+    return pattern
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """Index just past the group opening at ``start``, skipping escapes and classes."""
+    depth, i, in_class = 0, start, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(pattern)
+
+
+# One database, in this id order: the families, the markers, the suspect-character marker,
+# then every rule of the rule engine (so a rule runs in Python only where its own regex
+# matched natively, never because a common word of it occurs somewhere in the text).
+MATCHER = _Matcher(
+    [f.pattern for f in FAMILIES]
+    + list(MARKERS)
+    + [_suspect_marker()]
+    + [_native_rule(r.pattern.pattern) for r in _RULES]
 )
-_RULE_GATE = (
-    r"\b(?:"
-    + "|".join(sorted(map(re.escape, _ANCHOR_WORDS - _COMMON_ANCHORS), key=len, reverse=True))
-    + r")\b"
-)
-MATCHER = _Matcher([f.pattern for f in FAMILIES] + list(MARKERS) + [_RULE_GATE])
 _N_FAMILIES = len(FAMILIES)
-_ID_HIDDEN, _ID_BLOB, _ID_RULES = (_N_FAMILIES + MARKERS.index(m) for m in MARKERS)
-_ID_RULE_WORDS = _N_FAMILIES + len(MARKERS)
+_ID_HIDDEN, _ID_BLOB, _ID_ESCAPE = (_N_FAMILIES + MARKERS.index(m) for m in MARKERS)
+_ID_SUSPECT = _N_FAMILIES + len(MARKERS)
+_FIRST_RULE_ID = _ID_SUSPECT + 1
 # The Python form of each family, run only on a text where Hyperscan found that family, to
 # see where it matched (quoted as an example? negated? the writer's own instructions?).
 _FAMILY_RES: dict[int, re.Pattern[str]] = {}
+# Bytes before a family's match end that its Python check reads: the longest family match
+# (two 160-character gaps) plus the 120 characters the quoting check looks back over.
+_FAMILY_WINDOW = 900
 
-_ESCAPES = re.compile(
-    r"\\(?:u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])|&(?:#x?[0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});"
-    r"|%[0-9a-fA-F]{2}"
-)
+_PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
 _BACKSLASH = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])")
 _BACKSLASH_CHARS = {"n": "\n", "r": "\r", "t": "\t"}
 
@@ -1236,22 +1316,36 @@ def _unescape(text: str) -> str:
         text = _BACKSLASH.sub(one, text)
     if "&" in text:
         text = html.unescape(text)
-    if "%" in text:
+    if "%" in text and len(_PERCENT.findall(text)) >= 3:
+        # One "%20" in a link changes no word; a run of them can spell one.
         text = unquote(text)
     return text
 
 
-def _apply_families(low: str, ids: list[int], acc: _Scan) -> None:
+def _window(data: bytes, end: int) -> str:
+    return data[max(0, end - _FAMILY_WINDOW) : end + 2].decode("utf-8", "ignore").lower()
+
+
+def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
+    """Weigh each family Hyperscan found, looking at its match with Python ``re`` in a
+    window that ends where Hyperscan's first match ended: the window bounds the work (a
+    family's word gaps could otherwise backtrack over a whole document) and holds the 120
+    characters before the match that the quoting and negation checks read."""
     # One weight per signal, the best family's: several families often match the same
     # phrase ("ignore all previous instructions" is in three), which is one sign, not three.
     best_by_signal: dict[str, float] = {}
-    for i in ids:
+    for i, end in found.items():
+        if i >= _FIRST_RULE_ID:
+            rule = _RULES[i - _FIRST_RULE_ID]
+            _run_rule(rule, _window(data, end), acc)
+            continue
         if i >= _N_FAMILIES:
             continue
         family = FAMILIES[i]
         pattern = _FAMILY_RES.get(i)
         if pattern is None:
             pattern = _FAMILY_RES[i] = re.compile(family.pattern, re.IGNORECASE | re.MULTILINE)
+        low = _window(data, end)
         best = 0.0
         for m in pattern.finditer(low):
             best = max(best, _adjust_weight(family.signal, family.weight, low, m))
@@ -1263,31 +1357,27 @@ def _apply_families(low: str, ids: list[int], acc: _Scan) -> None:
         acc.add(signal, weight)
 
 
-def _scan(text: str, depth: int = 0) -> _Scan:
+def _scan(text: str, depth: int = 0, thorough: bool = False) -> _Scan:
+    """``thorough``: look for hidden regions even without a hidden-style marker (decoded
+    blobs)."""
     acc = _Scan()
-    if not text.isascii():
-        text = _deobfuscate(text, acc)
-    if ("\\" in text or "&" in text or "%" in text) and _ESCAPES.search(text):
-        text = _unescape(text)
     ids = MATCHER.scan(text)
+    if _ID_ESCAPE in ids:
+        unescaped = _unescape(text)
+        if unescaped != text:
+            text = unescaped
+            ids = MATCHER.scan(text)
+    if _ID_SUSPECT in ids:
+        text = _deobfuscate(text, acc)
+        ids = MATCHER.scan(text)
+        ids.pop(_ID_SUSPECT, None)
     # The pre-filter: no family, no marker of hidden, encoded or template content, nothing
     # de-obfuscated: most benign text stops here after one native pass over its bytes.
+    ids.pop(_ID_ESCAPE, None)
     if not ids and not acc.weights:
         return acc
-    low = text.lower()
-    _apply_families(low, ids, acc)
-    if acc.weights or _ID_RULES in ids or _ID_RULE_WORDS in ids:
-        # Something is there: the finer rule engine adds what it knows (and its own
-        # pre-filter skips the rules whose words are absent).
-        words, marks, blob = _features(low)
-        _apply_rules(low, acc, set(words), marks)
-        if b"<" in marks or b"[" in marks:
-            _scan_hidden(text, acc)
-        if blob and depth < _MAX_DECODE_DEPTH:
-            _scan_encoded(text, acc, depth)
-        return acc
-    # Only a marker: look at just what it marks.
-    if _ID_HIDDEN in ids:
+    _apply_families(text.encode("utf-8", "replace"), ids, acc)
+    if _ID_HIDDEN in ids or ((thorough or acc.weights) and "<" in text):
         _scan_hidden(text, acc)
     if _ID_BLOB in ids and depth < _MAX_DECODE_DEPTH:
         _scan_encoded(text, acc, depth)

@@ -1,4 +1,4 @@
-"""Phrase families of prompt injection, compiled into one native multi-pattern matcher.
+"""Phrase families of prompt injection, for the one native multi-pattern matcher.
 
 ``detectors/injection.py`` runs every text through :data:`MATCHER` first: one pass of
 Hyperscan (``hyperscan`` on PyPI, a compiled DFA/NFA set in C) over the UTF-8 bytes finds
@@ -201,7 +201,7 @@ FAMILIES: tuple[Family, ...] = (
         "role_hijack",
         0.7,
         r"\bdo\s+anything\s+now\b|\b(?:enable|activate|enter|switch\s+to)\s+(?:the\s+)?"
-        r"developer\s+mode\s+(?:for|as)\s+(?:you|the\s+ai)|\bjailbr(?:ea|o)k\w*|\bstay\s+in\s+character"
+        r"developer\s+mode\s+(?:for|as)\s+(?:you|the\s+ai)|\bjailbroken\b|\bstay\s+in\s+character"
         r"|\b(?:unfiltered|uncensored|amoral|unrestricted|unethical)\s+(?:ai|chatbot|assistant"
         r"|model|version|mode|responses?|language\s+model)|\bgod\s*mode\b|\bdan\s+mode\b",
     ),
@@ -251,14 +251,22 @@ FAMILIES: tuple[Family, ...] = (
         "tool_smuggling",
         0.7,
         r"</?(?:tool_call|tool_calls|function_call|function_calls|tool_use|invoke|antml:invoke"
-        r"|tool_code|execute_tool)\b|\[tool_calls?\]|\"(?:tool_calls|function_call)\"\s*:",
+        r"|tool_code|execute_tool)\b|\[tool_calls?\]",
     ),
+    # A "tool_calls" key is also how chat logs are stored: a sign, not a hit on its own.
+    Family("tool_smuggling", 0.45, r"\"(?:tool_calls|function_call)\"\s*:"),
     Family(
         "tool_smuggling",
         0.55,
         r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?(?:tool|function|api|action)"
-        r"\s+[`'\"]?[a-z]+_[a-z_]+|\b(?:call|use|invoke|run|execute)\s+(?:the\s+)?[`'\"]?[a-z]+_[a-z_]+"
-        r"[`'\"]?\s+(?:tool|function)\b|\b(?:use|call)\s+the\s+tool\s+`",
+        r"\s+[`'\"]?[a-z]+_[a-z_]+|\b(?:use|call)\s+the\s+tool\s+`",
+    ),
+    # "Call the get_invoice tool with a known id" is how tool documentation reads.
+    Family(
+        "tool_smuggling",
+        0.4,
+        r"\b(?:call|use|invoke|run|execute)\s+(?:the\s+)?[`'\"]?[a-z]+_[a-z_]+[`'\"]?\s+"
+        r"(?:tool|function)\b",
     ),
     # --- French ------------------------------------------------------------------------------
     Family(
@@ -400,13 +408,14 @@ MARKER_HIDDEN = (
     r"|aria-hidden|\shidden[\s>=/]|sr-only|visually-hidden|text-indent\s*:\s*-|left\s*:\s*-\d{3}"
     r"|\]:\s*[#<(]"
 )
-# 28 characters of one base64 alphabet with no space: long enough that words and hyphenated
-# names rarely make one, short enough for a 20-byte payload.
-MARKER_BLOB = r"[A-Za-z0-9+/]{28}|[A-Za-z0-9_-]{28}"
-# Chat-template and tool-call punctuation the rule engine knows in more forms than the
-# families do.
-MARKER_RULES = (
-    r"<\||\[inst|<<sys|\[system\]|<system>|<tool|<function|<invoke|<antml|function_call"
-    r"|tool_call|tool_use|!\[[^\]\n]{0,80}\]\(https?://"
+# A digit followed by 23 base64 characters, no "/" or "-" among them: encoded prose of 40+
+# bytes almost always has one (a digit is 10 of the 64 symbols, so one comes in the first
+# ~6; "/" and "-" come once in ~64), while URL paths, hyphenated names, "----" rules, German
+# compounds and SNAKE_CASE names do not.
+MARKER_BLOB = r"[0-9][A-Za-z0-9+_]{23}"
+# Escapes that hide letters from a byte-level match: JSON/YAML/Python string escapes, HTML
+# character references, URL escapes. A text with one is unescaped and matched again.
+MARKER_ESCAPE = (
+    r"\\u[0-9a-f]{4}|\\x[0-9a-f]{2}|\\[nrt\"'/\\]|&#x?[0-9a-f]{1,6};|&[a-z]{2,8};|%[0-9a-f]{2}"
 )
-MARKERS: tuple[str, ...] = (MARKER_HIDDEN, MARKER_BLOB, MARKER_RULES)
+MARKERS: tuple[str, ...] = (MARKER_HIDDEN, MARKER_BLOB, MARKER_ESCAPE)

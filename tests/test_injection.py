@@ -494,9 +494,10 @@ def test_matcher_finds_the_same_families_as_python_re():
     import re
 
     from tripwire.detectors.injection import MATCHER
+    from tripwire.detectors.injection_families import FAMILIES
 
     texts = [a for _, a, _ in FAMILY_CASES] + [b for _, _, b in FAMILY_CASES]
-    compiled = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in MATCHER.patterns]
+    compiled = [re.compile(f.pattern, re.IGNORECASE | re.MULTILINE) for f in FAMILIES]
     for text in texts:
         want = {i for i, p in enumerate(compiled) if p.search(text)}
-        assert set(MATCHER.scan(text)) == want, text
+        assert {i for i in MATCHER.scan(text) if i < len(FAMILIES)} == want, text
