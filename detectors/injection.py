@@ -1296,6 +1296,7 @@ _FAMILY_RES: dict[int, re.Pattern[str]] = {}
 # Bytes before a family's match end that its Python check reads: the longest family match
 # (two 160-character gaps) plus the 120 characters the quoting check looks back over.
 _FAMILY_WINDOW = 900
+_SAME_PHRASE = 80
 
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
 _BACKSLASH = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])")
@@ -1323,38 +1324,53 @@ def _unescape(text: str) -> str:
 
 
 def _window(data: bytes, end: int) -> str:
-    return data[max(0, end - _FAMILY_WINDOW) : end + 2].decode("utf-8", "ignore").lower()
+    # Hyperscan reports the shortest first match ("instr" of "instructions"): the window runs
+    # on past it, for the rest of the word and the words after it ("...I sent").
+    return data[max(0, end - _FAMILY_WINDOW) : end + 80].decode("utf-8", "ignore").lower()
 
 
 def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
-    """Weigh each family Hyperscan found, looking at its match with Python ``re`` in a
-    window that ends where Hyperscan's first match ended: the window bounds the work (a
-    family's word gaps could otherwise backtrack over a whole document) and holds the 120
-    characters before the match that the quoting and negation checks read."""
-    # One weight per signal, the best family's: several families often match the same
-    # phrase ("ignore all previous instructions" is in three), which is one sign, not three.
-    best_by_signal: dict[str, float] = {}
+    """Weigh each family and rule Hyperscan found, looking at its match with Python ``re`` in
+    a window that ends where Hyperscan's first match ended: the window bounds the work (word
+    gaps could otherwise backtrack over a whole document) and holds the 120 characters before
+    the match that the quoting and negation checks read."""
+    signs: dict[str, list[tuple[int, float]]] = {}
     for i, end in found.items():
         if i >= _FIRST_RULE_ID:
             rule = _RULES[i - _FIRST_RULE_ID]
-            _run_rule(rule, _window(data, end), acc)
+            signal, weight, pattern = rule.signal, rule.weight, rule.pattern
+        elif i < _N_FAMILIES:
+            family = FAMILIES[i]
+            signal, weight = family.signal, family.weight
+            pattern = _FAMILY_RES.get(i)
+            if pattern is None:
+                pattern = _FAMILY_RES[i] = re.compile(family.pattern, re.I | re.M)
+            rule = None
+        else:
             continue
-        if i >= _N_FAMILIES:
-            continue
-        family = FAMILIES[i]
-        pattern = _FAMILY_RES.get(i)
-        if pattern is None:
-            pattern = _FAMILY_RES[i] = re.compile(family.pattern, re.IGNORECASE | re.MULTILINE)
         low = _window(data, end)
         best = 0.0
         for m in pattern.finditer(low):
-            best = max(best, _adjust_weight(family.signal, family.weight, low, m))
-            if best >= family.weight:
+            adjusted = _adjust(rule, low, m) if rule else _adjust_weight(signal, weight, low, m)
+            best = max(best, adjusted)
+            if best >= weight:
                 break
-        if best > best_by_signal.get(family.signal, 0.0):
-            best_by_signal[family.signal] = best
-    for signal, weight in best_by_signal.items():
-        acc.add(signal, weight)
+        if best:
+            signs.setdefault(signal, []).append((end, best))
+    # Matches of one signal that end within _SAME_PHRASE bytes of each other are one phrase
+    # that several families and rules know ("ignore all previous instructions" is in five):
+    # one sign, its best weight. Only separate phrases count as repeats.
+    for signal, found_signs in signs.items():
+        found_signs.sort()
+        last_end, best = found_signs[0]
+        for end, weight in found_signs[1:]:
+            if end - last_end <= _SAME_PHRASE:
+                best = max(best, weight)
+            else:
+                acc.add(signal, best)
+                best = weight
+            last_end = end
+        acc.add(signal, best)
 
 
 def _scan(text: str, depth: int = 0, thorough: bool = False) -> _Scan:

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 # Verbs and objects shared by several families. Typos that published attacks use on purpose
 # ("iunstructions", "ingore") are spelled out rather than matched with edit distance.
+# English verb forms only ("ignoran" is Spanish, and descriptive: "programs ignoran...").
 _IGNORE = (
-    r"(?:ignor\w*|ingor\w*|igonr\w*|ignroe|disregard\w*|forget\w*|forgot|neglect\w*"
-    r"|overlook\w*|nevermind|never\s+mind|set\s+aside|throw\s+out|pay\s+no\s+attention\s+to)"
+    r"(?:ignor(?:e|es|ed|ing)|ingore|igonre|ignroe|disregard(?:s|ed|ing)?|forget(?:s|ting)?"
+    r"|forgot|neglect|overlook|nevermind|never\s+mind|set\s+aside|throw\s+out"
+    r"|pay\s+no\s+attention\s+to)"
 )
 _INSTR = (
     r"(?:instr\w*|iunstr\w*|insrt\w*|intsr\w*|inst?ructi\w*|directions?|directives?|prompts?"
@@ -163,6 +165,33 @@ FAMILIES: tuple[Family, ...] = (
         rf"|task)\b\s*[:!\-]+[^\n]{{0,160}}\b(?:{_SEND}|invite|add|grant|give|share|create"
         rf"|schedule|book)\b[^\n]{{0,160}}{_OUTSIDE}",
     ),
+    # Conditional orders for whoever processes the data: "If user asks for a summary, reply
+    # with only...", "IF asked how the candidate is suited, respond with...".
+    Family(
+        "addressed_to_ai",
+        0.6,
+        r"\bif\s+(?:the\s+)?(?:user|anyone|someone|you\s+are|asked)\s+(?:\w+\s+){0,3}?(?:asks?|asked"
+        r"|about|how|what|for|to|whether)\b[^\n]{0,100}\b(?:reply|respond|answer|say|state|output)"
+        r"\s+(?:with\s+|only\s+|simply\s+|that\s+)",
+    ),
+    Family(
+        "instruction_override",
+        0.55,
+        r"\b(?:reply|respond|answer|output|print|say|write)\s+(?:\w+\s+){0,5}(?:and\s+)?"
+        r"(?:absolutely\s+)?nothing\s+else\b|\b(?:may|must|should|can)\s*(?:not|n'?t)\s+deviate\b",
+    ),
+    Family(
+        "instruction_override",
+        0.55,
+        rf"\b{_IGNORE}\s+(?:all|any|every)\s+(?:\w+\s+){{0,2}}(?:info|information|data|content"
+        r"|indicators?|signals?|evidence|details|facts|criticism|negatives?)\b",
+    ),
+    Family(
+        "addressed_to_ai",
+        0.55,
+        r"\bfor\s+(?:automated|ai|llm|machine)\s+(?:screening|review\w*|analysis|systems?|agents?"
+        r"|readers?|parsers?|evaluat\w+)|\bsystem\s+chain\s+of\s+thought",
+    ),
     # --- fake turns and chat-template markers ------------------------------------------------
     Family(
         "role_hijack",
@@ -212,6 +241,34 @@ FAMILIES: tuple[Family, ...] = (
         r"(?:restrictions|filters|filtering|censorship|limitations|guidelines|guardrails)\b"
         r"|\bnever\s+refuse\b|\b(?:not|never)\s+(?:bound|restricted|limited)\s+by\b"
         r"|\bi\s+want\s+you\s+to\s+(?:act|pretend|be|become|respond|answer|play)",
+    ),
+    Family(
+        "role_hijack",
+        0.5,
+        r"(?:^|\n)\s*(?:user|human)\s*:\s*(?:next|now|also|new\s+task|ignore|forget|please\s+repeat)"
+        r"|<[^<>\n]{3,60}>\s*\n\s*(?:user|human)\s*:",
+    ),
+    # Persona jailbreaks: each sign is weak alone (fiction uses them), two make a hit.
+    Family(
+        "role_hijack",
+        0.45,
+        r"\b(?:never|don'?t|do\s+not)\s+(?:break|leave|drop)\s+character|\bremain\s+in\s+character"
+        r"|\b(?:you\s+will|you\s+must|always)\s+(?:respond|answer|reply)\s+(?:only\s+)?as\b"
+        r"|\bno\s+(?:ethical|moral)\s+(?:guidelines|boundaries|constraints|restrictions|limits"
+        r"|principles|compass)",
+    ),
+    Family(
+        "concealment",
+        0.4,
+        r"\b(?:without|no)\s+(?:any\s+)?(?:warnings?|disclaimers?|caveats)\b|\b(?:don'?t|do\s+not"
+        r"|never)\s+(?:include|add|give|write)\s+(?:any\s+)?(?:warnings?|disclaimers?)",
+    ),
+    Family(
+        "role_hijack",
+        0.4,
+        r"\bopenai'?s?\s+(?:content\s+)?polic(?:y|ies)|\b(?:amoral|unfiltered|uncensored)\b"
+        r"|\b(?:illegal|immoral|unethical|harmful)\s*(?:,|or|and)\s*(?:illegal|immoral|unethical"
+        r"|harmful)\b",
     ),
     # --- exfiltration and secret extraction --------------------------------------------------
     Family(
@@ -292,17 +349,18 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "secret_exfiltration",
         0.7,
-        r"\b(?:envoie[rz]?|envoyez|transf[eé]re[rz]?|transmet(?:s|tez)|partage[rz]?|r[ée]v[èe]le[rz]?"
-        r"|affiche[rz]?|montre[rz]?|r[ée]p[èe]te[rz]?|donne[rz]?)\s+(?:\S+\s+){0,6}(?:mots?\s+de"
-        r"\s+passe|identifiants|cl[ée]s?\s+(?:d'\s*)?api|code\s+de\s+s[ée]curit[ée]|prompt\s+syst[èe]me"
-        r"|invite\s+syst[èe]me|instructions\s+syst[èe]me|(?:tes|vos)\s+instructions|donn[ée]es"
-        r"\s+(?:clients?|personnelles))",
+        r"\b(?:envoie[rz]?|envoyez|transf[eé]re[rz]?|transmet(?:s|tez)|partage[rz]?)\s+(?:\S+\s+)"
+        r"{0,6}(?:mots?\s+de\s+passe|identifiants|cl[ée]s?\s+(?:d'\s*)?api|code\s+de\s+s[ée]curit[ée]"
+        r"|donn[ée]es\s+(?:clients?|personnelles))[^\n]{0,60}(?:\s[àa]\s|@|https?://)"
+        r"|\b(?:r[ée]v[èe]le[rz]?|affiche[rz]?|montre[rz]?|r[ée]p[èe]te[rz]?|donne[rz]?|envoie[rz]?)"
+        r"\s+(?:\S+\s+){0,4}(?:prompt\s+syst[èe]me|invite\s+syst[èe]me|instructions\s+syst[èe]me"
+        r"|(?:tes|vos)\s+(?:instructions|consignes)\s+(?:initiales|syst[èe]me|d'origine))",
     ),
     Family(
         "role_hijack",
         0.6,
-        r"\b(?:tu\s+es|vous\s+[êe]tes)\s+(?:maintenant|d[ée]sormais)\b|\bmode\s+d[ée]veloppeur"
-        r"|\bsans\s+(?:aucune?\s+)?(?:restriction|filtre|censure|limite)s?\b",
+        r"\bmode\s+d[ée]veloppeur\s+(?:activ|est\s+activ)|\bsans\s+(?:aucune?\s+)?(?:restriction"
+        r"|filtre|censure)s?\s+(?:ni|et|morale|[ée]thique)",
     ),
     # --- German ------------------------------------------------------------------------------
     Family(
@@ -327,16 +385,17 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "secret_exfiltration",
         0.7,
-        r"\b(?:sende|schicke?|leite|[üu]bermittle|senden\s+sie|schicken\s+sie|gib|geben\s+sie"
-        r"|zeige?|zeigen\s+sie|nenne|wiederhole|verrate)\s+(?:\S+\s+){0,6}(?:passw[öo]rt\w*"
-        r"|zugangsdaten|api-?schl[üu]ssel|schl[üu]ssel|sicherheitscode|systemprompt|system-\S*"
-        r"|systemanweisung\w*|(?:deine|ihre)\s+anweisungen|kundendaten)",
+        r"\b(?:sende|schicke?|leite|[üu]bermittle|senden\s+sie|schicken\s+sie)\s+(?:\S+\s+){0,6}"
+        r"(?:passw[öo]rt\w*|zugangsdaten|api-?schl[üu]ssel|sicherheitscode|kundendaten)[^\n]{0,60}"
+        r"(?:\san\s|@|https?://)|\b(?:gib|geben\s+sie|zeige?|zeigen\s+sie|nenne|wiederhole"
+        r"|verrate)\s+(?:\S+\s+){0,4}(?:systemprompt|system-prompt|systemanweisung\w*"
+        r"|(?:deine|ihre)\s+(?:anweisungen|instruktionen)|system-eingabeaufforderung)",
     ),
     Family(
         "role_hijack",
         0.6,
-        r"\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt|nun|ab\s+sofort|ab\s+jetzt)\b|\bentwicklermodus"
-        r"|\bohne\s+(?:jede\s+|alle\s+)?(?:einschr[äa]nkung\w*|filter|zensur|regeln)",
+        r"\bab\s+sofort\s+bist\s+du\b|\bentwicklermodus\s+(?:ist\s+)?aktiv|\bohne\s+(?:jede\s+"
+        r"|alle\s+)?(?:einschr[äa]nkung\w*|filter|zensur|regeln)\s+(?:und|oder|antworten|beantworte)",
     ),
     # --- Spanish -----------------------------------------------------------------------------
     Family(
@@ -361,24 +420,26 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "secret_exfiltration",
         0.7,
-        r"\b(?:env[íi]a[rd]?|env[íi]e|reenv[íi]a|manda[rd]?|mande|transfiere|comparte|revela"
-        r"|muestra|repite|imprime|dime|dame)\s+(?:\S+\s+){0,6}(?:contrase[ñn]as?|credenciales"
-        r"|claves?\s+(?:de\s+)?api|c[óo]digo\s+de\s+seguridad|prompt\s+del\s+sistema|mensaje\s+del"
-        r"\s+sistema|instrucciones\s+del\s+sistema|tus\s+instrucciones|datos\s+de\s+(?:los\s+)?clientes)",
+        r"\b(?:env[íi]a[rd]?|env[íi]e|reenv[íi]a|manda[rd]?|mande|transfiere|comparte)\s+(?:\S+\s+)"
+        r"{0,6}(?:contrase[ñn]as?|credenciales|claves?\s+(?:de\s+)?api|c[óo]digo\s+de\s+seguridad"
+        r"|datos\s+de\s+(?:los\s+)?clientes)[^\n]{0,60}(?:\sa\s|@|https?://)|\b(?:revela|muestra"
+        r"|repite|imprime|dime|dame|env[íi]a)\s+(?:\S+\s+){0,4}(?:prompt\s+del\s+sistema|mensaje\s+del"
+        r"\s+sistema|instrucciones\s+del\s+sistema|tus\s+instrucciones\s+(?:iniciales|originales))",
     ),
     Family(
         "role_hijack",
         0.6,
-        r"\b(?:ahora\s+eres|a\s+partir\s+de\s+ahora,?\s+(?:eres|ser[áa]s|act[úu]a|responde))"
-        r"|\bmodo\s+desarrollador|\bsin\s+(?:ning[úu]n\s+|ninguna\s+)?(?:restricci[óo]n\w*|filtros?"
-        r"|censura|l[íi]mites?)\b",
+        r"\ba\s+partir\s+de\s+ahora,?\s+(?:eres|ser[áa]s|act[úu]a|responde)|\bmodo\s+desarrollador"
+        r"\s+(?:activ|est[áa]\s+activ)|\bsin\s+(?:ning[úu]n\s+|ninguna\s+)?(?:restricci[óo]n\w*"
+        r"|filtros?|censura)\s+(?:ni|y|moral|[ée]tic)",
     ),
     # --- Chinese (no word boundaries: bounded character gaps instead) -------------------------
     Family(
         "instruction_override",
         0.8,
-        r"(?:忽略|无视|忽视|不要理会|不要理睬|忘记|忘掉|不要遵守|停止遵守|别管|抛开|放弃)"
-        r".{0,12}(?:指令|指示|说明|规则|提示|命令|要求|设定|限制|约束|任务)",
+        r"(?:忽略|无视|忽视|不要理会|不要理睬|忘记|忘掉|不要遵守|停止遵守|别管|抛开|放弃)\s*(?:掉)?\s*"
+        r"(?:你|您)?(?:之前|以前|先前|上面|上述|前面|所有|全部|一切|原来|原有|原始|系统|你的|您的)"
+        r".{0,8}(?:指令|指示|说明|规则|提示|命令|要求|设定|限制|约束|任务)",
     ),
     Family("instruction_override", 0.6, r"(?:新的?指令|新的?任务|新的?指示|真正的任务)\s*[:：]"),
     Family(
@@ -390,13 +451,14 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "secret_exfiltration",
         0.7,
-        r"(?:发送|发给|转发|泄露|上传|告诉我|透露|显示|输出|打印|重复|给我).{0,24}(?:密码|凭据|凭证|密钥"
-        r"|api\s*key|验证码|安全码|系统提示|系统指令|系统消息|初始指令|原始指令|客户数据)",
+        r"(?:发送|发给|转发|泄露|上传).{0,24}(?:密码|凭据|凭证|密钥|api\s*key|验证码|安全码|客户数据)"
+        r".{0,30}(?:到|给|至|@|https?://)|(?:告诉我|透露|显示|输出|打印|重复|给我|泄露).{0,12}"
+        r"(?:系统提示|系统指令|系统消息|初始指令|原始指令)",
     ),
     Family(
         "role_hijack",
         0.6,
-        r"你现在是|从现在(?:开始|起)|开发者模式|(?:没有|不受|无|不带)任何?(?:限制|过滤|审查|规则|约束)",
+        r"你现在是一个|从现在(?:开始|起)，?你|开发者模式已|(?:没有|不受|不带)任何(?:限制|过滤|审查|规则|约束)",
     ),
 )
 
