@@ -844,9 +844,10 @@ _CONFUSABLES: dict[str, str] = {
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 # Compatibility letters NFKC folds to ASCII (full-width, mathematical alphanumerics, ligatures,
 # enclosed and super/subscript letters): the only reason to normalise a text, since CJK
-# punctuation, which NFKC also rewrites, hides nothing.
+# punctuation (full-width commas and colons in every Chinese sentence), which NFKC also
+# rewrites, hides nothing.
 _COMPAT_LETTERS = re.compile(
-    "[\uff01-\uff5e\U0001d400-\U0001d7ff\ufb00-\ufb06\u2460-\u24ff\U0001f100-\U0001f1ff"
+    "[\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\ufb00-\ufb06\u2460-\u24ff\U0001f100-\U0001f1ff"
     "\u2070-\u209f\u2100-\u214f\u1d00-\u1dbf\u02b0-\u02ff]"
 )
 
@@ -864,7 +865,7 @@ def _suspect_marker() -> str:
     return "|".join(
         [
             r"\xf3\xa0[\x80\x81][\x80-\xbf]",  # tag characters U+E0000-E007F
-            r"\xef\xbc[\x81-\xbf]|\xef\xbd[\x80-\x9e]",  # full-width ASCII
+            r"\xef\xbc[\xa1-\xba]|\xef\xbd[\x81-\x9a]",  # full-width Latin letters
             r"\xf0\x9d[\x90-\x9f][\x80-\xbf]",  # mathematical alphanumerics
             r"\xf0\x9f[\x84-\x87][\x80-\xbf]",  # enclosed alphanumerics
             *literals,
