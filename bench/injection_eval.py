@@ -190,6 +190,23 @@ def corpus_report(rows: list[dict], threshold: float, errors: bool) -> list[str]
     return lines + misses
 
 
+def threshold_report(rows: list[dict]) -> list[str]:
+    """Held-out recall and benign-text FPR at thresholds around HIT_THRESHOLD (and so around
+    the policy's injection.min_score): where the breaker's hit count comes from."""
+    scored = [(scan_text(r["text"], "external").score, r) for r in rows if r["split"] == "heldout"]
+    lines = ["held-out sources at other thresholds (policy injection.min_score):"]
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        att = [s >= t for s, r in scored if r["label"]]
+        ben = [s >= t for s, r in scored
+               if not r["label"] and not r["kind"].startswith(HARD_NEGATIVE_KINDS)]  # fmt: skip
+        hard = [s >= t for s, r in scored
+                if not r["label"] and r["kind"].startswith(HARD_NEGATIVE_KINDS)]  # fmt: skip
+        lines.append(f"    {t:.1f}: recall {sum(att) / len(att):6.1%}  benign FPR "
+                     f"{sum(ben) / len(ben):6.2%}  "
+                     f"hard-negative FPR {sum(hard) / len(hard):6.1%}")  # fmt: skip
+    return lines
+
+
 def speed_report(rows: list[dict]) -> list[str]:
     """Texts per second on one core over the corpus's 1-2 KB texts (UTF-8 size): CPU time of
     this process (``time.process_time``, so that other load on a shared machine counts less
@@ -237,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = load_corpus(args.corpus)
         print(f"public corpus {args.corpus}: {len(corpus)} rows, threshold {args.threshold}")
         print("\n".join(corpus_report(corpus, args.threshold, args.errors)))
+        print("\n".join(threshold_report(corpus)))
         if not args.no_timing:
             print("\n".join(speed_report(corpus)))
     else:
