@@ -379,7 +379,13 @@ def aib_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
         if not line.strip():
             continue
         rec = json.loads(line)
-        yield row(rec["injected"], 1, "agent-injection-bench", rec.get("channel", "tool_result"))
+        family = rec.get("family", "")
+        if family in ("control", "baseline"):
+            # The benchmark's own negatives: a doc about injection, imperative tool output, a
+            # request the agent should perform, the payload typed by the user in-band.
+            yield row(rec["injected"], 0, "agent-injection-bench", f"hard_{family}")
+        else:
+            yield row(rec["injected"], 1, "agent-injection-bench", family or "tool_result")
         yield row(rec["task"], 0, "agent-injection-bench", "hard_imperative_request")
 
 
@@ -613,7 +619,7 @@ def build(out: Path) -> dict:
     counts = Counter((r["source"], r["split"], r["label"]) for r in rows)
     manifest = {
         "packages": installed_versions(pkgs),
-        "debian_gettext": _debian_versions(rows),
+        "debian": _debian_versions(rows),
         "rows": len(rows),
         "per_source": {
             f"{s} ({split})": {"attacks": counts[s, split, 1], "benign": counts[s, split, 0]}
