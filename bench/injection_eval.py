@@ -177,9 +177,8 @@ def corpus_report(rows: list[dict], threshold: float, errors: bool) -> list[str]
                           f"{r['text'][-240:]!r}")  # fmt: skip
     lines = []
     for split in ("heldout", "tune"):
-        lines.append(
-            f"{split} sources ({'never used for tuning' if split == 'heldout' else 'rules were checked against these'}):"
-        )  # noqa: E501
+        about = "never used for tuning" if split == "heldout" else "rules checked against these"
+        lines.append(f"{split} sources ({about}):")
         for group, measure in (("attack", "recall"), ("benign", "FPR"),
                                ("hard negative", "FPR")):  # fmt: skip
             keys = sorted(k for k in hits if k[0] == split and k[1] == group)
