@@ -1,26 +1,33 @@
 """Prompt-injection scanner for the ``content`` of agent steps.
 
 Scores how strongly a piece of text (a web page, an email, a tool result...) looks like it
-tries to steer the agent that reads it: overriding its instructions, hijacking its role,
+tries to steer the agent that reads it: overriding its instructions, addressing it with
+orders hidden in data, hijacking its role with fake turns or chat-template markers,
 extracting secrets or its system prompt, smuggling tool calls, or hiding any of that in
-encodings, invisible characters, lookalike letters or hidden markup.
+escapes, encodings, invisible characters, lookalike letters or hidden markup; in English,
+French, German, Spanish and Chinese (and the basics of a few more languages).
 
-How the work is arranged, cheapest first, because this runs on the stream's hot path:
+How the work is arranged, because this runs on the stream's hot path:
 
-* a pre-filter splits the text into words with ``bytes.translate`` and checks them against
-  the words every rule needs (its ``gate``) plus a handful of marker characters; ordinary
-  text that has none of them is done in a few microseconds without a single regex;
-* non-ASCII text is de-obfuscated first (Unicode tag characters decoded, zero-width
-  characters removed, NFKC, a hand-written confusables map for mixed-script words), and the
-  obfuscation itself is a signal;
-* each rule whose gate is met runs its regex; rules give weights per signal, which combine
-  as a noisy-OR, and the result is raised to a per-trust exponent so external text is
-  weighted up and internal text down;
+* one native pass (Hyperscan, ``MATCHER``) over the text's UTF-8 bytes finds, at once, every
+  phrase family of ``detectors/injection_families.py``, every regex of the rule engine
+  below, and markers of escaped, encoded, hidden or lookalike content. Benign text matches
+  nothing and is done after that pass (~10 µs for 1.4 KB on one core);
+* a text with JSON/HTML/URL escapes is unescaped and matched again; one with invisible or
+  lookalike characters is de-obfuscated (tag characters decoded, zero-width characters
+  removed, NFKC for compatibility letters, a hand-written confusables map for mixed-script
+  words) and matched again, and the obfuscation itself is a signal;
+* each family or rule that matched is checked in Python on a window around its match
+  (quoted as an example? negated? the writer retracting their own words?) and gives a
+  weight to its signal; several matches of one phrase count once; signals combine as a
+  noisy-OR, raised to a per-trust exponent so external text is weighted up and internal
+  text down;
 * base64/hex blobs are decoded and rescanned, hidden HTML/markdown regions are rescanned
   on their own, and texts longer than ``MAX_SCAN_CHARS`` are scanned head and tail only.
 
-Pure Python, no network, no models; the only I/O is :func:`scan_lines` on the streams it
-is handed.
+No network and no models; the only I/O is :func:`scan_lines` on the streams it is handed,
+and the compiled pattern database cached under ``$XDG_CACHE_HOME/tripwire``. Measured on
+public corpora by ``bench/injection_eval.py`` (see detectors/data/README.md).
 """
 
 from __future__ import annotations
