@@ -551,14 +551,21 @@ _FRAGMENTS = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_FRAGMENTS, min_size=1, max_size=12).map("".join))
 def test_native_matcher_agrees_with_python_re_on_families(text: str):
-    """Hyperscan (bytes, rewritten classes and gaps) against each family's Python regex."""
+    """Hyperscan (bytes, rewritten classes and gaps) against each family's Python regex: the
+    same on ASCII text; on other text the native pass may find more (a CJK letter is not a
+    word character to bytes, so "略Ignorez" has a word boundary natively), never less, and
+    the Python check on the match's window decides."""
     import re
 
     from tripwire.detectors.injection import MATCHER
     from tripwire.detectors.injection_families import FAMILIES
 
     want = {i for i, f in enumerate(FAMILIES) if re.search(f.pattern, text, re.IGNORECASE | re.M)}
-    assert {i for i in MATCHER.scan(text) if i < len(FAMILIES)} == want
+    native = {i for i in MATCHER.scan(text) if i < len(FAMILIES)}
+    if text.isascii():
+        assert native == want
+    else:
+        assert native >= want
 
 
 @settings(max_examples=200, deadline=None)

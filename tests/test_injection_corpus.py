@@ -51,14 +51,17 @@ def test_split_by_author_is_stable_and_names_the_tune_half():
     assert row("t", 1, "agentdojo", "k")["split"] == "heldout"
 
 
+PAGE = "A long page body about hiking boots and their laces."
+
+
 def test_environment_records_and_injection_slots():
     env = {
         "inbox": {"initial_emails": [{"body": "{email_injection}", "id": "1"}]},
-        "web": {"web_content": {"www.a.example": "A long page body about hiking boots and their laces."}},
+        "web": {"web_content": {"www.a.example": PAGE}},
     }
     items = list(_env_items(env, "environment"))
     assert ("inbox.initial_emails", {"body": "{email_injection}", "id": "1"}) in items
-    assert ("web.web_content", "A long page body about hiking boots and their laces.") in items
+    assert ("web.web_content", PAGE) in items
     assert _fill("body: {email_injection}", {"email_injection": "ATTACK"}) == "body: ATTACK"
 
 
