@@ -56,7 +56,8 @@ __all__ = ["HIT_THRESHOLD", "MAX_SCAN_CHARS", "SIGNALS", "ScanResult", "scan_lin
 # 0.5 sits where one unambiguous sign (e.g. "ignore all previous instructions", a fake
 # <tool_call>) is a hit on its own at partner trust, while one weak sign (a lone zero-width
 # character, "from now on, you ...") is not unless a second sign or external trust backs it.
-# Moving it trades recall for false positives on the labelled set; see detectors/data/README.md.
+# On the public held-out corpora: recall 91.5 % at 0.4 % FPR on benign tool text; 0.4 gives
+# 94 % at 1.9 %, 0.7 gives 85 % at 0.07 % (detectors/data/README.md).
 HIT_THRESHOLD = 0.5
 
 # Longer texts are scanned on their first _HEAD_CHARS and last _TAIL_CHARS: injected
