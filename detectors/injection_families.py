@@ -286,6 +286,21 @@ FAMILIES: tuple[Family, ...] = (
         r"\s+(?:prompt|instructions)|pre-?prompt|previous\s+instructions|instructions\s+(?:you|above)"
         r"|prompt\s+above|text\s+above|configuration|guidelines\s+you)",
     ),
+    # Asking the reader about its own set-up: weak alone (LLM framework docs say "your system
+    # prompt"), a hit with a second sign.
+    Family(
+        "secret_exfiltration",
+        0.45,
+        r"\byour\s+(?:system\s+(?:prompt|instructions|message|configuration)|initial\s+(?:prompt"
+        r"|instructions|configuration)|original\s+instructions|hidden\s+instructions)\b"
+        r"|\b(?:system\s+prompt\s+is|my\s+instructions\s+are|i\s+was\s+instructed\s+to)\s*:?\s*['\"]"
+        r"|\bwhat\s+were\s+you\s+told\b|\bnot\s+supposed\s+to\s+tell\s+me\b",
+    ),
+    Family(
+        "instruction_override",
+        0.55,
+        r"\boverride\s+[^\n.]{0,40}\band\s+(?:output|respond|reply|say|print|state|report)\b",
+    ),
     Family(
         "secret_exfiltration",
         0.7,
