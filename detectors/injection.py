@@ -885,6 +885,11 @@ _META_CUE = re.compile(
     r"|famous|called|known\s+as|text)\b"
 )
 _QUOTES = "'\"\u201c\u201d\u2018\u2019\u00ab\u00bb`"
+_TITLE_OPENERS = "{([*_#>"
+_CITATION_CUE = re.compile(
+    r"\b(?:arxiv|doi|title|paper|proceedings|attack\s+techniques|attacks|benchmark|dataset"
+    r"|red[\s-]team\w*|probes?|payloads?|jailbreaks|prompt\s+injection)\b"
+)
 _SELF_RETRACTION = re.compile(
     r"\W*(?:i|we)\s+(?:sent|gave|wrote|shared|mentioned|provided|emailed)\b"
 )
@@ -930,6 +935,12 @@ def _adjust_weight(signal: str, weight: float, low: str, m: re.Match[str]) -> fl
     start = m.start()
     before = low[max(0, start - 120) : start]
     if before.rstrip()[-1:] in _QUOTES and before.strip() and _META_CUE.search(before):
+        weight *= 0.4
+    elif before.rstrip()[-1:] in _TITLE_OPENERS and _CITATION_CUE.search(
+        low, max(0, start - 120), m.end() + 120
+    ):
+        # A title or emphasis in writing about attacks: "title = {Ignore Previous Prompt:
+        # Attack Techniques for Language Models}", "**Ignore previous instructions** attacks".
         weight *= 0.4
     if signal == "instruction_override" and (
         _OWN_OBJECT.search(m.group(0)) or _SELF_RETRACTION.match(low, m.end())
