@@ -844,6 +844,7 @@ def _suspect_marker() -> str:
 
 
 _HAS_CONFUSABLE = re.compile(f"[{''.join(_CONFUSABLES)}]")
+
 _WORD = re.compile(r"[^\W\d_]+")
 
 # --- hidden markup -----------------------------------------------------------------------------
@@ -1165,14 +1166,44 @@ _QUANTIFIED = re.compile(r"([^\x00-\x7f])(?=[?*+{])")
 
 
 def _bytewise(pattern: str) -> str:
-    """``pattern`` for a byte-mode database: ``[üu]`` becomes ``(?:ü|u)``, ``的?`` becomes
-    ``(?:的)?`` and ``.{0,12}`` becomes ``.{0,36}``."""
+    """``pattern`` for a byte-mode database (the Python regex, run on the match's window,
+    then decides): ``\\w`` also takes any non-ASCII byte (a letter of "sys忽略" is one to
+    Python), ``[üu]`` becomes ``(?:ü|u)``, ``的?`` becomes ``(?:的)?`` and ``.{0,12}``
+    becomes ``.{0,36}``. ``\\b`` keeps its byte meaning: next to a non-ASCII letter it can
+    differ from Python's, which is why texts with such letters first go through
+    _deobfuscate only when they hold lookalikes."""
+    pattern = _widen_words(pattern)
     if pattern.isascii():
         return pattern
     pattern = _CLASS.sub(lambda m: "(?:" + "|".join(m.group(1)) + ")", pattern)
     # A quantifier after a multi-byte letter must apply to all of its bytes.
     pattern = _QUANTIFIED.sub(r"(?:\1)", pattern)
     return _CHAR_GAP.sub(lambda m: f".{{{m.group(1)},{3 * int(m.group(2))}}}", pattern)
+
+
+def _widen_words(pattern: str) -> str:
+    out: list[str] = []
+    i, class_start = 0, -1  # index of the open class's first member, -1 outside a class
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            esc = pattern[i : i + 2]
+            if esc == "\\w":
+                out.append("\\w\\x80-\\xff" if class_start >= 0 else "[\\w\\x80-\\xff]")
+
+            else:
+                out.append(esc)
+            i += 2
+            continue
+        if class_start >= 0:
+            if c == "]" and i > class_start:
+                class_start = -1
+        elif c == "[":
+            # A "]" right after "[" or "[^" is a member, not the end.
+            class_start = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _on_match(pattern_id: int, start: int, end: int, flags: int, found: dict) -> None:
@@ -1237,6 +1268,8 @@ _FAMILY_WINDOW = 900
 _SAME_PHRASE = 80
 
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
+# (A regex, not str.translate: translate's per-character lookup costs ~50 µs per KB.)
+_ODD_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 _BACKSLASH = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])")
 _BACKSLASH_CHARS = {"n": "\n", "r": "\r", "t": "\t"}
 
@@ -1258,7 +1291,9 @@ def _unescape(text: str) -> str:
     if "%" in text and len(_PERCENT.findall(text)) >= 3:
         # One "%20" in a link changes no word; a run of them can spell one.
         text = unquote(text)
-    return text
+    # Unicode spaces (no-break, thin, ideographic...; "&nbsp;" once unescaped) separate words
+    # for Python's \s but not for the native pass's: one kind of space for both.
+    return _ODD_SPACE.sub(" ", text)
 
 
 def _window(data: bytes, end: int) -> str:

@@ -491,8 +491,12 @@ MARKER_HIDDEN = (
 # compounds and SNAKE_CASE names do not.
 MARKER_BLOB = r"[0-9][A-Za-z0-9+_]{23}"
 # Escapes that hide letters from a byte-level match: JSON/YAML/Python string escapes, HTML
-# character references, URL escapes. A text with one is unescaped and matched again.
+# character references, URL escapes, and Unicode spaces between two Latin letters (a word gap
+# to Python's \s, not to bytes; French puts its no-break spaces before "?!:;", not between
+# words). A text with one is unescaped and matched again.
 MARKER_ESCAPE = (
     r"\\u[0-9a-f]{4}|\\x[0-9a-f]{2}|\\[nrt\"'/\\]|&#x?[0-9a-f]{1,6};|&[a-z]{2,8};|%[0-9a-f]{2}"
+    r"|[a-z](?:\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f"
+    r"|\xe3\x80\x80)[a-z]"
 )
 MARKERS: tuple[str, ...] = (MARKER_HIDDEN, MARKER_BLOB, MARKER_ESCAPE)
