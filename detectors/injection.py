@@ -1095,31 +1095,36 @@ class _Matcher:
     """All of FAMILIES and MARKERS in one Hyperscan database: ``scan`` returns the ids that
     occur. Family i has id i; marker j has id len(FAMILIES) + j."""
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], single: frozenset[int] = frozenset()) -> None:
         self.patterns = patterns
         self.fallback: list[re.Pattern[str]] | None = None
         if hyperscan is None:
             self.fallback = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in patterns]
             return
-        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
-        flags |= hyperscan.HS_FLAG_MULTILINE
+        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_MULTILINE
         # Byte semantics throughout: "[^\n]{0,160}" over UTF-8 characters is a bounded repeat
         # Hyperscan cannot compile, and UTF-8 mode made the pass 5x slower on non-ASCII text.
         # Over bytes a non-ASCII letter is its UTF-8 sequence (classes holding one are
         # rewritten as alternations) and a gap of n characters is a gap of up to 3n bytes.
-        self.db = _cached_database([_bytewise(p) for p in patterns], [flags] * len(patterns))
+        # Markers report their first match only; families and rules every match, because a
+        # first match the Python check rejects (a quoted example, "never share your
+        # password") must not hide a later one.
+        all_flags = [
+            flags | hyperscan.HS_FLAG_SINGLEMATCH if i in single else flags
+            for i in range(len(patterns))
+        ]
+        self.db = _cached_database([_bytewise(p) for p in patterns], all_flags)
 
-    def scan(self, text: str) -> dict[int, int]:
-        """{pattern id: byte offset in ``text.encode()`` where its first match ends}."""
+    def scan(self, text: str) -> dict[int, list[int]]:
+        """{pattern id: byte offsets in ``text.encode()`` where its matches end}, at most
+        _MAX_WINDOWS of them, each more than _NEXT_WINDOW bytes after the one before."""
         data = text.encode("utf-8", "replace")
+        found: dict[int, list[int]] = {}
         if self.fallback is not None:
-            found = {}
             for i, p in enumerate(self.fallback):
-                m = p.search(text)
-                if m:
-                    found[i] = len(text[: m.end()].encode("utf-8", "replace"))
+                for m in p.finditer(text):
+                    _on_match(i, 0, len(text[: m.end()].encode("utf-8", "replace")), 0, found)
             return found
-        found = {}
         # "replace": a lone surrogate cannot be encoded; its "?" changes no match.
         self.db.scan(data, match_event_handler=_on_match, context=found)
         return found
@@ -1161,7 +1166,8 @@ def _cached_database(patterns: list[str], flags: list[int]) -> object:
 
 
 _CLASS = re.compile(r"\[([^\]\\^]*[^\x00-\x7f][^\]\\]*)\]")
-_CHAR_GAP = re.compile(r"\.\{(\d+),(\d+)\}")
+# A gap of "any character" (".", "[^\n]"...) bounded in characters.
+_CHAR_GAP = re.compile(r"(\.|\[\^[^\]]*\])\{(\d+),(\d+)\}")
 _QUANTIFIED = re.compile(r"([^\x00-\x7f])(?=[?*+{])")
 
 
@@ -1173,12 +1179,14 @@ def _bytewise(pattern: str) -> str:
     differ from Python's, which is why texts with such letters first go through
     _deobfuscate only when they hold lookalikes."""
     pattern = _widen_words(pattern)
+    # A gap of n characters is up to 3n bytes of CJK text (4n only for emoji, not worth the
+    # larger automaton).
+    pattern = _CHAR_GAP.sub(lambda m: f"{m[1]}{{{m[2]},{3 * int(m[3])}}}", pattern)
     if pattern.isascii():
         return pattern
     pattern = _CLASS.sub(lambda m: "(?:" + "|".join(m.group(1)) + ")", pattern)
     # A quantifier after a multi-byte letter must apply to all of its bytes.
-    pattern = _QUANTIFIED.sub(r"(?:\1)", pattern)
-    return _CHAR_GAP.sub(lambda m: f".{{{m.group(1)},{3 * int(m.group(2))}}}", pattern)
+    return _QUANTIFIED.sub(r"(?:\1)", pattern)
 
 
 def _widen_words(pattern: str) -> str:
@@ -1207,7 +1215,17 @@ def _widen_words(pattern: str) -> str:
 
 
 def _on_match(pattern_id: int, start: int, end: int, flags: int, found: dict) -> None:
-    found[pattern_id] = end
+    ends = found.get(pattern_id)
+    if ends is None:
+        found[pattern_id] = [end]
+    elif end - ends[-1] > _NEXT_WINDOW and len(ends) < _MAX_WINDOWS:
+        ends.append(end)
+
+
+# A later match of one pattern is looked at only if it ends past the window of the one before
+# (whose Python check already saw it); a text gets at most this many windows per pattern.
+_NEXT_WINDOW = 700
+_MAX_WINDOWS = 8
 
 
 _LOOKAROUND = re.compile(r"\(\?(?:<[=!]|[=!])")
@@ -1253,7 +1271,8 @@ MATCHER = _Matcher(
     [f.pattern for f in FAMILIES]
     + list(MARKERS)
     + [_suspect_marker()]
-    + [_native_rule(r.pattern.pattern) for r in _RULES]
+    + [_native_rule(r.pattern.pattern) for r in _RULES],
+    single=frozenset(range(len(FAMILIES), len(FAMILIES) + len(MARKERS) + 1)),
 )
 _N_FAMILIES = len(FAMILIES)
 _ID_HIDDEN, _ID_BLOB, _ID_ESCAPE = (_N_FAMILIES + MARKERS.index(m) for m in MARKERS)
@@ -1297,9 +1316,11 @@ def _unescape(text: str) -> str:
 
 
 def _window(data: bytes, end: int) -> str:
-    # Hyperscan reports the shortest first match ("instr" of "instructions"): the window runs
-    # on past it, for the rest of the word and the words after it ("...I sent").
-    return data[max(0, end - _FAMILY_WINDOW) : end + 80].decode("utf-8", "ignore").lower()
+    # Hyperscan reports the shortest match ("instr" of "instructions"): the window runs on
+    # past it, for the rest of the word and the words after it ("...I sent"), and over the
+    # later matches _on_match skipped because they end within _NEXT_WINDOW of this one.
+    start = max(0, end - _FAMILY_WINDOW)
+    return data[start : end + _NEXT_WINDOW + 80].decode("utf-8", "ignore").lower()
 
 
 def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
@@ -1308,7 +1329,7 @@ def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
     gaps could otherwise backtrack over a whole document) and holds the 120 characters before
     the match that the quoting and negation checks read."""
     signs: dict[str, list[tuple[int, float]]] = {}
-    for i, end in found.items():
+    for i, ends in found.items():
         if i >= _FIRST_RULE_ID:
             rule = _RULES[i - _FIRST_RULE_ID]
             signal, weight, pattern = rule.signal, rule.weight, rule.pattern
@@ -1321,15 +1342,18 @@ def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
             rule = None
         else:
             continue
-        low = _window(data, end)
-        best = 0.0
-        for m in pattern.finditer(low):
-            adjusted = _adjust(rule, low, m) if rule else _adjust_weight(signal, weight, low, m)
-            best = max(best, adjusted)
-            if best >= weight:
-                break
-        if best:
-            signs.setdefault(signal, []).append((end, best))
+        for end in ends:
+            low = _window(data, end)
+            best = 0.0
+            for m in pattern.finditer(low):
+                adjusted = (
+                    _adjust(rule, low, m) if rule else _adjust_weight(signal, weight, low, m)
+                )
+                best = max(best, adjusted)
+                if best >= weight:
+                    break
+            if best:
+                signs.setdefault(signal, []).append((end, best))
     # Matches of one signal that end within _SAME_PHRASE bytes of each other are one phrase
     # that several families and rules know ("ignore all previous instructions" is in five):
     # one sign, its best weight. Only separate phrases count as repeats.
