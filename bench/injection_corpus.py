@@ -34,6 +34,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -421,6 +422,10 @@ def easyjailbreak_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
 # --- benign text: faker (synthetic), package docs, gettext catalogues ------------------------
 
 
+# Fixed bounds: Faker's own defaults are relative to today, which would change the corpus.
+_FIRST_DAY, _LAST_DAY = datetime(2023, 1, 1), datetime(2026, 1, 1)
+
+
 def faker_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
     sys.path.insert(0, str(pkgs))
     try:
@@ -441,7 +446,8 @@ def faker_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
             yield row(email, 0, "faker", "email", lang)
             event = {
                 "title": fake.catch_phrase() if lang == "en" else fake.sentence(nb_words=4),
-                "start": fake.iso8601(), "location": fake.address(),
+                "start": fake.date_time_between(_FIRST_DAY, _LAST_DAY).isoformat(),
+                "location": fake.address(),
                 "participants": [fake.email() for _ in range(3)],
                 "description": fake.paragraph(nb_sentences=3),
             }  # fmt: skip
@@ -461,7 +467,7 @@ def package_doc_rows(pkgs: Path, rng: random.Random) -> Iterator[dict]:
             m for m in Path(site).glob("*.dist-info/METADATA")
             if _norm(m.parent.name.split("-")[0]) in pinned
         ]  # fmt: skip
-    for meta in sorted(metas):
+    for meta in sorted(metas, key=lambda m: (m.parent.name.lower(), str(m))):
         text = meta.read_text(errors="replace")
         head, _, body = text.partition("\n\n")
         if len(body) < 400:
