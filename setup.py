@@ -36,6 +36,8 @@ SERVER_REQUIREMENTS = [
     "msgspec>=0.18,<1",
     # OTLP span source (streams/otlp_*.py): the generated ExportTraceServiceRequest classes.
     "opentelemetry-proto>=1.45,<1.46",
+    # The injection scanner's multi-pattern matcher (detectors/injection_families.py).
+    "hyperscan>=0.7,<0.10",
 ]
 
 

@@ -1,45 +1,63 @@
 """Prompt-injection scanner for the ``content`` of agent steps.
 
 Scores how strongly a piece of text (a web page, an email, a tool result...) looks like it
-tries to steer the agent that reads it: overriding its instructions, hijacking its role,
+tries to steer the agent that reads it: overriding its instructions, addressing it with
+orders hidden in data, hijacking its role with fake turns or chat-template markers,
 extracting secrets or its system prompt, smuggling tool calls, or hiding any of that in
-encodings, invisible characters, lookalike letters or hidden markup.
+escapes, encodings, invisible characters, lookalike letters or hidden markup; in English,
+French, German, Spanish and Chinese (and the basics of a few more languages).
 
-How the work is arranged, cheapest first, because this runs on the stream's hot path:
+How the work is arranged, because this runs on the stream's hot path:
 
-* a pre-filter splits the text into words with ``bytes.translate`` and checks them against
-  the words every rule needs (its ``gate``) plus a handful of marker characters; ordinary
-  text that has none of them is done in a few microseconds without a single regex;
-* non-ASCII text is de-obfuscated first (Unicode tag characters decoded, zero-width
-  characters removed, NFKC, a hand-written confusables map for mixed-script words), and the
-  obfuscation itself is a signal;
-* each rule whose gate is met runs its regex; rules give weights per signal, which combine
-  as a noisy-OR, and the result is raised to a per-trust exponent so external text is
-  weighted up and internal text down;
+* one native pass (Hyperscan, ``MATCHER``) over the text's UTF-8 bytes finds, at once, every
+  phrase family of ``detectors/injection_families.py``, every regex of the rule engine
+  below, and markers of escaped, encoded, hidden or lookalike content. Benign text matches
+  nothing and is done after that pass (~10 µs for 1.4 KB on one core);
+* a text with JSON/HTML/URL escapes is unescaped and matched again; one with invisible or
+  lookalike characters is de-obfuscated (tag characters decoded, zero-width characters
+  removed, NFKC for compatibility letters, a hand-written confusables map for mixed-script
+  words) and matched again, and the obfuscation itself is a signal;
+* each family or rule that matched is checked in Python on a window around its match
+  (quoted as an example? negated? the writer retracting their own words?) and gives a
+  weight to its signal; several matches of one phrase count once; signals combine as a
+  noisy-OR, raised to a per-trust exponent so external text is weighted up and internal
+  text down;
 * base64/hex blobs are decoded and rescanned, hidden HTML/markdown regions are rescanned
   on their own, and texts longer than ``MAX_SCAN_CHARS`` are scanned head and tail only.
 
-Pure Python, no network, no models; the only I/O is :func:`scan_lines` on the streams it
-is handed.
+No network and no models; the only I/O is :func:`scan_lines` on the streams it is handed,
+and the compiled pattern database cached under ``$XDG_CACHE_HOME/tripwire``. Measured on
+public corpora by ``bench/injection_eval.py`` (see detectors/data/README.md).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import html
 import json
+import os
 import re
-import string
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TextIO
+from urllib.parse import unquote
+
+from tripwire.detectors.injection_families import FAMILIES, MARKERS
+
+try:  # the server dependency; the pure-Python fallback gives the same answers, ~50x slower
+    import hyperscan
+except ImportError:  # pragma: no cover - exercised only where no wheel exists
+    hyperscan = None
 
 __all__ = ["HIT_THRESHOLD", "MAX_SCAN_CHARS", "SIGNALS", "ScanResult", "scan_lines", "scan_text"]
 
 # 0.5 sits where one unambiguous sign (e.g. "ignore all previous instructions", a fake
 # <tool_call>) is a hit on its own at partner trust, while one weak sign (a lone zero-width
 # character, "from now on, you ...") is not unless a second sign or external trust backs it.
-# Moving it trades recall for false positives on the labelled set; see detectors/data/README.md.
+# On the public held-out corpora: recall 91.5 % at 0.4 % FPR on benign tool text; 0.4 gives
+# 94 % at 1.9 %, 0.7 gives 85 % at 0.07 % (detectors/data/README.md).
 HIT_THRESHOLD = 0.5
 
 # Longer texts are scanned on their first _HEAD_CHARS and last _TAIL_CHARS: injected
@@ -93,23 +111,14 @@ class ScanResult:
 class _Rule:
     signal: str
     weight: float
-    anchors: tuple[str, ...]
-    # Per further group: its words (checked against the text's word set) and its markers.
-    needs: tuple[tuple[frozenset[str], tuple[str, ...]], ...]
     pattern: re.Pattern[str]
 
 
 def _rule(signal: str, weight: float, gate: str, pattern: str) -> _Rule:
-    """``gate`` is "anchors & group & group...": the regex can only match if one anchor and
-    one item of every further group occur. Items made of letters are whole words; other
-    items are substrings. Anchors should be the rarest necessary words, because any anchor
-    in a text sends it past the pre-filter."""
-    anchors, *groups = (group.split() for group in gate.split(" & "))
-    needs = tuple(
-        (frozenset(i for i in g if i.isalpha()), tuple(i for i in g if not i.isalpha()))
-        for g in groups
-    )
-    return _Rule(signal, weight, tuple(anchors), needs, re.compile(pattern, re.MULTILINE))
+    """``gate`` ("anchors & group & group...") names the words and markers the regex cannot
+    match without. It dispatched the rules in Python before every regex went into the native
+    matcher, which now finds each rule's matches itself; it stays as the rule's summary."""
+    return _Rule(signal, weight, re.compile(pattern, re.MULTILINE))
 
 
 # --- vocabulary shared by several rules ------------------------------------------------------
@@ -760,38 +769,11 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
-def _index() -> tuple[dict[str, tuple[int, ...]], tuple[tuple[str, tuple[int, ...]], ...]]:
-    by_word: dict[str, list[int]] = {}
-    by_marker: dict[str, list[int]] = {}
-    for i, rule in enumerate(_RULES):
-        for anchor in rule.anchors:
-            (by_word if anchor.isalpha() else by_marker).setdefault(anchor, []).append(i)
-    return (
-        {w: tuple(ids) for w, ids in by_word.items()},
-        tuple((m, tuple(ids)) for m, ids in by_marker.items()),
-    )
-
-
-_RULES_BY_WORD, _RULES_BY_MARKER = _index()
-_ANCHOR_WORDS = frozenset(_RULES_BY_WORD)
-
-# Characters every structural sign contains (markup, JSON, fake tool calls, env names,
-# templated URLs, shell pipes); text with none of them and no anchor word skips every regex.
-_MARKER_CHARS = "<{[_=|`~"
-_NOT_MARKER = bytes(i for i in range(256) if chr(i) not in _MARKER_CHARS)
-_ASCII_LETTERS = frozenset(string.ascii_letters.encode())
-# Lower-cases ASCII letters and turns every other byte into a space: split() then gives
-# the words of ASCII text.
-_WORD_TABLE = bytes((i | 0x20) if i in _ASCII_LETTERS else 0x20 for i in range(256))
-
 # --- encoded payloads --------------------------------------------------------------------------
 
-_B64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 # Base64 alphabet to "a", the rest to " ": a run of 24 "a" means a candidate blob, found in
 # about 1 µs for 500 chars against ~8 µs for the equivalent regex search. Case does not
 # matter here, so the lower-cased text serves.
-_B64_TABLE = bytes(0x61 if i in _B64_CHARS else 0x20 for i in range(256))
-_B64_RUN = b"a" * 24
 _B64_BLOB = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{24,}={0,2}")
 _HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}){16,}(?![0-9a-fA-F])")
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -831,7 +813,38 @@ _CONFUSABLES: dict[str, str] = {
     "\u0237": "j", "\u0269": "i",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+# Compatibility letters NFKC folds to ASCII (full-width, mathematical alphanumerics, ligatures,
+# enclosed and super/subscript letters): the only reason to normalise a text, since CJK
+# punctuation (full-width commas and colons in every Chinese sentence), which NFKC also
+# rewrites, hides nothing.
+_COMPAT_LETTERS = re.compile(
+    "[\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\ufb00-\ufb06\u2460-\u24ff\U0001f100-\U0001f1ff"
+    "\u2070-\u209f\u2100-\u214f\u1d00-\u1dbf\u02b0-\u02ff]"
+)
+
+
+def _suspect_marker() -> str:
+    """A byte pattern for any character _deobfuscate acts on, so that the native pass tells
+    whether a non-ASCII text needs it (most French or Chinese text does not; the Python
+    searches cost ~25 µs per KB)."""
+    ranges = [(0x2460, 0x24FF), (0x2070, 0x209F), (0x2100, 0x214F), (0x1D00, 0x1DBF),
+              (0x02B0, 0x02FF), (0xFB00, 0xFB06)]  # fmt: skip
+    chars = set(_ZW_CHARS) | set(_CONFUSABLES)
+    chars.update(chr(c) for lo, hi in ranges for c in range(lo, hi + 1))
+    literals = sorted("".join(f"\\x{b:02x}" for b in c.encode()) for c in chars)
+    return "|".join(
+        [
+            r"\xf3\xa0[\x80\x81][\x80-\xbf]",  # tag characters U+E0000-E007F
+            r"\xef\xbc[\xa1-\xba]|\xef\xbd[\x81-\x9a]",  # full-width Latin letters
+            r"\xf0\x9d[\x90-\x9f][\x80-\xbf]",  # mathematical alphanumerics
+            r"\xf0\x9f[\x84-\x87][\x80-\xbf]",  # enclosed alphanumerics
+            *literals,
+        ]
+    )
+
+
 _HAS_CONFUSABLE = re.compile(f"[{''.join(_CONFUSABLES)}]")
+
 _WORD = re.compile(r"[^\W\d_]+")
 
 # --- hidden markup -----------------------------------------------------------------------------
@@ -873,6 +886,11 @@ _META_CUE = re.compile(
     r"|famous|called|known\s+as|text)\b"
 )
 _QUOTES = "'\"\u201c\u201d\u2018\u2019\u00ab\u00bb`"
+_TITLE_OPENERS = "{([*_#>"
+_CITATION_CUE = re.compile(
+    r"\b(?:arxiv|doi|title|paper|proceedings|attack\s+techniques|attacks|benchmark|dataset"
+    r"|red[\s-]team\w*|probes?|payloads?|jailbreaks|prompt\s+injection)\b"
+)
 _SELF_RETRACTION = re.compile(
     r"\W*(?:i|we)\s+(?:sent|gave|wrote|shared|mentioned|provided|emailed)\b"
 )
@@ -907,61 +925,35 @@ class _Scan:
 
 
 def _adjust(rule: _Rule, low: str, m: re.Match[str]) -> float:
-    weight = rule.weight
-    start = m.start()
-    before = low[max(0, start - 120) : start]
-    if before.rstrip()[-1:] in _QUOTES and before.strip() and _META_CUE.search(before):
-        weight *= 0.4
-    if rule.signal == "instruction_override" and (
-        _OWN_OBJECT.search(m.group(0)) or _SELF_RETRACTION.match(low, m.end())
-    ):
-        # "ignore my previous instructions", "ignore the instructions I sent": the writer
-        # retracting their own words, which business mail does all the time.
-        weight *= 0.4
-    elif rule.signal == "secret_exfiltration" and _NEGATED.search(before[-40:]):
-        # "never share your password", "we will never ask you to send credentials": a
-        # warning against the very act, not a request for it.
-        weight = 0.0
-    elif rule.signal == "tool_smuggling" and m.lastindex:
+    weight = _adjust_weight(rule.signal, rule.weight, low, m)
+    if rule.signal == "tool_smuggling" and m.lastindex and weight:
         if not _DANGEROUS_PARTS.isdisjoint(_NAME_PARTS.split(m.group(1))):
             weight = min(0.95, weight + 0.2)
     return weight
 
 
-def _features(low: str) -> tuple[list[str], bytes, bool]:
-    """Words, marker characters present, and whether a base64-like run of 24+ occurs.
-
-    bytes.translate does the heavy lifting: for ASCII text it yields the word list at a
-    third of the cost of a regex findall, and the other two answers in well under 1 µs.
-    """
-    raw = low.encode("utf-8", "surrogatepass")
-    marks = raw.translate(None, _NOT_MARKER)
-    blob = _B64_RUN in raw.translate(_B64_TABLE)
-    if low.isascii():
-        return raw.translate(_WORD_TABLE).decode("ascii").split(), marks, blob
-    return _WORD.findall(low), marks, blob
-
-
-def _apply_rules(low: str, acc: _Scan, words: set[str] | None = None, marks: bytes = b"") -> None:
-    if words is None:
-        word_list, marks, _ = _features(low)
-        words = set(word_list)
-    candidates: set[int] = set()
-    for word in words & _ANCHOR_WORDS:
-        candidates.update(_RULES_BY_WORD[word])
-    if marks:
-        for marker, ids in _RULES_BY_MARKER:
-            if marker in low:
-                candidates.update(ids)
-    for i in sorted(candidates):
-        rule = _RULES[i]
-        for need_words, need_markers in rule.needs:
-            if need_words.isdisjoint(words) and not (
-                need_markers and any(m in low for m in need_markers)
-            ):
-                break
-        else:
-            _run_rule(rule, low, acc)
+def _adjust_weight(signal: str, weight: float, low: str, m: re.Match[str]) -> float:
+    start = m.start()
+    before = low[max(0, start - 120) : start]
+    if before.rstrip()[-1:] in _QUOTES and before.strip() and _META_CUE.search(before):
+        weight *= 0.4
+    elif before.rstrip()[-1:] in _TITLE_OPENERS and _CITATION_CUE.search(
+        low, max(0, start - 120), m.end() + 120
+    ):
+        # A title or emphasis in writing about attacks: "title = {Ignore Previous Prompt:
+        # Attack Techniques for Language Models}", "**Ignore previous instructions** attacks".
+        weight *= 0.4
+    if signal == "instruction_override" and (
+        _OWN_OBJECT.search(m.group(0)) or _SELF_RETRACTION.match(low, m.end())
+    ):
+        # "ignore my previous instructions", "ignore the instructions I sent": the writer
+        # retracting their own words, which business mail does all the time.
+        weight *= 0.4
+    elif signal == "secret_exfiltration" and _NEGATED.search(before[-40:]):
+        # "never share your password", "we will never ask you to send credentials": a
+        # warning against the very act, not a request for it.
+        weight = 0.0
+    return weight
 
 
 def _run_rule(rule: _Rule, low: str, acc: _Scan) -> None:
@@ -988,7 +980,7 @@ def _deobfuscate(text: str, acc: _Scan) -> str:
         if inside:
             acc.add("zero_width", 0.3 if inside < 3 else 0.4)
         text = _ZW_ANY.sub("", text)
-    if not unicodedata.is_normalized("NFKC", text):
+    if _COMPAT_LETTERS.search(text) and not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
     if _HAS_CONFUSABLE.search(text):
         text = _map_confusables(text, acc)
@@ -1053,7 +1045,7 @@ def _scan_hidden(text: str, acc: _Scan) -> None:
     for region in _hidden_regions(text):
         low = region.lower()
         inner = _Scan()
-        _apply_rules(low, inner)
+        _apply_families(region.encode("utf-8", "replace"), MATCHER.scan(region), inner)
         if inner.weights or (_HIDDEN_WHO.search(low) and _HIDDEN_DO.search(low)):
             acc.add("hidden_markup", 0.55)
             return
@@ -1088,7 +1080,7 @@ def _scan_encoded(text: str, acc: _Scan, depth: int) -> None:
         decoded = _decode_blob(blob[:_MAX_BLOB_CHARS])
         if decoded is None:
             continue
-        inner = _scan(decoded, depth + 1)
+        inner = _scan(decoded, depth + 1, thorough=True)
         inner_raw = inner.raw()
         if inner_raw >= 0.3:
             acc.merge(inner)
@@ -1099,20 +1091,308 @@ def _scan_encoded(text: str, acc: _Scan, depth: int) -> None:
             acc.add("encoded_payload", 0.3)
 
 
-def _scan(text: str, depth: int = 0) -> _Scan:
+class _Matcher:
+    """All of FAMILIES and MARKERS in one Hyperscan database: ``scan`` returns the ids that
+    occur. Family i has id i; marker j has id len(FAMILIES) + j."""
+
+    def __init__(self, patterns: list[str], single: frozenset[int] = frozenset()) -> None:
+        self.patterns = patterns
+        self.fallback: list[re.Pattern[str]] | None = None
+        if hyperscan is None:
+            self.fallback = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in patterns]
+            return
+        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_MULTILINE
+        # Byte semantics throughout: "[^\n]{0,160}" over UTF-8 characters is a bounded repeat
+        # Hyperscan cannot compile, and UTF-8 mode made the pass 5x slower on non-ASCII text.
+        # Over bytes a non-ASCII letter is its UTF-8 sequence (classes holding one are
+        # rewritten as alternations) and a gap of n characters is a gap of up to 3n bytes.
+        # Markers report their first match only; families and rules every match, because a
+        # first match the Python check rejects (a quoted example, "never share your
+        # password") must not hide a later one.
+        all_flags = [
+            flags | hyperscan.HS_FLAG_SINGLEMATCH if i in single else flags
+            for i in range(len(patterns))
+        ]
+        self.db = _cached_database([_bytewise(p) for p in patterns], all_flags)
+
+    def scan(self, text: str) -> dict[int, list[int]]:
+        """{pattern id: byte offsets in ``text.encode()`` where its matches end}, at most
+        _MAX_WINDOWS of them, each more than _NEXT_WINDOW bytes after the one before."""
+        data = text.encode("utf-8", "replace")
+        found: dict[int, list[int]] = {}
+        if self.fallback is not None:
+            for i, p in enumerate(self.fallback):
+                for m in p.finditer(text):
+                    _on_match(i, 0, len(text[: m.end()].encode("utf-8", "replace")), 0, found)
+            return found
+        # "replace": a lone surrogate cannot be encoded; its "?" changes no match.
+        self.db.scan(data, match_event_handler=_on_match, context=found)
+        return found
+
+
+def _cached_database(patterns: list[str], flags: list[int]) -> object:
+    """Compiling the set takes 2-5 s on the shared 2-core machine, once per process: the
+    compiled database is kept in the user's cache directory, keyed by the patterns, flags
+    and Hyperscan version, and loaded in ~10 ms next time. No cache (read-only home...)
+    only costs the compile."""
+    key = hashlib.sha256(
+        repr((patterns, flags, getattr(hyperscan, "__version__", ""))).encode()
+    ).hexdigest()[:20]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "tripwire", f"injection-{key}.hsdb")
+    try:
+        with open(path, "rb") as f:
+            db = hyperscan.loadb(f.read(), hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)
+        return db
+    except Exception:  # noqa: BLE001 - no cache, or a stale or corrupt one: compile instead
+        pass
+    db = hyperscan.Database()
+    db.compile(
+        expressions=[p.encode() for p in patterns],
+        ids=list(range(len(patterns))),
+        elements=len(patterns),
+        flags=flags,
+    )
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(hyperscan.dumpb(db))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return db
+
+
+_CLASS = re.compile(r"\[([^\]\\^]*[^\x00-\x7f][^\]\\]*)\]")
+# A gap of "any character" (".", "[^\n]"...) bounded in characters.
+_CHAR_GAP = re.compile(r"(\.|\[\^[^\]]*\])\{(\d+),(\d+)\}")
+_QUANTIFIED = re.compile(r"([^\x00-\x7f])(?=[?*+{])")
+
+
+def _bytewise(pattern: str) -> str:
+    """``pattern`` for a byte-mode database (the Python regex, run on the match's window,
+    then decides): ``\\w`` also takes any non-ASCII byte (a letter of "sys忽略" is one to
+    Python), ``[üu]`` becomes ``(?:ü|u)``, ``的?`` becomes ``(?:的)?`` and ``.{0,12}``
+    becomes ``.{0,36}``. ``\\b`` keeps its byte meaning: next to a non-ASCII letter it can
+    differ from Python's, which is why texts with such letters first go through
+    _deobfuscate only when they hold lookalikes."""
+    pattern = _widen_words(pattern)
+    # A gap of n characters is up to 3n bytes of CJK text (4n only for emoji, not worth the
+    # larger automaton).
+    pattern = _CHAR_GAP.sub(lambda m: f"{m[1]}{{{m[2]},{3 * int(m[3])}}}", pattern)
+    if pattern.isascii():
+        return pattern
+    pattern = _CLASS.sub(lambda m: "(?:" + "|".join(m.group(1)) + ")", pattern)
+    # A quantifier after a multi-byte letter must apply to all of its bytes.
+    return _QUANTIFIED.sub(r"(?:\1)", pattern)
+
+
+def _widen_words(pattern: str) -> str:
+    out: list[str] = []
+    i, class_start = 0, -1  # index of the open class's first member, -1 outside a class
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            esc = pattern[i : i + 2]
+            if esc == "\\w":
+                out.append("\\w\\x80-\\xff" if class_start >= 0 else "[\\w\\x80-\\xff]")
+
+            else:
+                out.append(esc)
+            i += 2
+            continue
+        if class_start >= 0:
+            if c == "]" and i > class_start:
+                class_start = -1
+        elif c == "[":
+            # A "]" right after "[" or "[^" is a member, not the end.
+            class_start = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _on_match(pattern_id: int, start: int, end: int, flags: int, found: dict) -> None:
+    ends = found.get(pattern_id)
+    if ends is None:
+        found[pattern_id] = [end]
+    elif end - ends[-1] > _NEXT_WINDOW and len(ends) < _MAX_WINDOWS:
+        ends.append(end)
+
+
+# A later match of one pattern is looked at only if it ends past the window of the one before
+# (whose Python check already saw it); a text gets at most this many windows per pattern.
+_NEXT_WINDOW = 700
+_MAX_WINDOWS = 8
+
+
+_LOOKAROUND = re.compile(r"\(\?(?:<[=!]|[=!])")
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _native_rule(pattern: str) -> str:
+    """A rule's regex for Hyperscan: ``\\u2019`` escapes written out, look-arounds dropped
+    (Hyperscan has none; the match it reports is then a superset, which the Python regex,
+    run on the match's window, narrows back)."""
+    pattern = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), pattern)
+    while m := _LOOKAROUND.search(pattern):
+        pattern = pattern[: m.start()] + pattern[_group_end(pattern, m.start()) :]
+    return pattern
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """Index just past the group opening at ``start``, skipping escapes and classes."""
+    depth, i, in_class = 0, start, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(pattern)
+
+
+# One database, in this id order: the families, the markers, the suspect-character marker,
+# then every rule of the rule engine (so a rule runs in Python only where its own regex
+# matched natively, never because a common word of it occurs somewhere in the text).
+MATCHER = _Matcher(
+    [f.pattern for f in FAMILIES]
+    + list(MARKERS)
+    + [_suspect_marker()]
+    + [_native_rule(r.pattern.pattern) for r in _RULES],
+    single=frozenset(range(len(FAMILIES), len(FAMILIES) + len(MARKERS) + 1)),
+)
+_N_FAMILIES = len(FAMILIES)
+_ID_HIDDEN, _ID_BLOB, _ID_ESCAPE = (_N_FAMILIES + MARKERS.index(m) for m in MARKERS)
+_ID_SUSPECT = _N_FAMILIES + len(MARKERS)
+_FIRST_RULE_ID = _ID_SUSPECT + 1
+# The Python form of each family, run only on a text where Hyperscan found that family, to
+# see where it matched (quoted as an example? negated? the writer's own instructions?).
+_FAMILY_RES: dict[int, re.Pattern[str]] = {}
+# Bytes before a family's match end that its Python check reads: the longest family match
+# (two 160-character gaps) plus the 120 characters the quoting check looks back over.
+_FAMILY_WINDOW = 900
+_SAME_PHRASE = 80
+
+_PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
+# (A regex, not str.translate: translate's per-character lookup costs ~50 µs per KB.)
+_ODD_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_BACKSLASH = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[nrt\"'/\\])")
+_BACKSLASH_CHARS = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape(text: str) -> str:
+    """The text as its reader sees it: JSON/YAML/Python string escapes, HTML entities and URL
+    escapes undone, so that ``\\u0069gnore`` or ``&#105;gnore`` match like ``ignore``."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if len(code) > 1:
+            return chr(int(code[1:], 16))
+        return _BACKSLASH_CHARS.get(code, code)
+
+    if "\\" in text:
+        text = _BACKSLASH.sub(one, text)
+    if "&" in text:
+        text = html.unescape(text)
+    if "%" in text and len(_PERCENT.findall(text)) >= 3:
+        # One "%20" in a link changes no word; a run of them can spell one.
+        text = unquote(text)
+    # Unicode spaces (no-break, thin, ideographic...; "&nbsp;" once unescaped) separate words
+    # for Python's \s but not for the native pass's: one kind of space for both.
+    return _ODD_SPACE.sub(" ", text)
+
+
+def _window(data: bytes, end: int) -> str:
+    # Hyperscan reports the shortest match ("instr" of "instructions"): the window runs on
+    # past it, for the rest of the word and the words after it ("...I sent"), and over the
+    # later matches _on_match skipped because they end within _NEXT_WINDOW of this one.
+    start = max(0, end - _FAMILY_WINDOW)
+    return data[start : end + _NEXT_WINDOW + 80].decode("utf-8", "ignore").lower()
+
+
+def _apply_families(data: bytes, found: dict[int, int], acc: _Scan) -> None:
+    """Weigh each family and rule Hyperscan found, looking at its match with Python ``re`` in
+    a window that ends where Hyperscan's first match ended: the window bounds the work (word
+    gaps could otherwise backtrack over a whole document) and holds the 120 characters before
+    the match that the quoting and negation checks read."""
+    signs: dict[str, list[tuple[int, float]]] = {}
+    for i, ends in found.items():
+        if i >= _FIRST_RULE_ID:
+            rule = _RULES[i - _FIRST_RULE_ID]
+            signal, weight, pattern = rule.signal, rule.weight, rule.pattern
+        elif i < _N_FAMILIES:
+            family = FAMILIES[i]
+            signal, weight = family.signal, family.weight
+            pattern = _FAMILY_RES.get(i)
+            if pattern is None:
+                pattern = _FAMILY_RES[i] = re.compile(family.pattern, re.I | re.M)
+            rule = None
+        else:
+            continue
+        for end in ends:
+            low = _window(data, end)
+            best = 0.0
+            for m in pattern.finditer(low):
+                adjusted = (
+                    _adjust(rule, low, m) if rule else _adjust_weight(signal, weight, low, m)
+                )
+                best = max(best, adjusted)
+                if best >= weight:
+                    break
+            if best:
+                signs.setdefault(signal, []).append((end, best))
+    # Matches of one signal that end within _SAME_PHRASE bytes of each other are one phrase
+    # that several families and rules know ("ignore all previous instructions" is in five):
+    # one sign, its best weight. Only separate phrases count as repeats.
+    for signal, found_signs in signs.items():
+        found_signs.sort()
+        last_end, best = found_signs[0]
+        for end, weight in found_signs[1:]:
+            if end - last_end <= _SAME_PHRASE:
+                best = max(best, weight)
+            else:
+                acc.add(signal, best)
+                best = weight
+            last_end = end
+        acc.add(signal, best)
+
+
+def _scan(text: str, depth: int = 0, thorough: bool = False) -> _Scan:
+    """``thorough``: look for hidden regions even without a hidden-style marker (decoded
+    blobs)."""
     acc = _Scan()
-    if not text.isascii():
+    ids = MATCHER.scan(text)
+    if _ID_ESCAPE in ids:
+        unescaped = _unescape(text)
+        if unescaped != text:
+            text = unescaped
+            ids = MATCHER.scan(text)
+    if _ID_SUSPECT in ids:
         text = _deobfuscate(text, acc)
-    low = text.lower()
-    words, marks, blob = _features(low)
-    # The pre-filter: no anchor word, no marker character, no blob, nothing de-obfuscated
-    # means no rule can fire, and most benign text stops here without running a regex.
-    if not (marks or blob or acc.weights) and _ANCHOR_WORDS.isdisjoint(words):
+        ids = MATCHER.scan(text)
+        ids.pop(_ID_SUSPECT, None)
+    # The pre-filter: no family, no marker of hidden, encoded or template content, nothing
+    # de-obfuscated: most benign text stops here after one native pass over its bytes.
+    ids.pop(_ID_ESCAPE, None)
+    if not ids and not acc.weights:
         return acc
-    _apply_rules(low, acc, set(words), marks)
-    if b"<" in marks or b"[" in marks:
+    _apply_families(text.encode("utf-8", "replace"), ids, acc)
+    if _ID_HIDDEN in ids or ((thorough or acc.weights) and "<" in text):
         _scan_hidden(text, acc)
-    if blob and depth < _MAX_DECODE_DEPTH:
+    if _ID_BLOB in ids and depth < _MAX_DECODE_DEPTH:
         _scan_encoded(text, acc, depth)
     return acc
 
