@@ -49,7 +49,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import Producer
 
 from tripwire.bench.backlogs import single_event_records, write_records
 from tripwire.bench.worker_process import (
@@ -344,6 +343,10 @@ async def replay(bootstrap: str, load: list[tuple[float, int, bytes]]) -> None:
     machines, and aiokafka's Python per record took CPU here that the pipeline under test
     would otherwise have had.
     """
+    try:
+        from confluent_kafka import Producer
+    except ImportError as exc:  # the bench extra; `tripwire --help` must not need it
+        raise SystemExit("tripwire bench needs librdkafka: pip install 'tripwire[bench]'") from exc
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "compression.type": "lz4",
                   "enable.idempotence": False})
     try:

@@ -46,6 +46,15 @@ def _new_offset(self: Consumer, tp: Any) -> int | None:
     Faust's own rule tolerates a one-record gap at the head and commits blind while the
     position is unknown; either can commit past a record that was never stored (seen in
     tests: up to 146 events lost after a SIGKILL and restart).
+
+    Offsets that will never arrive (a transactional producer's commit markers, a compacted
+    log's holes) must not stall the partition, so like Faust's rule this one fills the run
+    with the offsets Faust recorded in ``_gap`` when the fetched sequence jumped over them.
+    Faust's gap interval also covers the record that arrived after the jump (``_add_gap(tp,
+    last + 1, offset)`` adds ``[last + 1, offset + 1)``), and a commit can run before that
+    record is handled, so a gap offset only counts once a later record has been acked and no
+    record delivered at that offset is still unacked: Kafka delivers a partition in order, so
+    by then anything at that offset would have been seen.
     """
     if tp.topic not in _guarded_topics:
         return _original_new_offset(self, tp)
@@ -64,15 +73,45 @@ def _new_offset(self: Consumer, tp: Any) -> int | None:
         del acked[:below]
         if not acked:
             return None
-    if acked[0] != committed:
+    fillers = _never_arriving(self, tp, committed, acked[-1])
+    position = committed
+    taken = 0
+    while True:
+        if taken < len(acked) and acked[taken] == position:
+            taken += 1
+        elif position in fillers:
+            pass
+        else:
+            break
+        position += 1
+    if position == committed:
         return None
-    end = 1
-    while end < len(acked) and acked[end] == acked[end - 1] + 1:
-        end += 1
-    run = acked[:end]
-    del acked[:end]
+    run = acked[:taken]
+    del acked[:taken]
     self._acked_index[tp].difference_update(run)
-    return run[-1] + 1
+    if fillers:
+        self._gap[tp].chop(0, position)
+    return position
+
+
+def _never_arriving(consumer: Consumer, tp: Any, committed: int, last_acked: int) -> set[int]:
+    """Gap offsets between the committed position and the last ack that no record holds.
+
+    Faust's ``_add_gap`` starts a gap no lower than ``committed + 1`` (it reads the committed
+    offset as the last one handled, but it is the next one to read), so a jump over the record
+    at the committed position itself is recorded from the one after it. A gap that starts
+    exactly there is therefore taken to start one lower; the record at the committed position,
+    if it was delivered, is still acked or unacked, and is then not filled.
+    """
+    gap = consumer._gap.get(tp)
+    if not gap:
+        return set()
+    fillers = {o for iv in gap.overlap(committed, last_acked + 1)
+               for o in range(max(iv.begin - (iv.begin == committed + 1), committed),
+                              min(iv.end, last_acked))}
+    if fillers:
+        fillers -= {m.offset for m in consumer._unacked_messages if m.tp == tp}
+    return fillers
 
 
 def stored(tp: Any, offset: int) -> None:
@@ -144,6 +183,16 @@ class CommitGapHealer:
             if head <= committed:
                 self._seen.pop(tp, None)
                 continue
+            earliest = (await consumer.earliest_offsets(tp))[tp]
+            if committed < earliest <= head:
+                # Retention deleted the records from the committed position on: they will
+                # never arrive, and seeking back to them lands on the log start anyway.
+                log.warning("%s: committed offset %d is below the log start %d; records in "
+                            "between were deleted by retention", tp, committed, earliest)
+                committed_by_tp[tp] = committed = earliest
+                if head <= committed:
+                    self._seen.pop(tp, None)
+                    continue
             gap = (committed, head)
             if self._seen.get(tp) != gap:
                 self._seen[tp] = gap  # may still fill by itself: look again next time
