@@ -96,8 +96,8 @@ def run_sql_in_subprocess(dsn: str, sql: str, timeout: float = 120) -> str:
     """
     code = (
         "import sys\n"
-        "from sinks.clickhouse import connect\n"
-        "from sinks.tabsep import run_sql\n"
+        "from tripwire.sinks.clickhouse import connect\n"
+        "from tripwire.sinks.tabsep import run_sql\n"
         "run_sql(connect(sys.argv[1]), sys.argv[2], sys.stdout)\n"
     )
     done = subprocess.run(

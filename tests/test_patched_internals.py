@@ -15,7 +15,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from tripwire.streams import ack_guard
+from tripwire.streams import ack_guard, consumer_fetch
 
 TESTED = {"faust-streaming": "0.15.", "aiokafka": "0.14.", "mode-streaming": "0.7."}
 
@@ -31,23 +31,25 @@ def test_installed_minor_is_the_tested_one(dist: str) -> None:
         "tests/test_ack_guard.py and this file, then widen the pin in setup.py")
 
 
+# Faust's own methods, as kept by the patches (another test may have installed them already).
+FAUST_ACK = ack_guard._original_ack
+FAUST_NEW_OFFSET = ack_guard._original_new_offset
+FAUST_WORKER_CONSUMER = consumer_fetch._original
+
+
 def test_consumer_ack_signature_and_bookkeeping() -> None:
-    # Faust's own methods, as ack_guard saved them: once a test (or an app) installed the
-    # guard, Consumer.ack and Consumer._new_offset are the guard's.
-    ack = ack_guard._original_ack
-    assert list(inspect.signature(ack).parameters) == ["self", "message"], (
+    assert list(inspect.signature(FAUST_ACK).parameters) == ["self", "message"], (
         "Consumer.ack(self, message) changed: streams/ack_guard.py wraps it")
-    src = _source(ack)
+    src = _source(FAUST_ACK)
     for name in ("message.acked", "_committed_offset", "_acked_index", "_acked",
                  "_unacked_messages", "_n_acked", "_waiting_for_ack", "acks_enabled_for"):
         assert name in src, f"Consumer.ack no longer uses {name}: re-check ack_guard._ack"
 
 
 def test_consumer_new_offset_signature_and_gap_rule() -> None:
-    new_offset = ack_guard._original_new_offset
-    assert list(inspect.signature(new_offset).parameters) == ["self", "tp"], (
+    assert list(inspect.signature(FAUST_NEW_OFFSET).parameters) == ["self", "tp"], (
         "Consumer._new_offset(self, tp) changed: streams/ack_guard.py replaces it")
-    assert "_gap" in _source(new_offset), (
+    assert "_gap" in _source(FAUST_NEW_OFFSET), (
         "Consumer._new_offset no longer merges _gap: re-check ack_guard._never_arriving")
     init = _source(Consumer.__init__)
     for name in ("_acked", "_acked_index", "_committed_offset", "_gap", "_unacked_messages"):
@@ -71,7 +73,8 @@ def test_consumer_methods_the_gap_healer_calls() -> None:
 
 
 def test_worker_consumer_factory_and_fetch_wait() -> None:
-    factory = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+    factory = FAUST_WORKER_CONSUMER
+    assert hasattr(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer")
     assert list(inspect.signature(factory).parameters) == ["self", "transport"], (
         "AIOKafkaConsumerThread._create_worker_consumer changed: consumer_fetch.py wraps it")
     assert "fetch_max_wait_ms" in _source(factory)
