@@ -17,8 +17,6 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import Producer
-
 from tripwire.schemas import topics
 from tripwire.schemas.codec import StepBatchCodec
 
@@ -42,6 +40,10 @@ def single_event_records(events: Iterable[Mapping[str, Any]],
 def write_records(bootstrap: str, records: Iterable[tuple[bytes, bytes]], shape: str,
                   topic: str = topics.STEPS) -> int:
     """Write keyed records as fast as the broker takes them; the number written."""
+    try:
+        from confluent_kafka import Producer
+    except ImportError as exc:  # the bench extra; `tripwire --help` must not need it
+        raise SystemExit("tripwire bench needs librdkafka: pip install 'tripwire[bench]'") from exc
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                   "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
                   "batch.num.messages": 10_000})

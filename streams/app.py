@@ -3,8 +3,9 @@
 Built by a factory rather than at import time because the app's broker, partition count,
 policy and sinks come from validated settings.
 
-One agent consumes ``agent-steps`` in small batches (``stream_batch_records`` /
-``stream_batch_seconds``) so a tripped breaker is published within tens of milliseconds:
+``agent-steps`` is taken a whole fetch at a time below Faust's per-record delivery
+(``streams/step_feed.py``, at most about ``stream_batch_records`` at once, never waiting to
+fill a batch) so a tripped breaker is published within tens of milliseconds:
 
     decode once -> dead letters -> detectors + breaker per agent (state marked dirty)
     -> controls + detections published and flushed -> rows handed to the SinkBuffer.
@@ -223,8 +224,8 @@ class TripwireApp:
         if result.dead:
             log.warning("dead-lettered %d: first reason: %s", len(result.dead),
                         result.dead[0].reason)
-        # The records, not the decoded events: the ClickHouse writer decodes them again in its
-        # own process (where that costs the detection loop nothing) and stores the same events.
+        # StepBatch records as they are (the ClickHouse writer decodes them again, straight into
+        # columns, in its own process); the events of the rest as the rows decoded here.
         await self.sink.add(result.stored, result.accepted, dets, controls, acks)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:

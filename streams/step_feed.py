@@ -23,7 +23,7 @@ partition back to its committed offset, so it is fetched again. Re-fetched recor
 already handled are deduplicated by the per-agent applied offsets and by the sink.
 
 Pinned to faust-streaming 0.15.x on aiokafka 0.14.x: this relies on ``Consumer``'s
-``_wait_next_records``, ``_read_offset``, ``_acked``, ``_acked_index``,
+``_wait_next_records``, ``_read_offset``, ``_add_gap``, ``_acked``, ``_acked_index``,
 ``_committed_offset``, ``flow_active`` and the app's ``consumer_generation_id``;
 ``tests/test_faust_contract.py`` checks each one, so an upgrade fails there first.
 """
@@ -115,6 +115,8 @@ class StepFeed:
                 recs = [r for r in recs if r.offset >= r_offset]
                 if not recs:
                     continue
+            if r_offset and recs[-1].offset - r_offset > len(recs):
+                await _record_gaps(consumer, tp, r_offset, recs)
             read_offset[tp] = recs[-1].offset
             taken[tp] = recs
         if taken:
@@ -126,6 +128,17 @@ async def _wait_next_records(self: Consumer, timeout: float) -> tuple[Any, Any]:
     if records and _feed is not None:
         await _feed._offer(self, records, active)
     return records, active
+
+
+async def _record_gaps(consumer: Consumer, tp: Any, last: int, records: list[Any]) -> None:
+    """Tell Faust about offsets the fetch jumped over (transaction markers, compacted holes),
+    as its own fetch loop does, so the ack guard can commit across them. Unlike Faust's
+    interval, this one stops before the record after the jump: that record is delivered, and
+    only an ack may count it."""
+    for r in records:
+        if r.offset - last > 1:
+            await consumer._add_gap(tp, last + 1, r.offset - 1)
+        last = r.offset
 
 
 def current(consumer: Consumer, generation: int) -> bool:
