@@ -368,6 +368,10 @@ class TripwireApp:
                 # the per-agent fan-out after it only updates the breakers this worker holds.
                 c = await self.publish_scoped(
                     self.scope_writer.for_command(command, m.partition, now))
+                if c:
+                    # Operator commands are rare and a kill must not sit in a send buffer
+                    # behind the stream's traffic: hand it to the broker now.
+                    await self.app.producer.flush()
                 d: list[dict] = []
                 if command_scope(command) is None:
                     result = self.processor.apply_command(command, m.partition, m.offset, now)

@@ -98,3 +98,28 @@ def test_bad_windows_and_scopes_are_refused() -> None:
     assert Scope.from_key("fleet") == Scope()
     assert Scope.from_key(Scope(agent_id="a", agent_version="2").key()) == \
         Scope(agent_id="a", agent_version="2")
+
+
+def test_cli_scope_evidence(fleet, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from tripwire.dashboards import commands
+
+    parser = argparse.ArgumentParser(prog="tripwire")
+    commands.add_parsers(parser.add_subparsers(dest="command", required=True))
+    dsn = fleet[0]
+    args = parser.parse_args(["evidence", "--scope", "fleet", "--since", str(FROM_MS),
+                              "--until", str(END_MS), "--clickhouse-url", dsn])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out.startswith("# Incident evidence: scope `fleet`")
+    args = parser.parse_args(["evidence", "--scope", "action_class=money", "--since",
+                              str(FROM_MS), "--format", "json", "--clickhouse-url", dsn])
+    assert args.handler(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "scope" and doc["summary"]["scope"] == "action_class=money"
+    assert all(s["action_class"] == "money" for s in doc["steps"])
+    args = parser.parse_args(["evidence", "--scope", "team=x", "--since", str(FROM_MS),
+                              "--clickhouse-url", dsn])
+    assert args.handler(args) == 2
+    args = parser.parse_args(["evidence", "--scope", "fleet", "--clickhouse-url", dsn])
+    assert args.handler(args) == 2
