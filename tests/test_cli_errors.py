@@ -98,7 +98,7 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
     ("pin/duration", ["pin", "agent-1", "read_only", "--for", "soon", "--reason", "x"], KEYS,
      ("duration 'soon'",)),
     ("status/last", ["status", "--last", "many"], {}, ("--last", "invalid int")),
-    ("release/no-agent", ["release", "--reason", "x"], {}, ("agent",)),
+    ("release/no-agent", ["release", "--reason", "x"], {}, ("AGENT or --all",)),
     ("evidence/neither", ["evidence"], {}, ("RUN_ID or --agent",)),
     ("evidence/since", ["evidence", "--agent", "a", "--since", "yesterday-ish"],
      {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, ("yesterday-ish",)),
