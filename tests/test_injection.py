@@ -552,9 +552,11 @@ _FRAGMENTS = st.sampled_from(
 @given(st.lists(_FRAGMENTS, min_size=1, max_size=12).map("".join))
 def test_native_matcher_agrees_with_python_re_on_families(text: str):
     """Hyperscan (bytes, rewritten classes and gaps) against each family's Python regex: the
-    same on ASCII text; on other text the native pass may find more (a CJK letter is not a
-    word character to bytes, so "略Ignorez" has a word boundary natively), never less, and
-    the Python check on the match's window decides."""
+    native pass may find more, never less, and the Python check on the match's window
+    decides. More happens on other text than ASCII (a CJK letter is not a word character to
+    bytes, so "略Ignorez" has a word boundary natively) and where a bounded gap is matched
+    from a word the Python search passes over: "message from me, <80+ characters> to
+    x@example.com" (found by this test)."""
     import re
 
     from tripwire.detectors.injection import MATCHER
@@ -562,10 +564,7 @@ def test_native_matcher_agrees_with_python_re_on_families(text: str):
 
     want = {i for i, f in enumerate(FAMILIES) if re.search(f.pattern, text, re.IGNORECASE | re.M)}
     native = {i for i in MATCHER.scan(text) if i < len(FAMILIES)}
-    if text.isascii():
-        assert native == want
-    else:
-        assert native >= want
+    assert native >= want
 
 
 @settings(max_examples=200, deadline=None)
