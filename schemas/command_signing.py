@@ -178,6 +178,18 @@ def _signature_headers(key_id: str, agent_key: Secret, message: bytes) -> list[t
     return [(KEY_ID_HEADER, key_id.encode("utf-8")), (SIGNATURE_HEADER, signature.encode())]
 
 
+def _sign_for_agent(
+    record: Mapping[str, Any], key_id: str, master_secret: Secret,
+    canonical: Callable[[Mapping[str, Any], str], bytes],
+) -> list[tuple[str, bytes]]:
+    """Headers for a record signed for one agent (controls, approval decisions): the MAC of
+    ``canonical(record, key_id)`` under the key derived for the record's ``agent_id``."""
+    if not key_id:
+        raise ValueError("key_id must be a non-empty string")
+    agent_key = derive_agent_key(master_secret, record["agent_id"])
+    return _signature_headers(key_id, agent_key, canonical(record, key_id))
+
+
 def _read_signature_headers(
     headers: Sequence[tuple[str, bytes]] | None,
 ) -> tuple[str, str] | str:
@@ -371,10 +383,7 @@ def sign_control(
     control: Mapping[str, Any], key_id: str, master_secret: Secret
 ) -> list[tuple[str, bytes]]:
     """Kafka headers that authenticate ``control``; the worker adds them to the record."""
-    if not key_id:
-        raise ValueError("key_id must be a non-empty string")
-    agent_key = derive_agent_key(master_secret, control["agent_id"])
-    return _signature_headers(key_id, agent_key, canonical_control_bytes(control, key_id))
+    return _sign_for_agent(control, key_id, master_secret, canonical_control_bytes)
 
 
 class ControlVerifier:
@@ -458,10 +467,7 @@ def sign_approval_decision(
     decision: Mapping[str, Any], key_id: str, master_secret: Secret
 ) -> list[tuple[str, bytes]]:
     """Kafka headers that authenticate ``decision`` to the asking agent's guard."""
-    if not key_id:
-        raise ValueError("key_id must be a non-empty string")
-    agent_key = derive_agent_key(master_secret, decision["agent_id"])
-    return _signature_headers(key_id, agent_key, canonical_decision_bytes(decision, key_id))
+    return _sign_for_agent(decision, key_id, master_secret, canonical_decision_bytes)
 
 
 def verify_approval_decision(
