@@ -50,13 +50,9 @@ async def set_mode(bootstrap: str, topic: str, agent: str, mode: str) -> None:
         await producer.stop()
 
 
-def guard(broker, topic: str, agent: str, **options: Any) -> AsyncGuard:
-    keys = {KEY[0]: derive_agent_key(KEY[1], agent)}
-    return AsyncGuard(broker.bootstrap, agent, topic=topic, control_keys=keys, **options)
-
-
-async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(broker, topics):
-    agent = f"agent-{uuid.uuid4().hex[:8]}"
+async def recording_inbox(broker, topic: str, agent: str) -> tuple[Inbox, list[dict[str, Any]]]:
+    """A started inbox whose stored decisions land in the returned list, and ``agent`` set to
+    approve_to_act."""
     stored: list[dict[str, Any]] = []
 
     async def store(row: dict[str, Any]) -> None:
@@ -64,7 +60,18 @@ async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(brok
 
     inbox = Inbox(broker.bootstrap, store_decision=store, control_key=KEY)
     await inbox.start()
-    await set_mode(broker.bootstrap, topics, agent, "approve_to_act")
+    await set_mode(broker.bootstrap, topic, agent, "approve_to_act")
+    return inbox, stored
+
+
+def guard(broker, topic: str, agent: str, **options: Any) -> AsyncGuard:
+    keys = {KEY[0]: derive_agent_key(KEY[1], agent)}
+    return AsyncGuard(broker.bootstrap, agent, topic=topic, control_keys=keys, **options)
+
+
+async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(broker, topics):
+    agent = f"agent-{uuid.uuid4().hex[:8]}"
+    inbox, stored = await recording_inbox(broker, topics, agent)
     ran: list[dict] = []
     sink = ListSink()
     async with guard(broker, topics, agent) as g:
@@ -166,14 +173,7 @@ async def _read_steps(bootstrap: str, agent: str) -> list[dict[str, Any]]:
 
 async def test_an_unanswered_request_expires_as_a_decline(broker, topics):
     agent = f"agent-{uuid.uuid4().hex[:8]}"
-    stored: list[dict[str, Any]] = []
-
-    async def store(row: dict[str, Any]) -> None:
-        stored.append(row)
-
-    inbox = Inbox(broker.bootstrap, store_decision=store, control_key=KEY)
-    await inbox.start()
-    await set_mode(broker.bootstrap, topics, agent, "approve_to_act")
+    inbox, stored = await recording_inbox(broker, topics, agent)
     async with guard(broker, topics, agent, approval_timeout_s=1.0) as g:
         assert await g.wait_for_mode("approve_to_act")
         with pytest.raises(ToolRefused, match="expired"):
