@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,27 @@ def worker_env(bootstrap: str, data_dir: Path, partitions: int = 8, **extra: str
     )
     env.update(extra)
     return env
+
+
+def signed_worker_env(bootstrap: str, data_dir: Path, partitions: int,
+                      operator_key: tuple[str, str], control_key: tuple[str, str],
+                      **extra: str) -> dict[str, str]:
+    """:func:`worker_env` for a worker that accepts commands signed with ``operator_key``
+    (id, secret) and signs controls with ``control_key`` (id, master secret)."""
+    return worker_env(
+        bootstrap, data_dir, partitions,
+        TRIPWIRE_OPERATOR_KEYS=json.dumps({operator_key[0]: operator_key[1]}),
+        TRIPWIRE_CONTROL_KEY_ID=control_key[0],
+        TRIPWIRE_CONTROL_KEYS=json.dumps({control_key[0]: control_key[1]}),
+        **extra,
+    )
+
+
+def operator_cli_env(env: dict[str, str], operator_key: tuple[str, str],
+                     operator: str = "alice") -> dict[str, str]:
+    """``env`` plus what the ``tripwire`` CLI needs to sign commands as ``operator``."""
+    return env | {"TRIPWIRE_OPERATOR": operator, "TRIPWIRE_OPERATOR_KEY_ID": operator_key[0],
+                  "TRIPWIRE_OPERATOR_KEY": operator_key[1]}
 
 
 class WorkerProcess:

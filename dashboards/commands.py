@@ -14,7 +14,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tripwire.dashboards.evidence import Evidence
+    from tripwire.dashboards.scope_evidence import ScopeEvidence
 
 DEFAULT_PORT = 8080
 
@@ -98,6 +102,12 @@ def evidence_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         client.close()
+    return _write_evidence(ev, args)
+
+
+def _write_evidence(ev: Evidence | ScopeEvidence, args: argparse.Namespace) -> int:
+    """Run, agent and scope evidence alike: ``--format`` json or Markdown, to ``--output``
+    or stdout."""
     text = (json.dumps(ev.to_json(), indent=2, ensure_ascii=False) + "\n"
             if args.format == "json" else ev.to_markdown())
     if args.output:
@@ -135,13 +145,7 @@ def scope_evidence_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         client.close()
-    text = (json.dumps(ev.to_json(), indent=2, ensure_ascii=False) + "\n"
-            if args.format == "json" else ev.to_markdown())
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _write_evidence(ev, args)
 
 
 def dashboard_command(args: argparse.Namespace) -> int:

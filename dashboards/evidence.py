@@ -129,7 +129,7 @@ def run_evidence(client: Client, run_id: str) -> Evidence:
     if not steps:
         raise EvidenceNotFound(f"no steps stored for run {run_id!r}")
     agent = steps[0]["agent_id"]
-    lo, hi = _ms(min(s["ts"] for s in steps)), _ms(max(s["ts"] for s in steps)) + 1
+    lo, hi = epoch_ms(min(s["ts"] for s in steps)), epoch_ms(max(s["ts"] for s in steps)) + 1
     ev = Evidence("run", {"run_id": run_id, "agent_id": agent}, steps)
     _add_context(client, ev, agent, lo, hi, run_id)
     return ev
@@ -141,7 +141,7 @@ def _run_steps(client: Client, run_id: str) -> list[dict[str, Any]]:
         where = located[0]
         steps = run_query(client, "evidence_run_steps_located", {
             "run_id": run_id, "agent": where["agent_id"],
-            "from_ms": _ms(where["first_ts"]), "to_ms": _ms(where["last_ts"]),
+            "from_ms": epoch_ms(where["first_ts"]), "to_ms": epoch_ms(where["last_ts"]),
         }).records()
         # The rollup only knows steps stored after it was created: if it does not account
         # for them all, read the run the slow, complete way.
@@ -156,7 +156,7 @@ def agent_evidence(client: Client, agent_id: str, from_ms: int, to_ms: int) -> E
         raise ValueError("--until must be after --since")
     steps = run_query(client, "evidence_agent_steps",
                       {"agent": agent_id, "from_ms": from_ms, "to_ms": to_ms}).records()
-    scope = {"agent_id": agent_id, "since": _dt(from_ms), "until": _dt(to_ms)}
+    scope = {"agent_id": agent_id, "since": utc_datetime(from_ms), "until": utc_datetime(to_ms)}
     ev = Evidence("agent", scope, steps)
     _add_context(client, ev, agent_id, from_ms, to_ms, "")
     return ev
@@ -179,17 +179,19 @@ def _distinct(steps: list[dict[str, Any]], key: str) -> list[str]:
     return sorted({s[key] for s in steps if s[key]})
 
 
-def _ms(ts: datetime) -> int:
+def epoch_ms(ts: datetime) -> int:
+    """Epoch milliseconds of a ClickHouse DateTime64 (naive ones are UTC)."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return int(ts.timestamp() * 1000)
 
 
-def _dt(ms: int) -> datetime:
+def utc_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _time(ts: Any) -> str:
+def time_text(ts: Any) -> str:
+    """A timestamp as the evidence reports print it: UTC to the millisecond."""
     if not isinstance(ts, datetime):
         return "" if ts is None else str(ts)
     return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
@@ -215,7 +217,7 @@ class _Markdown:
             self.line(f"# Incident evidence: run `{ev.scope['run_id']}`")
         else:
             self.line(f"# Incident evidence: agent `{ev.scope['agent_id']}` "
-                      f"{_time(ev.scope['since'])} → {_time(ev.scope['until'])} UTC")
+                      f"{time_text(ev.scope['since'])} → {time_text(ev.scope['until'])} UTC")
         self.line("")
         self.line(f"Agent **{', '.join(s['agents']) or ev.scope.get('agent_id')}** · version "
                   f"{', '.join(s['agent_versions']) or '?'} · workflow "
@@ -251,7 +253,7 @@ class _Markdown:
                            + [m["mode"] if m["scope"] == "agent" else f"(run {m['mode']})"
                               for m in self.ev.mode_changes]) if self.ev.mode_changes else "none"
         self.table(["", ""], [
-            ["Time (UTC)", f"{_time(s['first_ts'])} → {_time(s['last_ts'])}"],
+            ["Time (UTC)", f"{time_text(s['first_ts'])} → {time_text(s['last_ts'])}"],
             ["Runs", f"{s['runs']} ({_counts(s['run_outcomes'])})"],
             ["Steps", f"{s['steps']} ({_counts(s['steps_by_kind'])})"],
             ["Tool calls that ran", _counts(s["tool_calls_by_class"])],
@@ -280,7 +282,7 @@ class _Markdown:
         self.table(
             ["time", "run", "step", "tool", "class", "status", "approved by", "params_hash",
              "event_id"],
-            [[_time(r["ts"]), r["run_id"][:8], r["step"], r["tool"], r["action_class"],
+            [[time_text(r["ts"]), r["run_id"][:8], r["step"], r["tool"], r["action_class"],
               r["status"], r["approved_by"] or "", r["params_hash"][:12], r["event_id"]]
              for r in rows],
         )
@@ -295,7 +297,7 @@ class _Markdown:
             return
         self.table(
             ["time", "run", "step", "tool", "class", "blocked by"],
-            [[_time(r["ts"]), r["run_id"][:8], r["step"], r["tool"], r["action_class"],
+            [[time_text(r["ts"]), r["run_id"][:8], r["step"], r["tool"], r["action_class"],
               f"policy {r['policy_outcome']} ({r['policy_rule']})"
               if r["kind"] == "policy_decision" else f"approver {r['approver']} rejected"]
              for r in rows],
@@ -309,7 +311,7 @@ class _Markdown:
             self.table(
                 ["time", "severity", "detector", "metric", "value", "threshold", "message",
                  "detection_id"],
-                [[_time(d["ts"]), d["severity"], d["detector"], d["metric"], f"{d['value']:g}",
+                [[time_text(d["ts"]), d["severity"], d["detector"], d["metric"], f"{d['value']:g}",
                   f"{d['threshold']:g}", d["message"], d["detection_id"]] for d in rows],
             )
         else:
@@ -323,7 +325,7 @@ class _Markdown:
         if rows:
             self.table(
                 ["time", "seq", "scope", "from", "to", "rule", "source", "reason"],
-                [[_time(m["issued_at"]), m["seq"],
+                [[time_text(m["issued_at"]), m["seq"],
                   m["scope"] + (f" {m['run_id'][:8]}" if m["run_id"] else ""),
                   m["previous_mode"], m["mode"], m["rule"], m["source"], m["reason"]]
                  for m in rows],
@@ -341,7 +343,7 @@ class _Markdown:
         if rows:
             self.table(
                 ["received", "operator", "action", "mode", "outcome", "reason"],
-                [[_time(c["received_at"]), c["operator"], c["action"], c["mode"],
+                [[time_text(c["received_at"]), c["operator"], c["action"], c["mode"],
                   c["outcome"] + (f" ({c['reject_reason']})" if c["reject_reason"] else ""),
                   c["reason"]] for c in rows],
             )
@@ -355,7 +357,7 @@ class _Markdown:
         self.table(
             ["time", "run", "step", "kind", "tool", "class", "policy", "status", "cost",
              "latency ms", "detail"],
-            [[_time(s["ts"]), s["run_id"][:8], s["step"], s["kind"], s["tool"],
+            [[time_text(s["ts"]), s["run_id"][:8], s["step"], s["kind"], s["tool"],
               s["action_class"], _policy(s), s["status"] or s["outcome"],
               f"{s['cost_usd']:.4f}" if s["cost_usd"] else "",
               "" if s["latency_ms"] is None else s["latency_ms"], _detail(s)]

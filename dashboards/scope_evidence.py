@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from tripwire.dashboards.evidence import SIDE_EFFECT_CLASSES
+from tripwire.dashboards.evidence import (
+    SIDE_EFFECT_CLASSES,
+    epoch_ms,
+    time_text,
+    utc_datetime,
+)
 from tripwire.dashboards.runner import json_value, run_query
 from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.sdk.scopes import CallContext, Scope
@@ -49,8 +53,8 @@ class ScopeEvidence:
     def summary(self) -> dict[str, Any]:
         return {
             "scope": self.scope.key(),
-            "since": _dt(self.from_ms),
-            "until": _dt(self.to_ms),
+            "since": utc_datetime(self.from_ms),
+            "until": utc_datetime(self.to_ms),
             "agents": sorted({s["agent_id"] for s in self.steps}),
             "steps": len(self.steps),
             "side_effects": {k: len(v) for k, v in self.side_effects.items()},
@@ -70,47 +74,46 @@ class ScopeEvidence:
 
     def to_markdown(self) -> str:
         s = self.summary()
-        out = [f"# Incident evidence: scope `{s['scope']}` {_time(s['since'])} → "
-               f"{_time(s['until'])} UTC", "",
+        out = [f"# Incident evidence: scope `{s['scope']}` {time_text(s['since'])} → "
+               f"{time_text(s['until'])} UTC", "",
                f"{s['steps']} steps by {len(s['agents'])} agent(s): "
                f"{', '.join(s['agents'][:20])}{' …' if len(s['agents']) > 20 else ''}", ""]
         out += ["## Side effects that ran, by how they are undone", ""]
         for kind in REVERSIBILITY_ORDER:
             rows = self.side_effects.get(kind, [])
-            out.append(f"### {kind} ({len(rows)})")
-            out.append("")
-            if not rows:
-                out += ["None.", ""]
-                continue
-            out += ["| time | agent | run | tool | class | status | params_hash |",
-                    "|---|---|---|---|---|---|---|"]
-            out += [f"| {_time(r['ts'])} | {r['agent_id']} | {r['run_id'][:8]} | {r['tool']} "
-                    f"| {r['action_class']} | {r['status']} | {r['params_hash'][:12]} |"
-                    for r in rows]
-            out.append("")
+            out += _table_section(
+                f"{kind} ({len(rows)})", "None.",
+                ["time", "agent", "run", "tool", "class", "status", "params_hash"],
+                [[time_text(r["ts"]), r["agent_id"], r["run_id"][:8], r["tool"],
+                  r["action_class"], r["status"], r["params_hash"][:12]] for r in rows])
         out += ["## What changed just before", ""]
         for what, rows in self.changes.items():
-            out.append(f"### {what}")
-            out.append("")
-            if not rows:
-                out += ["None seen.", ""]
-                continue
-            out += ["| value | first seen | last seen | steps | agents | appeared mid-way |",
-                    "|---|---|---|---|---|---|"]
-            out += [f"| {r['value']} | {_time(r['first_seen'])} | {_time(r['last_seen'])} | "
-                    f"{r['steps']} | {r['agents']} | {'yes' if r['appeared'] else ''} |"
-                    for r in rows]
-            out.append("")
+            out += _table_section(
+                what, "None seen.",
+                ["value", "first seen", "last seen", "steps", "agents", "appeared mid-way"],
+                [[r["value"], time_text(r["first_seen"]), time_text(r["last_seen"]), r["steps"],
+                  r["agents"], "yes" if r["appeared"] else ""] for r in rows])
         out += [f"## Mode changes ({len(self.mode_changes)})", ""]
         if self.mode_changes:
             out += ["| time | agent | scope | from | to | rule | reason |",
                     "|---|---|---|---|---|---|---|"]
-            out += [f"| {_time(m['issued_at'])} | {m['agent_id']} | {m['scope']} | "
+            out += [f"| {time_text(m['issued_at'])} | {m['agent_id']} | {m['scope']} | "
                     f"{m['previous_mode']} | {m['mode']} | {m['rule']} | {m['reason']} |"
                     for m in self.mode_changes]
         else:
             out.append("None.")
         return "\n".join(out) + "\n"
+
+
+def _table_section(title: str, empty: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    """One ``###`` section of the Markdown: a table of ``rows``, or ``empty`` if none. Cells
+    go in as they are (these reports never escaped them; kept so the output is unchanged)."""
+    out = [f"### {title}", ""]
+    if not rows:
+        return out + [empty, ""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return out + [""]
 
 
 def scope_evidence(
@@ -127,7 +130,7 @@ def scope_evidence(
         raise ValueError("--until must be after --since")
     standing = standing or StandingPolicy()
     wide = _steps(client, scope, from_ms - lookback_ms, to_ms)
-    steps = [s for s in wide if _ms(s["ts"]) >= from_ms]
+    steps = [s for s in wide if epoch_ms(s["ts"]) >= from_ms]
     ev = ScopeEvidence(scope, from_ms, to_ms, steps)
     for s in steps:
         if s["kind"] == "tool_call" and s["action_class"] in SIDE_EFFECT_CLASSES:
@@ -163,7 +166,7 @@ def _steps(client: Client, scope: Scope, from_ms: int, to_ms: int) -> list[dict[
 
 def _seen(steps: list[dict[str, Any]], value_of: Any) -> list[dict[str, Any]]:
     first: dict[str, dict[str, Any]] = {}
-    start = _ms(steps[0]["ts"]) if steps else 0
+    start = epoch_ms(steps[0]["ts"]) if steps else 0
     for s in steps:
         value = value_of(s)
         if not value:
@@ -178,22 +181,6 @@ def _seen(steps: list[dict[str, Any]], value_of: Any) -> list[dict[str, Any]]:
         agents = row.pop("agent_set")
         row["agents"] = len(agents)
         # Appeared after the scope was already running: a rollout or switch, not a constant.
-        row["appeared"] = _ms(row["first_seen"]) > start
+        row["appeared"] = epoch_ms(row["first_seen"]) > start
         out.append(row)
     return out
-
-
-def _ms(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp() * 1000)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _time(ts: Any) -> str:
-    if not isinstance(ts, datetime):
-        return "" if ts is None else str(ts)
-    return ts.strftime("%Y-%m-%d %H:%M:%S.") + f"{ts.microsecond // 1000:03d}"

@@ -171,6 +171,68 @@ def _same(expected_hex: str, given: object) -> bool:
     return hmac.compare_digest(expected_hex.encode(), given.lower().encode("utf-8"))
 
 
+def _signature_headers(key_id: str, agent_key: Secret, message: bytes) -> list[tuple[str, bytes]]:
+    """The Kafka headers of every header-signed record (controls, acks, approval decisions):
+    the key id and the hex HMAC of ``message`` under ``agent_key``."""
+    signature = _mac(agent_key, message)
+    return [(KEY_ID_HEADER, key_id.encode("utf-8")), (SIGNATURE_HEADER, signature.encode())]
+
+
+def _sign_for_agent(
+    record: Mapping[str, Any], key_id: str, master_secret: Secret,
+    canonical: Callable[[Mapping[str, Any], str], bytes],
+) -> list[tuple[str, bytes]]:
+    """Headers for a record signed for one agent (controls, approval decisions): the MAC of
+    ``canonical(record, key_id)`` under the key derived for the record's ``agent_id``."""
+    if not key_id:
+        raise ValueError("key_id must be a non-empty string")
+    agent_key = derive_agent_key(master_secret, record["agent_id"])
+    return _signature_headers(key_id, agent_key, canonical(record, key_id))
+
+
+def _read_signature_headers(
+    headers: Sequence[tuple[str, bytes]] | None,
+) -> tuple[str, str] | str:
+    """``(key_id, signature)`` from a header-signed record, or the reason from
+    :data:`REJECTIONS` why they cannot be read ("unsigned" or "malformed")."""
+    found = dict(headers or ())
+    key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
+    if not key_id_raw or not signature_raw:
+        return "unsigned"
+    try:
+        return key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
+    except UnicodeDecodeError:
+        return "malformed"
+
+
+def _verify_for_agent(
+    record: Mapping[str, Any],
+    headers: Sequence[tuple[str, bytes]] | None,
+    agent_id: str,
+    keys: Mapping[str, Secret],
+    canonical: Callable[[Mapping[str, Any], str], bytes],
+) -> str | None:
+    """The check of a record signed for one agent (controls, approval decisions): None if its
+    headers carry a known key id and the MAC of ``canonical(record, key_id)`` under that key,
+    and the record names ``agent_id``; else a reason from :data:`REJECTIONS`."""
+    read = _read_signature_headers(headers)
+    if isinstance(read, str):
+        return read
+    key_id, signature = read
+    if record.get("agent_id") != agent_id:
+        return "wrong_agent"
+    secret = keys.get(key_id)
+    if secret is None:
+        return "unknown_key"
+    try:
+        expected = _mac(secret, canonical(record, key_id))
+    except (TypeError, ValueError):
+        return "malformed"  # a value JSON cannot represent canonically, or an empty key
+    if not _same(expected, signature):
+        return "bad_signature"
+    return None
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
@@ -321,11 +383,7 @@ def sign_control(
     control: Mapping[str, Any], key_id: str, master_secret: Secret
 ) -> list[tuple[str, bytes]]:
     """Kafka headers that authenticate ``control``; the worker adds them to the record."""
-    if not key_id:
-        raise ValueError("key_id must be a non-empty string")
-    agent_key = derive_agent_key(master_secret, control["agent_id"])
-    signature = _mac(agent_key, canonical_control_bytes(control, key_id))
-    return [(KEY_ID_HEADER, key_id.encode("utf-8")), (SIGNATURE_HEADER, signature.encode())]
+    return _sign_for_agent(control, key_id, master_secret, canonical_control_bytes)
 
 
 class ControlVerifier:
@@ -346,26 +404,8 @@ class ControlVerifier:
         self, control: Mapping[str, Any], headers: Sequence[tuple[str, bytes]] | None
     ) -> str | None:
         """None if ``control`` is authentic and for this agent, else a reason."""
-        found = dict(headers or ())
-        key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
-        if not key_id_raw or not signature_raw:
-            return "unsigned"
-        try:
-            key_id, signature = key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
-        except UnicodeDecodeError:
-            return "malformed"
-        if control.get("agent_id") != self.agent_id:
-            return "wrong_agent"
-        secret = self._keys.get(key_id)
-        if secret is None:
-            return "unknown_key"
-        try:
-            expected = _mac(secret, canonical_control_bytes(control, key_id))
-        except (TypeError, ValueError):
-            return "malformed"
-        if not _same(expected, signature):
-            return "bad_signature"
-        return None
+        return _verify_for_agent(control, headers, self.agent_id, self._keys,
+                                 canonical_control_bytes)
 
 
 # --- acknowledgements ---------------------------------------------------------------------
@@ -384,12 +424,14 @@ ACK_FIELDS: Mapping[str, Any] = {
 """Signed ControlAck fields (every field of control_ack.avsc)."""
 
 
+def _canonical_ack_bytes(ack: Mapping[str, Any], key_id: str) -> bytes:
+    return _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
+
+
 def sign_ack(ack: Mapping[str, Any], key_id: str, agent_key: Secret) -> list[tuple[str, bytes]]:
     """Kafka headers authenticating a guard's acknowledgement, signed with the agent's derived
     key (the guard holds no other), so an ack names its agent truthfully."""
-    message = _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
-    return [(KEY_ID_HEADER, key_id.encode("utf-8")),
-            (SIGNATURE_HEADER, _mac(agent_key, message).encode())]
+    return _signature_headers(key_id, agent_key, _canonical_ack_bytes(ack, key_id))
 
 
 def verify_ack(
@@ -397,18 +439,14 @@ def verify_ack(
     master_keys: Mapping[str, Secret],
 ) -> str | None:
     """None if ``ack`` is signed by its agent's key derived from one of ``master_keys``."""
-    found = dict(headers or ())
-    key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
-    if not key_id_raw or not signature_raw:
-        return "unsigned"
-    try:
-        key_id, signature = key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
-    except UnicodeDecodeError:
-        return "malformed"
+    read = _read_signature_headers(headers)
+    if isinstance(read, str):
+        return read
+    key_id, signature = read
     master = master_keys.get(key_id)
     if master is None:
         return "unknown_key"
-    message = _ACK_DOMAIN + key_id.encode("utf-8") + b"\n" + _canonical_json(ack, ACK_FIELDS)
+    message = _canonical_ack_bytes(ack, key_id)
     expected = _mac(derive_agent_key(master, ack["agent_id"]), message)
     return None if _same(expected, signature) else "bad_signature"
 
@@ -429,11 +467,7 @@ def sign_approval_decision(
     decision: Mapping[str, Any], key_id: str, master_secret: Secret
 ) -> list[tuple[str, bytes]]:
     """Kafka headers that authenticate ``decision`` to the asking agent's guard."""
-    if not key_id:
-        raise ValueError("key_id must be a non-empty string")
-    agent_key = derive_agent_key(master_secret, decision["agent_id"])
-    signature = _mac(agent_key, canonical_decision_bytes(decision, key_id))
-    return [(KEY_ID_HEADER, key_id.encode("utf-8")), (SIGNATURE_HEADER, signature.encode())]
+    return _sign_for_agent(decision, key_id, master_secret, canonical_decision_bytes)
 
 
 def verify_approval_decision(
@@ -444,23 +478,4 @@ def verify_approval_decision(
 ) -> str | None:
     """None if ``decision`` is authentic and for ``agent_id``; else a reason from
     :data:`REJECTIONS`. ``keys``: key id -> the agent's derived key, as for controls."""
-    found = dict(headers or ())
-    key_id_raw, signature_raw = found.get(KEY_ID_HEADER), found.get(SIGNATURE_HEADER)
-    if not key_id_raw or not signature_raw:
-        return "unsigned"
-    try:
-        key_id, signature = key_id_raw.decode("utf-8"), signature_raw.decode("ascii")
-    except UnicodeDecodeError:
-        return "malformed"
-    if decision.get("agent_id") != agent_id:
-        return "wrong_agent"
-    secret = keys.get(key_id)
-    if secret is None:
-        return "unknown_key"
-    try:
-        expected = _mac(secret, canonical_decision_bytes(decision, key_id))
-    except (TypeError, ValueError):
-        return "malformed"
-    if not _same(expected, signature):
-        return "bad_signature"
-    return None
+    return _verify_for_agent(decision, headers, agent_id, keys, canonical_decision_bytes)

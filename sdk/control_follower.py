@@ -306,22 +306,14 @@ class ControlFollower:
             self._note_staleness()
 
     def _on_shared_record(self, record: Any) -> None:
-        if record.value is None:
-            self._reject("tombstone", record)
-            return
-        try:
-            control = self._codec.decode(record.value)
-        except DecodeError as exc:
-            self._reject("malformed", record, exc.reason)
+        control = self._decoded(record)
+        if control is None:
             return
         if control["scope"] != "scoped" or control["agent_id"] != "*":
             self._reject("wrong_agent", record)
             return
-        if self.shared_verifier is not None:
-            reason = self.shared_verifier.verify(control, record.headers)
-            if reason is not None:
-                self._reject(reason, record)
-                return
+        if not self._authentic(control, record, self.shared_verifier):
+            return
         key = (record.key or b"").decode("utf-8", "replace")
         if self.state.apply_scoped(key, control):
             self._applied(control, key)
@@ -341,24 +333,14 @@ class ControlFollower:
         scoped = key is not None and key.startswith(self._scoped_prefix)
         if key != self._key and not scoped:
             return  # another agent's control on the same partition
-        if record.value is None:
-            # A tombstone cannot be signed and must not reset a downgrade; only a newer
-            # control changes the mode.
-            self._reject("tombstone", record)
-            return
-        try:
-            control = self._codec.decode(record.value)
-        except DecodeError as exc:
-            self._reject("malformed", record, exc.reason)
+        control = self._decoded(record)
+        if control is None:
             return
         if control["agent_id"] != self.state.agent_id:
             self._reject("wrong_agent", record)
             return
-        if self.verifier is not None:
-            reason = self.verifier.verify(control, record.headers)
-            if reason is not None:
-                self._reject(reason, record)
-                return
+        if not self._authentic(control, record, self.verifier):
+            return
         if scoped:
             if control["scope"] != "scoped":
                 self._reject("malformed", record, "scope is not 'scoped' under a scoped key")
@@ -372,6 +354,32 @@ class ControlFollower:
             return
         if self.state.apply(control):
             self._applied(control, self.state.agent_id)
+
+    def _decoded(self, record: Any) -> dict[str, Any] | None:
+        """The control ``record`` holds (own or shared topic), or None once rejected."""
+        if record.value is None:
+            # A tombstone cannot be signed and must not reset a downgrade; only a newer
+            # control changes the mode.
+            self._reject("tombstone", record)
+            return None
+        try:
+            return self._codec.decode(record.value)
+        except DecodeError as exc:
+            self._reject("malformed", record, exc.reason)
+            return None
+
+    def _authentic(
+        self, control: Mapping[str, Any], record: Any, verifier: ControlVerifier | None
+    ) -> bool:
+        """False (and rejected with the verifier's reason) unless ``verifier`` accepts the
+        control's signature; True when no verifier is configured."""
+        if verifier is None:
+            return True
+        reason = verifier.verify(control, record.headers)
+        if reason is not None:
+            self._reject(reason, record)
+            return False
+        return True
 
     def _reject(self, reason: str, record: Any, detail: str = "") -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -34,6 +34,7 @@ from ahocorasick_rs import BytesAhoCorasick, Implementation
 
 from tripwire.sinks.national_ids import (
     CONTEXT_WORDS,
+    luhn_ok,
     mask_national_named,
     mask_national_plain,
     national_pattern_sources,
@@ -44,20 +45,10 @@ __all__ = ["mask", "mask_attributes"]
 _A = re.ASCII
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
 def _card(m: re.Match[str]) -> str:
     raw = m.group(0)
     digits = re.sub(r"[ -]", "", raw)
-    if not 13 <= len(digits) <= 19 or digits[0] not in "23456" or not _luhn_ok(digits):
+    if not 13 <= len(digits) <= 19 or digits[0] not in "23456" or not luhn_ok(digits):
         return raw
     seps = {ch for ch in raw if ch in " -"}
     if seps:

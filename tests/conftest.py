@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -42,3 +44,31 @@ def make_topics(broker: EmbeddedBroker):
         return names
 
     return make
+
+
+# Plain helpers (not fixtures) that several test modules import: ``from conftest import ...``.
+
+
+class ListSink:
+    """An in-memory step sink for ``AgentSession``: keeps every event it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, event: dict[str, Any]) -> bool:
+        self.events.append(event)
+        return True
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.events]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait in the test's event loop until ``condition()`` holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)

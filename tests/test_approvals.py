@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from conftest import ListSink, until
 
 from tripwire.dashboards.inbox import INBOX_DECIDED_BY, Inbox, InboxError, masked_params
 from tripwire.schemas.codec import StepBatchCodec, approval_decision_codec, control_codec
@@ -24,15 +25,7 @@ from tripwire.sdk.guard import AsyncGuard, ProposalOnly, ToolRefused
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
 KEY = ("ctl-test", "control-master-secret")
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def emit(self, event: dict[str, Any]) -> bool:
-        self.events.append(event)
-        return True
+INBOX_WAIT_S = 15.0  # how long a condition below may take to hold
 
 
 @pytest.fixture
@@ -57,11 +50,18 @@ async def set_mode(bootstrap: str, topic: str, agent: str, mode: str) -> None:
         await producer.stop()
 
 
-async def until(condition, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+async def recording_inbox(broker, topic: str, agent: str) -> tuple[Inbox, list[dict[str, Any]]]:
+    """A started inbox whose stored decisions land in the returned list, and ``agent`` set to
+    approve_to_act."""
+    stored: list[dict[str, Any]] = []
+
+    async def store(row: dict[str, Any]) -> None:
+        stored.append(row)
+
+    inbox = Inbox(broker.bootstrap, store_decision=store, control_key=KEY)
+    await inbox.start()
+    await set_mode(broker.bootstrap, topic, agent, "approve_to_act")
+    return inbox, stored
 
 
 def guard(broker, topic: str, agent: str, **options: Any) -> AsyncGuard:
@@ -71,14 +71,7 @@ def guard(broker, topic: str, agent: str, **options: Any) -> AsyncGuard:
 
 async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(broker, topics):
     agent = f"agent-{uuid.uuid4().hex[:8]}"
-    stored: list[dict[str, Any]] = []
-
-    async def store(row: dict[str, Any]) -> None:
-        stored.append(row)
-
-    inbox = Inbox(broker.bootstrap, store_decision=store, control_key=KEY)
-    await inbox.start()
-    await set_mode(broker.bootstrap, topics, agent, "approve_to_act")
+    inbox, stored = await recording_inbox(broker, topics, agent)
     ran: list[dict] = []
     sink = ListSink()
     async with guard(broker, topics, agent) as g:
@@ -93,7 +86,7 @@ async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(brok
         with session.run() as run, g.bind(run):
             with rationale("the customer asked for the invoice"):
                 call = asyncio.create_task(send("ann@example.com", "invoice", "hunter2"))
-            await until(lambda: len(inbox.pending) == 1)
+            await until(lambda: len(inbox.pending) == 1, INBOX_WAIT_S)
             request = next(iter(inbox.pending.values()))
             assert request["tool"] == "email.send" and request["action_class"] == "external"
             assert request["rationale"] == "the customer asked for the invoice"
@@ -107,7 +100,7 @@ async def test_approve_runs_the_call_and_decline_refuses_it_with_the_reason(brok
             assert ran == [{"to": "ann@example.com"}]
 
             call = asyncio.create_task(send("bob@example.com", "x", "pw"))
-            await until(lambda: len(inbox.pending) == 1)
+            await until(lambda: len(inbox.pending) == 1, INBOX_WAIT_S)
             rid = next(iter(inbox.pending))
             with pytest.raises(InboxError, match="needs a reason"):
                 await inbox.decide(rid, approver="alice", approved=False)
@@ -137,7 +130,7 @@ async def test_the_decision_is_a_signed_step_event_and_forgeries_are_ignored(bro
         sink = ListSink()
         with AgentSession(sink, agent).run() as run, g.bind(run):
             call = asyncio.create_task(_write(g))
-            await until(lambda: len(inbox.pending) == 1)
+            await until(lambda: len(inbox.pending) == 1, INBOX_WAIT_S)
             request = next(iter(inbox.pending.values()))
             # An unsigned "approval" for the same request is not accepted.
             forged = {k: request.get(k) for k in ("request_id", "agent_id", "run_id", "tool",
@@ -150,7 +143,7 @@ async def test_the_decision_is_a_signed_step_event_and_forgeries_are_ignored(bro
                                          approval_decision_codec().encode(forged),
                                          key=agent.encode())
             await producer.stop()
-            await until(lambda: g.approvals.rejected.get("unsigned", 0) == 1)
+            await until(lambda: g.approvals.rejected.get("unsigned", 0) == 1, INBOX_WAIT_S)
             assert not call.done()
             await inbox.decide(request["request_id"], approver="alice", approved=True)
             assert await asyncio.wait_for(call, 10) == "done"
@@ -180,14 +173,7 @@ async def _read_steps(bootstrap: str, agent: str) -> list[dict[str, Any]]:
 
 async def test_an_unanswered_request_expires_as_a_decline(broker, topics):
     agent = f"agent-{uuid.uuid4().hex[:8]}"
-    stored: list[dict[str, Any]] = []
-
-    async def store(row: dict[str, Any]) -> None:
-        stored.append(row)
-
-    inbox = Inbox(broker.bootstrap, store_decision=store, control_key=KEY)
-    await inbox.start()
-    await set_mode(broker.bootstrap, topics, agent, "approve_to_act")
+    inbox, stored = await recording_inbox(broker, topics, agent)
     async with guard(broker, topics, agent, approval_timeout_s=1.0) as g:
         assert await g.wait_for_mode("approve_to_act")
         with pytest.raises(ToolRefused, match="expired"):
@@ -207,7 +193,7 @@ async def test_a_proposal_is_offered_without_waiting(broker, topics):
         with pytest.raises(ProposalOnly):
             async with g.action("crm.update", "write", {"id": 1}):
                 pytest.fail("must not run")
-        await until(lambda: len(inbox.pending) == 1)
+        await until(lambda: len(inbox.pending) == 1, INBOX_WAIT_S)
         proposal = next(iter(inbox.pending.values()))
         assert proposal["kind"] == "proposal" and proposal["trigger"] == "mode.suggest_only"
         entry = await inbox.decide(proposal["request_id"], approver="alice", approved=True)

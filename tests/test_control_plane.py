@@ -23,7 +23,13 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from tripwire.bench.worker_process import ROOT, WorkerProcess, read_all, worker_env
+from tripwire.bench.worker_process import (
+    ROOT,
+    WorkerProcess,
+    operator_cli_env,
+    read_all,
+    signed_worker_env,
+)
 from tripwire.schemas import topics
 from tripwire.schemas.codec import command_codec, control_codec
 from tripwire.schemas.command_signing import derive_agent_key, sign_command
@@ -93,8 +99,7 @@ class Plane:
         return g
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = self.env | {"TRIPWIRE_OPERATOR": "alice", "TRIPWIRE_OPERATOR_KEY_ID": OPERATOR_KEY[0],
-                          "TRIPWIRE_OPERATOR_KEY": OPERATOR_KEY[1]}
+        env = operator_cli_env(self.env, OPERATOR_KEY)
         return subprocess.run([sys.executable, "-m", "tripwire.streams.cli", *args], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=60)
 
@@ -106,12 +111,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     (tmp / "policy.yaml").write_text(POLICY)
     with EmbeddedBroker(free_port(), log_path=tmp / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, tripwire_topics(PARTITIONS)))
-        env = worker_env(
-            broker.bootstrap, tmp / "data", PARTITIONS,
+        env = signed_worker_env(
+            broker.bootstrap, tmp / "data", PARTITIONS, OPERATOR_KEY, CONTROL_KEY,
             TRIPWIRE_POLICY_FILE=str(tmp / "policy.yaml"),
-            TRIPWIRE_OPERATOR_KEYS=json.dumps({OPERATOR_KEY[0]: OPERATOR_KEY[1]}),
-            TRIPWIRE_CONTROL_KEY_ID=CONTROL_KEY[0],
-            TRIPWIRE_CONTROL_KEYS=json.dumps({CONTROL_KEY[0]: CONTROL_KEY[1]}),
             TRIPWIRE_ALERT_WEBHOOKS=json.dumps({"default": hooks.url}),
             TRIPWIRE_ALERT_DEDUP_S="0",
         )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiokafka.codec import has_lz4
 from aiokafka.partitioner import murmur2
+from conftest import ListSink
 
 from tripwire.bench.worker_process import read_all
 from tripwire.schemas.codec import StepBatchCodec
@@ -38,15 +39,6 @@ async def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, list[dict[
     """Every record of ``topic`` as (key, decoded events), by manual assignment (no group)."""
     codec = StepBatchCodec()
     return [(m.key, codec.decode(m.value)) for m in await read_all(bootstrap, topic, PARTITIONS)]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def emit(self, event: dict[str, Any]) -> bool:
-        self.events.append(event)
-        return True
 
 
 @pytest.fixture

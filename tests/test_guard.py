@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from conftest import ListSink, until
 
 from tripwire.bench.worker_process import read_all
 from tripwire.schemas.codec import command_codec, control_codec
@@ -43,21 +44,6 @@ ACTION_CLASSES = ("read", "write", "external", "money", "destructive")
 _codec = control_codec()
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def emit(self, event: dict[str, Any]) -> bool:
-        self.events.append(event)
-        return True
-
-    def kinds(self) -> list[str]:
-        return [e["kind"] for e in self.events]
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["kind"] == kind]
-
-
 def control(agent_id: str, seq: int, mode: str, *, scope: str = "agent", run_id: str | None = None,
             previous_mode: str | None = None, reason: str = "test") -> dict[str, Any]:
     return {
@@ -80,13 +66,6 @@ async def publish(bootstrap: str, topic: str, records: Sequence[Mapping[str, Any
                 headers=list(headers) if headers is not None else None)
     finally:
         await producer.stop()
-
-
-async def until(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tripwire.bench.worker_process import WorkerProcess, worker_env
+from tripwire.bench.worker_process import WorkerProcess, signed_worker_env
 from tripwire.dashboards.screenshots import chromium_page
 from tripwire.dashboards.server import DashboardServer
 from tripwire.schemas.command_signing import derive_agent_key
@@ -87,12 +87,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (tmp / "policy.yaml").write_text(POLICY)
     with EmbeddedBroker(free_port(), log_path=tmp / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, tripwire_topics(PARTITIONS)))
-        env = worker_env(
-            broker.bootstrap, tmp / "data", PARTITIONS,
-            TRIPWIRE_POLICY_FILE=str(tmp / "policy.yaml"),
-            TRIPWIRE_OPERATOR_KEYS=json.dumps({OPERATOR_KEY[0]: OPERATOR_KEY[1]}),
-            TRIPWIRE_CONTROL_KEY_ID=CONTROL_KEY[0],
-            TRIPWIRE_CONTROL_KEYS=json.dumps({CONTROL_KEY[0]: CONTROL_KEY[1]}))
+        env = signed_worker_env(
+            broker.bootstrap, tmp / "data", PARTITIONS, OPERATOR_KEY, CONTROL_KEY,
+            TRIPWIRE_POLICY_FILE=str(tmp / "policy.yaml"))
         worker = WorkerProcess(env, tmp / "worker.log").start().wait_ready(120)
         try:
             yield Stack(broker, worker)

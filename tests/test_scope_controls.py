@@ -14,7 +14,6 @@ test cannot touch another's guards.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tripwire.bench.worker_process import WorkerProcess, worker_env
+from tripwire.bench.worker_process import WorkerProcess, operator_cli_env, signed_worker_env
 from tripwire.schemas.command_signing import SHARED_AGENT, derive_agent_key
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.sdk import AgentSession, Emitter
@@ -72,8 +71,7 @@ class Plane:
         return g
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = self.env | {"TRIPWIRE_OPERATOR": "alice", "TRIPWIRE_OPERATOR_KEY_ID": OPERATOR_KEY[0],
-                          "TRIPWIRE_OPERATOR_KEY": OPERATOR_KEY[1]}
+        env = operator_cli_env(self.env, OPERATOR_KEY)
         out = subprocess.run([sys.executable, "-m", "tripwire.streams.cli", *args], cwd=self.cwd,
                              env=env, capture_output=True, text=True, timeout=90)
         assert out.returncode == 0, out.stderr
@@ -88,12 +86,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     empty.mkdir()
     with EmbeddedBroker(free_port(), log_path=tmp / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, tripwire_topics(PARTITIONS)))
-        env = worker_env(
-            broker.bootstrap, tmp / "data", PARTITIONS,
+        env = signed_worker_env(
+            broker.bootstrap, tmp / "data", PARTITIONS, OPERATOR_KEY, CONTROL_KEY,
             TRIPWIRE_POLICY_FILE=str(tmp / "policy.yaml"),
-            TRIPWIRE_OPERATOR_KEYS=json.dumps({OPERATOR_KEY[0]: OPERATOR_KEY[1]}),
-            TRIPWIRE_CONTROL_KEY_ID=CONTROL_KEY[0],
-            TRIPWIRE_CONTROL_KEYS=json.dumps({CONTROL_KEY[0]: CONTROL_KEY[1]}),
         )
         worker = WorkerProcess(env, tmp / "worker.log").start().wait_ready(90)
         plane = Plane(broker, worker, env, empty)
