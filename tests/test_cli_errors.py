@@ -123,7 +123,19 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
 
 
 @pytest.fixture(scope="module")
-def places(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def own_broker(tmp_path_factory: pytest.TempPathFactory):
+    """A broker of this module's own: the session's shared one may already hold an
+    auto-created agent-steps (4 partitions) from other tests, which `init` and `worker` would
+    rightly report before reaching the ClickHouse these cases are about."""
+    log = tmp_path_factory.mktemp("cli-errors-broker") / "tansu.log"
+    with EmbeddedBroker(port=free_port(), log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def places(own_broker: EmbeddedBroker,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    broker = own_broker
     bad_policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
     bad_policy.write_text("defaults:\n  loops:\n    max_steps: many\n")
     return {
