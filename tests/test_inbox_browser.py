@@ -338,7 +338,6 @@ def _store_acks(bootstrap: str, ch: Client) -> int:
         records = pool.submit(asyncio.run, read_all(bootstrap, CONTROL_ACKS, PARTITIONS)).result()
     rows = [control_ack_row(RecordRef(m.topic, m.partition, m.offset, 0, m.key),
                             codec.decode(m.value), verified=False) for m in records]
-    ch.command("TRUNCATE TABLE control_acks")
     return insert_rows(ch, "control_acks", rows)
 
 
