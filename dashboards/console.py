@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 
 def attach_ack_counts(client: Client, agents: list[dict[str, Any]], now_ms: int) -> None:
     """Give each listed control (``row["controls"]``) its ``acks`` from ClickHouse: how many
-    guards acknowledged applying it (``obeyed``), of how many heard from around then
-    (``heard_from``), and the slowest apply time (``slowest_ms``); None when no guard
-    acknowledged it (yet). The safety dashboard's "Controls obeyed by guards" query, over
-    the listed agents since the oldest listed control."""
+    guards acknowledged applying it (``obeyed``) and the slowest apply time (``slowest_ms``);
+    None when no guard acknowledged it (yet). The safety dashboard's "Controls obeyed by
+    guards" query, over the listed agents since the oldest listed control. Its
+    ``heard_from`` is left out: it counts every guard heard in the range, not only the
+    control's agent's, so "1 of 4" would be wrong here."""
     listed = [c for row in agents for c in row.get("controls", [])]
     if not listed:
         return
@@ -49,8 +50,7 @@ def attach_ack_counts(client: Client, agents: list[dict[str, Any]], now_ms: int)
     for control in listed:
         found = acks.get(control["control"])
         control["acks"] = None if found is None else {
-            "obeyed": found["obeyed"], "heard_from": found["heard_from"],
-            "slowest_ms": found["slowest_ms"]}
+            "obeyed": found["obeyed"], "slowest_ms": found["slowest_ms"]}
 
 
 class ConsoleError(Exception):

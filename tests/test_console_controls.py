@@ -64,9 +64,10 @@ def test_console_lists_the_agents_scoped_controls_until_released() -> None:
     assert [c["scope"] for c in console.agents()[0]["controls"]] == ["agent"]
 
 
-def _ack(guard: str, command_id: str, issued: int, applied: int) -> dict[str, Any]:
+def _ack(guard: str, command_id: str, issued: int, applied: int,
+         agent: str = "ack-bot") -> dict[str, Any]:
     return {"applied_at": applied, "kind": "applied", "guard_instance": guard,
-            "agent_id": "ack-bot", "control_key": "ack-bot", "seq": issued, "mode": "halted",
+            "agent_id": agent, "control_key": "ack-bot", "seq": issued, "mode": "halted",
             "command_id": command_id, "issued_at": issued, "apply_ms": applied - issued,
             "verified": 0, "source_partition": 0, "source_offset": applied}
 
@@ -75,11 +76,13 @@ def test_ack_counts_come_from_control_acks(ch_migrated: Client) -> None:
     # Recent: rows past the table's TTL vanish from FINAL reads.
     issued = int(time.time() * 1000) - 60_000
     insert_rows(ch_migrated, "control_acks", [
-        _ack("g1", "cmd-acked", issued, issued + 40), _ack("g2", "cmd-acked", issued, issued + 90)])
+        _ack("g1", "cmd-acked", issued, issued + 40), _ack("g2", "cmd-acked", issued, issued + 90),
+        # Another agent's guard, acknowledging another control, counts for neither.
+        _ack("g3", "cmd-other", issued, issued + 10, agent="other-bot")])
     rows = [{"agent_id": "ack-bot", "controls": [
         {"control": "cmd-acked", "issued_at": issued},
         {"control": "cmd-silent", "issued_at": issued}]}]
     attach_ack_counts(ch_migrated, rows, issued + 1000)
     acked, silent = rows[0]["controls"]
-    assert acked["acks"] == {"obeyed": 2, "heard_from": 2, "slowest_ms": 90}
+    assert acked["acks"] == {"obeyed": 2, "slowest_ms": 90}
     assert silent["acks"] is None

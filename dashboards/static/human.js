@@ -205,11 +205,11 @@ async function refreshConsole() {
       until: a.expires_at ? when(a.expires_at) : "",
       "earned autonomy": a.earned ? `${a.earned.mode} (${a.earned.rule}): ${a.earned.reason}` : "",
       // Each control in force with how many guards acknowledged applying it (ClickHouse
-      // control_acks), of the guards heard from then, and the slowest apply time.
+      // control_acks) and the slowest apply time.
       "controls (guards obeying)": el("span", {}, ...(a.controls || []).map(c => el("div", {
         class: "control", "data-scope": c.scope, "data-obeyed": c.acks ? String(c.acks.obeyed) : "0",
       }, `${c.scope}: ${c.mode} — ` + (c.acks
-        ? `obeyed by ${c.acks.obeyed} of ${c.acks.heard_from} guard(s), slowest ${c.acks.slowest_ms ?? "?"} ms`
+        ? `obeyed by ${c.acks.obeyed} guard(s), slowest ${c.acks.slowest_ms ?? "?"} ms`
         : "no guard acknowledged yet")))),
       actions: el("span", {}, ...data.actions.map(action => el("button", {
         class: action.danger ? "danger" : "", "data-action": action.name, disabled: !canAct,
