@@ -203,8 +203,11 @@ class Console:
         status = _status_of(agent, own)
         current = [c for c in own if c["seq"] == status.seq][-1:]
         out = []
+        # A released scope is a record with the autonomous ceiling (streams/scope_controls.py):
+        # nothing in force, not listed.
         for key, control in [(agent, c) for c in current] + [
-                (k, c) for k, c in sorted(self.scoped.get(agent, {}).items())]:
+                (k, c) for k, c in sorted(self.scoped.get(agent, {}).items())
+                if c["mode"] != str(Mode.AUTONOMOUS)]:
             scope = "agent" if key == agent else Scope.from_record(control).key()
             out.append({"scope": scope, "mode": control["mode"], "reason": control["reason"],
                         "issued_at": control["issued_at"],

@@ -60,7 +60,12 @@ def test_console_lists_the_agents_scoped_controls_until_released() -> None:
     assert [(c["scope"], c["mode"], c["control"]) for c in row["controls"]] == [
         ("agent", "approve_to_act", "c-pin"),
         ("agent=a1;tool=crm.update_contact", "read_only", f"{scoped_key}#20")]
-    console._on_record(_record(scoped_key, None))
+    console._on_record(_record(scoped_key, _control(  # the worker's record of a release
+        "a1", 25, "autonomous", scope="scoped", tool="crm.update_contact")))
+    assert [c["scope"] for c in console.agents()[0]["controls"]] == ["agent"]
+    console._on_record(_record(scoped_key, _control(
+        "a1", 26, "read_only", scope="scoped", tool="crm.update_contact")))
+    console._on_record(_record(scoped_key, None))  # compaction's tombstone
     assert [c["scope"] for c in console.agents()[0]["controls"]] == ["agent"]
 
 
