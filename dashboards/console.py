@@ -21,13 +21,36 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tripwire.dashboards.runner import run_query
 from tripwire.schemas.codec import DecodeError, control_codec
 from tripwire.schemas.command_signing import ControlVerifier, Secret, derive_agent_key
 from tripwire.schemas.modes import Mode
 from tripwire.schemas.topics import CONTROLS
 from tripwire.sdk.operator import OperatorKey, _status_of, issue, new_command, parse_duration
+from tripwire.sdk.scopes import AGENT_KEY_SEPARATOR, Scope
+from tripwire.sinks.clickhouse import Client
 
 log = logging.getLogger(__name__)
+
+
+def attach_ack_counts(client: Client, agents: list[dict[str, Any]], now_ms: int) -> None:
+    """Give each listed control (``row["controls"]``) its ``acks`` from ClickHouse: how many
+    guards acknowledged applying it (``obeyed``) and the slowest apply time (``slowest_ms``);
+    None when no guard acknowledged it (yet). The safety dashboard's "Controls obeyed by
+    guards" query, over the listed agents since the oldest listed control. Its
+    ``heard_from`` is left out: it counts every guard heard in the range, not only the
+    control's agent's, so "1 of 4" would be wrong here."""
+    listed = [c for row in agents for c in row.get("controls", [])]
+    if not listed:
+        return
+    result = run_query(client, "safety_control_acks", {
+        "from_ms": min(c["issued_at"] for c in listed), "to_ms": now_ms + 1,
+        "agents": sorted({row["agent_id"] for row in agents if row.get("controls")})})
+    acks = {r["control"]: r for r in result.records()}
+    for control in listed:
+        found = acks.get(control["control"])
+        control["acks"] = None if found is None else {
+            "obeyed": found["obeyed"], "slowest_ms": found["slowest_ms"]}
 
 
 class ConsoleError(Exception):
@@ -41,7 +64,7 @@ class ConsoleAction:
     name: str
     label: str
     fields: tuple[str, ...]
-    """Form fields besides agent_id and reason: ``mode``, ``duration``."""
+    """Form fields besides agent_id and reason: ``mode``, ``duration``, ``tool``."""
     build: Callable[[Mapping[str, Any], str], dict[str, Any]]
     """(form, operator) -> an unsigned command record; ValueError for bad input."""
     danger: bool = False
@@ -50,6 +73,21 @@ class ConsoleAction:
 def _duration(form: Mapping[str, Any]) -> int | None:
     text = str(form.get("duration") or "").strip()
     return parse_duration(text) if text else None
+
+
+def _agent(form: Mapping[str, Any]) -> str:
+    # Without an agent the scope would be the tool across the fleet: not this button's job.
+    agent = str(form.get("agent_id") or "").strip()
+    if not agent:
+        raise ValueError("restrict from the console needs an agent_id")
+    return agent
+
+
+def _tool(form: Mapping[str, Any]) -> str:
+    tool = str(form.get("tool") or "").strip()
+    if not tool:
+        raise ValueError("name the tool to restrict (a name or a pattern, warehouse.drop_*)")
+    return tool
 
 
 ACTIONS: dict[str, ConsoleAction] = {
@@ -67,6 +105,13 @@ ACTIONS: dict[str, ConsoleAction] = {
         "release", "Release", (),
         build=lambda f, op: new_command("release", reason=str(f.get("reason") or ""),
                                         operator=op, agent_id=str(f.get("agent_id") or ""))),
+    # The command `tripwire restrict AGENT --tool TOOL --mode MODE` sends (same builder, same
+    # scope): a ceiling on this agent's use of one tool, until released.
+    "restrict": ConsoleAction(
+        "restrict", "Restrict tool", ("tool", "mode"),
+        build=lambda f, op: new_command("restrict", reason=str(f.get("reason") or ""),
+                                        operator=op, mode=Mode(str(f.get("mode") or "")),
+                                        scope=Scope(agent_id=_agent(f), tool=_tool(f)))),
 }
 
 
@@ -86,6 +131,8 @@ class Console:
         self.idempotence = idempotence
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.controls: dict[str, list[dict[str, Any]]] = {}
+        self.scoped: dict[str, dict[str, dict[str, Any]]] = {}
+        """Per agent, its scoped controls (agent + tool, ...) in force, by record key."""
         self.unauthenticated: dict[str, int] = {}
         self._codec = control_codec()
         self._task: asyncio.Task[None] | None = None
@@ -122,21 +169,50 @@ class Console:
             await consumer.stop()
 
     def _on_record(self, record: Any) -> None:
+        key = None if record.key is None else record.key.decode("utf-8", "replace")
+        scoped_of = key.split(AGENT_KEY_SEPARATOR, 1)[0] \
+            if key is not None and AGENT_KEY_SEPARATOR in key else None
         if record.value is None:
+            if scoped_of is not None:  # a released scope's tombstone
+                self.scoped.get(scoped_of, {}).pop(key, None)
             return
         try:
             control = self._codec.decode(record.value)
         except DecodeError:
             return
         agent = control["agent_id"]
-        if record.key is not None and record.key != agent.encode("utf-8"):
+        if key is not None and key != agent and scoped_of != agent:
             return
         if self.control_keys:
             keys = {k: derive_agent_key(s, agent) for k, s in self.control_keys.items()}
             if ControlVerifier(agent, keys).verify(control, record.headers) is not None:
                 self.unauthenticated[agent] = self.unauthenticated.get(agent, 0) + 1
                 return
+        if scoped_of is not None:
+            held = self.scoped.setdefault(agent, {})
+            if key not in held or held[key]["seq"] <= control["seq"]:
+                held[key] = {**control, "key": key}
+            return
         self.controls.setdefault(agent, []).append(control)
+
+    def listed_controls(self, agent: str) -> list[dict[str, Any]]:
+        """The controls the page lists for ``agent``: its own mode's and its scoped ones, each
+        with ``control``, the name guards' acknowledgements give it (command id, or record key
+        and seq, as in the ``safety_control_acks`` query)."""
+        own = self.controls.get(agent, [])
+        status = _status_of(agent, own)
+        current = [c for c in own if c["seq"] == status.seq][-1:]
+        out = []
+        # A released scope is a record with the autonomous ceiling (streams/scope_controls.py):
+        # nothing in force, not listed.
+        for key, control in [(agent, c) for c in current] + [
+                (k, c) for k, c in sorted(self.scoped.get(agent, {}).items())
+                if c["mode"] != str(Mode.AUTONOMOUS)]:
+            scope = "agent" if key == agent else Scope.from_record(control).key()
+            out.append({"scope": scope, "mode": control["mode"], "reason": control["reason"],
+                        "issued_at": control["issued_at"],
+                        "control": control.get("command_id") or f"{key}#{control['seq']}"})
+        return out
 
     def agents(self, known: list[str] = ()) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Every agent with a control, plus ``known`` ones (seen in ClickHouse or the inbox)."""
@@ -153,6 +229,7 @@ class Console:
             row["earned"] = None if latest is None else {
                 "mode": latest["mode"], "rule": latest["rule"], "reason": latest["reason"],
                 "at": latest["issued_at"]}
+            row["controls"] = self.listed_controls(agent)
             out.append(row)
         return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from tripwire.dashboards.access import USER_KEY, Access, User
-from tripwire.dashboards.console import Console, ConsoleError
+from tripwire.dashboards.console import Console, ConsoleError, attach_ack_counts
 from tripwire.dashboards.inbox import Inbox, InboxError
 from tripwire.sdk.operator import OperatorKey
 from tripwire.sinks.clickhouse import Client
@@ -183,7 +184,12 @@ class HumanLoop:
         if self.inbox is not None:
             known |= {r["agent_id"] for r in self.inbox.pending.values()}
             known |= {r["agent_id"] for r in self.inbox.decided.values()}
-        return web.json_response({"agents": console.agents(sorted(known)),
+        agents = console.agents(sorted(known))
+        try:
+            await self.blocking(attach_ack_counts, self.client, agents, int(time.time() * 1000))
+        except Exception as exc:  # noqa: BLE001 - the page still works without the counts
+            log.warning("console: guards' acknowledgements unavailable: %r", exc)
+        return web.json_response({"agents": agents,
                                   "actions": console.action_list(),
                                   "me": {"name": user.name, "role": user.role}})
 

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -318,5 +319,72 @@ def test_operator_kills_a_running_agent_from_the_console(stack: Stack, server: D
         status, console = api(server.url, "/api/console", "vic")
         row = next(a for a in console["agents"] if a["agent_id"] == agent.agent_id)
         assert row["mode"] == "halted" and "operator oscar" in row["reason"]
+    finally:
+        agent.close()
+
+
+def _store_acks(bootstrap: str, ch: Client) -> int:
+    """Copy the guards' acknowledgements from Kafka into the dashboard's ClickHouse, rows
+    built as the worker's sink builds them (streams/app.py _store_acks): the worker writes
+    to its own chDB directory, which another process cannot open."""
+    from tripwire.bench.worker_process import read_all
+    from tripwire.schemas.codec import control_ack_codec
+    from tripwire.schemas.topics import CONTROL_ACKS
+    from tripwire.sinks.control_audit import RecordRef, control_ack_row, insert_rows
+
+    codec = control_ack_codec()
+    # In a thread of its own: playwright's sync API holds this thread's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        records = pool.submit(asyncio.run, read_all(bootstrap, CONTROL_ACKS, PARTITIONS)).result()
+    rows = [control_ack_row(RecordRef(m.topic, m.partition, m.offset, 0, m.key),
+                            codec.decode(m.value), verified=False) for m in records]
+    return insert_rows(ch, "control_acks", rows)
+
+
+def test_operator_restricts_one_tool_from_the_console(stack: Stack, server: DashboardServer,
+                                                       ch_migrated: Client) -> None:
+    agent = Agent(stack, f"billing-bot-{uuid.uuid4().hex[:6]}")
+    try:
+        stack.pin(agent.agent_id, "approve_to_act")  # so the console lists it
+        assert agent.guard.wait_for_mode("approve_to_act", 30)
+        assert agent.guard.decide("crm.update_contact", "write").verdict == "needs_approval"
+        with chromium_page() as page:
+            login(page, server.url, "oscar", "/console")
+            row = page.locator(f'#agents tr[data-agent="{agent.agent_id}"]')
+            row.wait_for(timeout=30_000)
+            row.locator('button[data-action="restrict"]').click()
+            page.fill('#confirm-form input[name="tool"]', "crm.update_contact")
+            page.select_option('#confirm-form select[name="mode"]', "read_only")
+            page.fill('#confirm-form input[name="reason"]', "incident 5121: bad stage writes")
+            page.click("#confirm-ok")
+            deadline = time.monotonic() + 30
+            while agent.guard.decide("crm.update_contact", "write").verdict != "deny":
+                assert time.monotonic() < deadline, "the guard never applied the restriction"
+                time.sleep(0.1)
+            # Only that tool's writes: another tool's writes still go to approval as before.
+            assert agent.guard.decide("crm.update_contact", "read").verdict == "allow"
+            assert agent.guard.decide("crm.send_invoice", "write").verdict == "needs_approval"
+            scope = f"agent={agent.agent_id};tool=crm.update_contact"
+            control = row.locator(f'.control[data-scope="{scope}"]')
+            control.wait_for(timeout=30_000)
+            assert "read_only" in control.inner_text()
+            # The guard's acknowledgement, once in ClickHouse, is counted on the page.
+            deadline = time.monotonic() + 30
+            while True:
+                _store_acks(stack.broker.bootstrap, ch_migrated)
+                if control.get_attribute("data-obeyed") != "0":
+                    break
+                assert time.monotonic() < deadline, control.inner_text()
+                page.wait_for_timeout(1000)
+            assert "obeyed by 1 guard(s)" in control.inner_text()
+        status, console = api(server.url, "/api/console", "vic")
+        listed = next(a for a in console["agents"] if a["agent_id"] == agent.agent_id)
+        restricted = next(c for c in listed["controls"] if c["scope"] == scope)
+        assert restricted["mode"] == "read_only" and restricted["acks"]["obeyed"] == 1
+        assert restricted["acks"]["slowest_ms"] is not None
+        status, trail = api(server.url, "/api/audit", "vic")
+        assert [(r["user"], r["outcome"], r["target"]) for r in trail["audit"]
+                if r["action"] == "restrict" and r["target"] == agent.agent_id] == [
+            ("oscar", "ok", agent.agent_id)]
     finally:
         agent.close()

@@ -166,6 +166,7 @@ function openConfirm(action, agent) {
     `now ${agent.mode}${agent.since_ms ? " since " + when(agent.since_ms) : ""}: ${agent.reason}`;
   form.querySelectorAll(".field[data-field]").forEach(f => { f.hidden = !action.fields.includes(f.dataset.field); });
   form.elements.reason.value = "";
+  form.elements.tool.value = "";
   document.getElementById("confirm-ok").textContent = `Confirm ${action.label.toLowerCase()}`;
   document.getElementById("confirm-error").textContent = "";
   dialog.showModal();
@@ -180,6 +181,7 @@ async function submitConfirm(ev) {
   if (!body.reason) { document.getElementById("confirm-error").textContent = "a reason is required"; return; }
   if (action.fields.includes("mode")) body.mode = form.elements.mode.value;
   if (action.fields.includes("duration")) body.duration = form.elements.duration.value;
+  if (action.fields.includes("tool")) body.tool = form.elements.tool.value.trim();
   try {
     const res = await post(`/api/console/${action.name}`, body);
     document.getElementById("confirm").close();
@@ -194,7 +196,7 @@ async function submitConfirm(ev) {
 async function refreshConsole() {
   const data = await getJson("/api/console");
   const canAct = RANK[me.role] >= RANK.operator;
-  table(document.getElementById("agents"), ["agent", "mode", "since", "why", "set by", "until", "earned autonomy", "actions"], data.agents,
+  table(document.getElementById("agents"), ["agent", "mode", "since", "why", "set by", "until", "earned autonomy", "controls (guards obeying)", "actions"], data.agents,
     (a, c) => ({
       agent: a.agent_id,
       mode: el("span", { class: `mode mode-${a.mode}`, "data-mode": a.mode }, a.mode),
@@ -202,6 +204,13 @@ async function refreshConsole() {
       "set by": [a.source, a.rule].filter(Boolean).join(" / "),
       until: a.expires_at ? when(a.expires_at) : "",
       "earned autonomy": a.earned ? `${a.earned.mode} (${a.earned.rule}): ${a.earned.reason}` : "",
+      // Each control in force with how many guards acknowledged applying it (ClickHouse
+      // control_acks) and the slowest apply time.
+      "controls (guards obeying)": el("span", {}, ...(a.controls || []).map(c => el("div", {
+        class: "control", "data-scope": c.scope, "data-obeyed": c.acks ? String(c.acks.obeyed) : "0",
+      }, `${c.scope}: ${c.mode} — ` + (c.acks
+        ? `obeyed by ${c.acks.obeyed} guard(s), slowest ${c.acks.slowest_ms ?? "?"} ms`
+        : "no guard acknowledged yet")))),
       actions: el("span", {}, ...data.actions.map(action => el("button", {
         class: action.danger ? "danger" : "", "data-action": action.name, disabled: !canAct,
         title: canAct ? null : "needs the operator role", onclick: () => openConfirm(action, a),
