@@ -14,6 +14,14 @@ Time-driven work has two entry points: ``tick(now_ms)`` returns detections only 
 ``feed``); ``advance(now_ms)`` also lets the breaker act on them and on its own deadlines
 (like ``feed_many``). ``now_ms`` should be on the event-time axis, i.e. the wall clock when
 live; a replay of old events should advance with event time instead.
+
+Variants: other policies judged on the same events beside the enforced one, each with its
+own breaker state machine, never published. Shadow elements of the policy
+(``detectors/shadow.py``) become variants automatically; a backtest adds its candidate policy
+with :meth:`AgentMonitor.add_variant`. A variant whose detector settings equal the enforced
+ones only gets a breaker of its own, fed the enforced detections (a breaker rule in shadow
+costs nothing per event); otherwise it is a full monitor of its own. Their output is taken
+with :meth:`AgentMonitor.take_variant_output` after each call.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from tripwire.detectors.detection import Detection
 from tripwire.detectors.loops import LoopDetector
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
+from tripwire.detectors.shadow import enforced_policy, shadow_variants
 from tripwire.detectors.spend import SpendDetector
 from tripwire.detectors.stream_detector import Event
-from tripwire.detectors.windows import EventClock
+from tripwire.detectors.windows import NO_DEADLINE, EventClock
 from tripwire.schemas.modes import Mode
 
 MAINTENANCE_EVERY_MS = 300_000
@@ -39,6 +48,36 @@ tool window takes to empty anyway. Ended runs do not wait for it: they are dropp
 a new run starts."""
 
 STATE_VERSION = 1
+
+
+class Variant:
+    """One policy judged beside the enforced one: its own breaker (and, if its detector
+    settings differ, its own monitor), and what it did since its output was last taken."""
+
+    __slots__ = ("name", "policy", "breaker", "monitor", "detections", "transitions")
+
+    def __init__(
+        self, name: str, agent_id: str, policy: ResolvedPolicy, enforced: ResolvedPolicy,
+        scanner: Scanner | None,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.monitor: AgentMonitor | None = None
+        if _same_detectors(policy, enforced):
+            self.breaker = Breaker(agent_id, policy.breaker)
+        else:
+            self.monitor = AgentMonitor(agent_id, policy, scanner, variants=False)
+            self.breaker = self.monitor.breaker
+        self.detections: list[Detection] = []
+        self.transitions: list[Transition] = []
+
+
+def _same_detectors(a: ResolvedPolicy, b: ResolvedPolicy) -> bool:
+    return a is b or all(
+        getattr(a, section) == getattr(b, section)
+        for section in type(a).model_fields
+        if section != "breaker"
+    )
 
 
 class AgentMonitor:
@@ -53,21 +92,50 @@ class AgentMonitor:
         "injection",
         "breaker",
         "next_maintenance",
+        "variants",
     )
 
     def __init__(
-        self, agent_id: str, policy: ResolvedPolicy, scanner: Scanner | None = None
+        self,
+        agent_id: str,
+        policy: ResolvedPolicy,
+        scanner: Scanner | None = None,
+        *,
+        variants: bool = True,
     ) -> None:
+        """``variants=False``: ignore the policy's shadow elements (a variant's own monitor)."""
         self.agent_id = agent_id
         self.policy = policy
         self.scanner = scanner
-        clock = self.clock = EventClock(policy.event_time.grace_ms)
-        self.loops = LoopDetector(agent_id, policy, clock)
-        self.denials = DenialRateDetector(agent_id, policy, clock)
-        self.spend = SpendDetector(agent_id, policy, clock)
-        self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
-        self.breaker = Breaker(agent_id, policy.breaker)
+        enforced = enforced_policy(policy)
+        clock = self.clock = EventClock(enforced.event_time.grace_ms)
+        self.loops = LoopDetector(agent_id, enforced, clock)
+        self.denials = DenialRateDetector(agent_id, enforced, clock)
+        self.spend = SpendDetector(agent_id, enforced, clock)
+        self.injection = InjectionHitRate(agent_id, enforced, scanner, clock)
+        self.breaker = Breaker(agent_id, enforced.breaker)
         self.next_maintenance = 0
+        self.variants: tuple[Variant, ...] = ()
+        if variants:
+            for name, variant in shadow_variants(policy).items():
+                self.add_variant(name, variant)
+
+    def add_variant(self, name: str, policy: ResolvedPolicy) -> Variant:
+        """Judge ``policy`` (its enforced part) on this monitor's events from now on."""
+        variant = Variant(name, self.agent_id, enforced_policy(policy),
+                          enforced_policy(self.policy), self.scanner)
+        self.variants = (*self.variants, variant)
+        return variant
+
+    def take_variant_output(self) -> list[tuple[str, list[Detection], list[Transition]]]:
+        """(name, detections, transitions) of each variant since the last call; the
+        detections are those of a variant's own detectors (none for a breaker-only one)."""
+        out = []
+        for v in self.variants:
+            if v.detections or v.transitions:
+                out.append((v.name, v.detections, v.transitions))
+                v.detections, v.transitions = [], []
+        return out
 
     @property
     def mode(self) -> Mode:
@@ -121,13 +189,29 @@ class AgentMonitor:
         transitions: list[Transition] = []
         breaker = self.breaker
         clock = self.clock
+        shared: tuple[Variant, ...] = ()
+        if self.variants:
+            events = events if isinstance(events, list) else list(events)
+            for v in self.variants:
+                if v.monitor is not None:
+                    found_v, moved_v = v.monitor.feed_many(events)
+                    v.detections += found_v
+                    v.transitions += moved_v
+            shared = tuple(v for v in self.variants if v.monitor is None)
         for event in events:
             found = self.feed(event)
             if found:
                 detections += found
                 transitions += breaker.on_detections(found, clock.watermark)
+                for v in shared:
+                    v.transitions += v.breaker.on_detections(found, clock.watermark)
             elif breaker.deadline is not None and clock.watermark >= breaker.deadline:
                 transitions += breaker.tick(clock.watermark)
+        for v in shared:
+            # Each breaker step is stamped with its own deadline, so ticking once at the end
+            # gives the same transitions as ticking at every event.
+            if v.breaker.deadline is not None and clock.watermark >= v.breaker.deadline:
+                v.transitions += v.breaker.tick(clock.watermark)
         return detections, transitions
 
     # --- time -----------------------------------------------------------------------------
@@ -154,15 +238,44 @@ class AgentMonitor:
             due = min(due, self.breaker.deadline)
         return due
 
+    @property
+    def timer_due_ms(self) -> int | None:
+        """When this monitor must be advanced even if its agent sends nothing: a run's
+        never-ending check or a breaker deadline, its variants' included; None if never.
+        (Maintenance sweeps are left out: they happen with the next event anyway.)"""
+        due = self.loops.next_deadline
+        if self.breaker.deadline is not None and self.breaker.deadline < due:
+            due = self.breaker.deadline
+        for v in self.variants:
+            if v.monitor is not None:
+                own = v.monitor.timer_due_ms
+                if own is not None and own < due:
+                    due = own
+            elif v.breaker.deadline is not None and v.breaker.deadline < due:
+                due = v.breaker.deadline
+        return None if due >= NO_DEADLINE else due
+
     def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:
         """``tick`` plus the breaker: its recovery deadlines and the tick's detections."""
         detections = self.tick(now_ms)
+        for v in self.variants:
+            if v.monitor is not None:
+                found_v, moved_v = v.monitor.advance(now_ms)
+                v.detections += found_v
+                v.transitions += moved_v
+            elif detections:
+                v.transitions += v.breaker.on_detections(detections, now_ms)
+            else:
+                v.transitions += v.breaker.tick(now_ms)
         if detections:
             return detections, self.breaker.on_detections(detections, now_ms)
         return detections, self.breaker.tick(now_ms)
 
     def on_command(self, command: Command | Mapping[str, Any], now_ms: int) -> list[Transition]:
-        """Apply an operator command (a ``Command`` or a command.avsc record)."""
+        """Apply an operator command (a ``Command`` or a command.avsc record), to the
+        variants too: an operator's pin stands for every state machine of the agent."""
+        for v in self.variants:
+            v.transitions += v.breaker.on_command(command, now_ms)
         return self.breaker.on_command(command, now_ms)
 
     def _maintain(self, watermark: int, now_ms: int) -> None:
@@ -180,6 +293,16 @@ class AgentMonitor:
 
     def to_state(self) -> dict[str, Any]:
         """Compact plain data (lists, ints, floats, str) for the stream's changelog table."""
+        state = self._own_state()
+        if self.variants:
+            state["variants"] = {
+                v.name: {"monitor": v.monitor._own_state()} if v.monitor is not None
+                else {"breaker": v.breaker.to_state()}
+                for v in self.variants
+            }
+        return state
+
+    def _own_state(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
             "agent": self.agent_id,
@@ -206,13 +329,28 @@ class AgentMonitor:
         agent_id = str(state["agent"])
         monitor = cls.__new__(cls)  # every part is restored below; building fresh ones is waste
         monitor.agent_id, monitor.policy, monitor.scanner = agent_id, policy, scanner
-        clock = monitor.clock = EventClock.from_state(state["clock"], policy.event_time.grace_ms)
+        enforced = enforced_policy(policy)
+        clock = monitor.clock = EventClock.from_state(state["clock"], enforced.event_time.grace_ms)
         monitor.next_maintenance = int(state["maint"])
-        monitor.loops = LoopDetector.from_state(state["loops"], agent_id, policy, clock)
-        monitor.denials = DenialRateDetector.from_state(state["denials"], agent_id, policy, clock)
-        monitor.spend = SpendDetector.from_state(state["spend"], agent_id, policy, clock)
+        monitor.loops = LoopDetector.from_state(state["loops"], agent_id, enforced, clock)
+        monitor.denials = DenialRateDetector.from_state(state["denials"], agent_id, enforced,
+                                                        clock)
+        monitor.spend = SpendDetector.from_state(state["spend"], agent_id, enforced, clock)
         monitor.injection = InjectionHitRate.from_state(
-            state["injection"], agent_id, policy, scanner, clock
+            state["injection"], agent_id, enforced, scanner, clock
         )
-        monitor.breaker = Breaker.from_state(state["breaker"], agent_id, policy.breaker)
+        monitor.breaker = Breaker.from_state(state["breaker"], agent_id, enforced.breaker)
+        monitor.variants = ()
+        # Variants come from the policy in force; one whose state was saved resumes, a new one
+        # (a shadow element added since) starts fresh, a removed one is dropped.
+        saved = state.get("variants") or {}
+        for name, variant_policy in shadow_variants(policy).items():
+            variant = monitor.add_variant(name, variant_policy)
+            kept = saved.get(name) or {}
+            if variant.monitor is not None and "monitor" in kept:
+                restored = cls.from_state(kept["monitor"], variant.policy, scanner)
+                variant.monitor, variant.breaker = restored, restored.breaker
+            elif variant.monitor is None and "breaker" in kept:
+                variant.breaker = Breaker.from_state(kept["breaker"], agent_id,
+                                                     variant.policy.breaker)
         return monitor

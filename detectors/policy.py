@@ -56,6 +56,11 @@ class Band(PolicyModel):
 
     at: float = Field(gt=0, description="Threshold; for *_bands relative to a limit, a multiple.")
     severity: Severity
+    shadow: bool = Field(
+        False,
+        description="Judged on live traffic, never enforced: its would-be detections and "
+        "transitions are recorded apart (detectors/shadow.py). Off by default.",
+    )
 
 
 class RateBand(Band):
@@ -419,6 +424,11 @@ class BreakerRule(PolicyModel):
         description="Mode to lower the agent to, stop_run (run-scoped detections only) or "
         "none (record the detection, change nothing)."
     )
+    shadow: bool = Field(
+        False,
+        description="Judged on live traffic, never enforced: its would-be transitions are "
+        "recorded apart (detectors/shadow.py). Off by default.",
+    )
 
     @model_validator(mode="after")
     def _sensible_target(self) -> BreakerRule:
@@ -562,6 +572,9 @@ class ResolvedPolicy(PolicyModel):
                 f"run_timeout_ms x timeout_bands[-1].at = {longest_timeout:g}, or a hung run "
                 f"is forgotten before its last timeout band can fire"
             )
+        from tripwire.detectors.shadow import split_shadow  # shadow.py imports this module
+
+        split_shadow(self)  # the enforced policy and each shadow variant must be valid too
         return self
 
     def compiled(self, name: str, build: Callable[[ResolvedPolicy], T]) -> T:

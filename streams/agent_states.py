@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tripwire.detectors.agent_monitor import AgentMonitor
-from tripwire.detectors.loops import NO_DEADLINE
 from tripwire.detectors.policy import Policy
 from tripwire.detectors.prompt_injection_hits import Scanner
 
@@ -251,8 +250,4 @@ def _dumps(value: dict[str, Any]) -> bytes:
 
 def next_deadline(monitor: AgentMonitor) -> int | None:
     """The earliest time the monitor must be ticked even if the agent sends nothing."""
-    candidates = [monitor.loops.next_deadline]
-    if monitor.breaker.deadline is not None:
-        candidates.append(monitor.breaker.deadline)
-    deadline = min(candidates)
-    return None if deadline >= NO_DEADLINE else deadline
+    return monitor.timer_due_ms
