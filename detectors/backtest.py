@@ -356,6 +356,8 @@ class BacktestReport:
         }
 
     def to_markdown(self, evidence_url: str | None = None) -> str:
+        """``evidence_url``: the dashboards' base URL, to link each agent's evidence there
+        (otherwise each row says which ``tripwire evidence`` command shows it)."""
         cur, cand = self.labels
         out = [f"# Backtest: `{cand}` against `{cur}`", ""]
         out.append(f"Window {_iso(self.from_ms) or 'start'} → {_iso(self.to_ms) or 'end'} · "
@@ -403,7 +405,8 @@ class BacktestReport:
         for a in agents:
             c, n = a.current, a.candidate
             lo, hi = a.evidence_window()
-            link = (f"[evidence]({evidence_url}?agent={a.agent_id}&since={lo}&until={hi})"
+            link = (f"[evidence]({evidence_url.rstrip('/')}/api/evidence/agent/{a.agent_id}"
+                    f"?from={lo}&to={hi}&format=markdown)"
                     if evidence_url else f"`{a.evidence_command()}`")
             first = n.first_downgrade_ts or c.first_downgrade_ts
             rows.append(

@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from tripwire.detectors.release_gate import ReleaseGatePolicy
 from tripwire.detectors.severity import Severity
 from tripwire.schemas.modes import Mode
 
@@ -627,6 +628,10 @@ class Policy(PolicyModel):
     )
     agents: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Overrides per agent_id, over workflow and defaults."
+    )
+    release_gate: ReleaseGatePolicy = Field(
+        ReleaseGatePolicy(),
+        description="Thresholds of `tripwire gate` (detectors/release_gate.py).",
     )
     _resolved: dict[tuple[str | None, str | None], ResolvedPolicy] = PrivateAttr(
         default_factory=dict
