@@ -38,6 +38,9 @@ RETENTION_TTL: dict[str, str] = {
     # Control-plane audit (0010_operator_commands_and_alerts.sql).
     "operator_commands": "toDateTime(record_ts)",
     "alert_deliveries": "toDateTime(ts)",
+    # Shadow rules' would-be detections and transitions (0018_shadow_rules.sql).
+    "shadow_detections": "toDateTime(ts)",
+    "shadow_mode_changes": "toDateTime(issued_at)",
     # Dashboard rollups (0003_dashboard_rollups.sql).
     "agent_stats": "bucket",
     "block_stats": "bucket",

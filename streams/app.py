@@ -34,6 +34,7 @@ from tripwire.schemas.command_signing import CommandVerifier, sign_control
 from tripwire.sdk.operator import KILL_ALL_KEY
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row
+from tripwire.sinks.shadow_sink import shadow_rows
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
@@ -163,7 +164,8 @@ class TripwireApp:
         acks = [_acker(stream, ev) for ev in events]
         # The records, not the decoded events: the ClickHouse writer decodes them again in its
         # own process (where that costs the detection loop nothing) and stores the same events.
-        await self.sink.add(result.stored, result.accepted, dets, controls, acks)
+        await self.sink.add(result.stored, result.accepted, dets, controls, acks,
+                            shadow_rows(result.shadow) if result.shadow else None)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
         """Send dead letters, detections and controls; make them and the state durable."""
@@ -253,6 +255,7 @@ class TripwireApp:
         audit: list[dict] = []
         dets: list[dict] = []
         controls: list[dict] = []
+        shadow: list = []
         for ev in events:
             m = ev.message
             now = int(time.time() * 1000)
@@ -277,8 +280,9 @@ class TripwireApp:
                 d, c = await self._publish(result)
             dets += d
             controls += c
+            shadow += result.shadow
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
-                            {"operator_commands": audit})
+                            {"operator_commands": audit, **shadow_rows(shadow)})
 
     # --- time ------------------------------------------------------------------------------
 
@@ -301,8 +305,8 @@ class TripwireApp:
                 dets, controls = await self._publish(result)
             else:
                 dets, controls = [], []
-        if dets or controls:
-            await self.sink.add([], 0, dets, controls, [])
+        if dets or controls or result.shadow:
+            await self.sink.add([], 0, dets, controls, [], shadow_rows(result.shadow))
 
     async def _heal_commit_gaps(self) -> None:
         await self._gap_healer.check(self.app.consumer)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tripwire.detectors.breaker import Transition
 from tripwire.detectors.detection import Detection
+from tripwire.detectors.shadow import ShadowRecord, shadow_records
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.dead_letters import DeadLetter
 from tripwire.streams.step_decoding import StepRecordDecoder, content_type
@@ -36,6 +37,8 @@ class BatchResult:
     transitions: list[Transition] = field(default_factory=list)
     replayed_events: int = 0
     """Events whose effect on detector state was already stored (re-delivery after a crash)."""
+    shadow: list[ShadowRecord] = field(default_factory=list)
+    """What shadow rules would have done (stored, never published)."""
 
 
 class StepProcessor:
@@ -74,6 +77,9 @@ class StepProcessor:
             detections, transitions = monitor.feed_many(events)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), detections,
+                                             transitions)
             partition, offset = last[agent]
             states.update(agent, monitor, partition, str(partition), offset)
         return out
@@ -96,7 +102,10 @@ class StepProcessor:
                 out.replayed_events += 1
                 continue
             monitor = states.monitor(agent)
-            out.transitions.extend(monitor.on_command(command, now_ms))
+            moved = monitor.on_command(command, now_ms)
+            out.transitions.extend(moved)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), [], moved)
             home = states.partition_of(agent)
             home = partition if home is None else home
             states.update(agent, monitor, home, source, offset)
@@ -114,6 +123,9 @@ class StepProcessor:
             detections, transitions = monitor.advance(now_ms)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), detections,
+                                             transitions)
             states.update(agent, monitor, partition)
         return out
 
