@@ -67,6 +67,7 @@ class Outcome:
     first_downgrade_ts: int | None = None
     transitions: list[Transition] = field(default_factory=list)
     transitions_total: int = 0
+    keep: int = KEPT_TRANSITIONS
     _below_since: int | None = None
 
     @property
@@ -78,7 +79,7 @@ class Outcome:
             self.detections[d.detector] += 1
         for t in transitions:
             self.transitions_total += 1
-            if len(self.transitions) < KEPT_TRANSITIONS:
+            if len(self.transitions) < self.keep:
                 self.transitions.append(t)
             if t.action in TRIP_ACTIONS:
                 self.trips[t.rule or "?"] += 1
@@ -173,7 +174,9 @@ class Backtest:
         scanner: Scanner | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        keep_transitions: int = KEPT_TRANSITIONS,
     ) -> None:
+        self.keep_transitions = keep_transitions
         self.current = current
         self.candidate = candidate
         self.scanner = scanner
@@ -236,9 +239,10 @@ class Backtest:
             variant = monitor.add_variant(CANDIDATE, candidate)
             self._shared_detections = variant.monitor is None
         self._agent = agent_id
-        outcome = Outcome()
+        outcome = Outcome(keep=self.keep_transitions)
         self._result = AgentResult(agent_id, workflow, first_ts, first_ts, 0, outcome,
-                                   outcome if same else Outcome(), same)
+                                   outcome if same else Outcome(keep=self.keep_transitions),
+                                   same)
 
     def _collect(self, detections: list[Detection], transitions: list[Transition]) -> None:
         result, monitor = self._result, self._monitor
