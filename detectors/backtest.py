@@ -291,7 +291,7 @@ def replay_one(policy: ResolvedPolicy | Policy, agent_id: str, events: list[Even
     whole = policy if isinstance(policy, Policy) else Policy(defaults=policy)
     bt = Backtest(whole, whole, scanner=scanner, to_ms=to_ms)
     bt.feed(agent_id, workflow, sorted(events, key=lambda e: (e["ts"], e["step"])))
-    return bt.finish().results[0].current
+    return bt.finish().agents[0].current
 
 
 # --- the report ---------------------------------------------------------------------------
