@@ -121,7 +121,7 @@ def newcombe(a: int, n_a: int, b: int, n_b: int, z: float) -> tuple[float, float
     d = p_a - p_b
     low = d - math.sqrt((p_a - l_a) ** 2 + (u_b - p_b) ** 2)
     high = d + math.sqrt((u_a - p_a) ** 2 + (p_b - l_b) ** 2)
-    return d, low, high
+    return d, max(-1.0, low), min(1.0, high)  # clamped: rounding can leave them 1e-16 out
 
 
 def rate_ratio(k_a: int, n_a: int, k_b: int, n_b: int, z: float) -> tuple[float, float, float]:
