@@ -272,6 +272,10 @@ def compare(baseline: VersionRecord, candidate: VersionRecord, policy: ReleaseGa
                                   policy.max_trip_rate_ratio, "insufficient", runs,
                                   f"needs {policy.min_runs} runs each"))
             continue
+        if k_c == 0 and k_b == 0:
+            out.append(Comparison(name, "ratio", 0.0, 0.0, None, None, None,
+                                  policy.max_trip_rate_ratio, "pass", runs, "none recorded"))
+            continue
         ratio, low, high = rate_ratio(k_c, candidate.runs, k_b, baseline.runs, z)
         out.append(Comparison(name, "ratio", k_b / baseline.runs, k_c / candidate.runs, ratio,
                               low, high, policy.max_trip_rate_ratio,
