@@ -154,3 +154,10 @@ def test_thresholds_come_from_the_policy_file(tmp_path: Path) -> None:
         assert "max_denial_rate_increas" in str(exc)
     else:
         raise AssertionError("a misspelt threshold must be refused")
+
+
+def test_the_policy_example_lists_the_default_thresholds() -> None:
+    from tripwire.detectors.policy import load_policy
+
+    example = Path(__file__).resolve().parent.parent / "detectors" / "policy.example.yaml"
+    assert load_policy(example).release_gate == ReleaseGatePolicy()
