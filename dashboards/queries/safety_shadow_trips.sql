@@ -3,7 +3,6 @@
 -- dashboards: safety
 -- order: 105
 -- width: 24
--- link: agent_id
 -- optional_table: shadow_mode_changes
 -- description: Per agent and shadow rule (policy elements marked shadow: true), the trips
 --   its own state machine would have made and the lowest mode it would have reached, beside
