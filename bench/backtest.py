@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.steps:,} steps of {args.agents} agents over {args.days:g} days "
               f"in {elapsed:.0f} s; merges settled after {settle(client):.0f} s")
         end = now_ms() + 1
-        start = end - int(args.days * 86_400_000) - 60_000
+        # The dataset ends at "now" of its generation, which took `elapsed` seconds.
+        start = end - int(args.days * 86_400_000) - int(elapsed * 1000) - 60_000
         current = Policy()
         candidate = Policy.model_validate(CANDIDATES[args.change])
 
