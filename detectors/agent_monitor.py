@@ -54,22 +54,87 @@ class Variant:
     """One policy judged beside the enforced one: its own breaker (and, if its detector
     settings differ, its own monitor), and what it did since its output was last taken."""
 
-    __slots__ = ("name", "policy", "breaker", "monitor", "detections", "transitions")
+    __slots__ = ("name", "policy", "breaker", "monitor", "own", "replaced", "detections",
+                 "transitions")
 
     def __init__(
         self, name: str, agent_id: str, policy: ResolvedPolicy, enforced: ResolvedPolicy,
-        scanner: Scanner | None,
+        scanner: Scanner | None, clock: EventClock | None = None, share: bool = False,
     ) -> None:
         self.name = name
         self.policy = policy
         self.monitor: AgentMonitor | None = None
+        # Detectors of its own beside the enforced monitor's shared ones (``share``): only
+        # for the sections that differ, on the enforced monitor's clock.
+        self.own: dict[str, Any] = {}
+        self.replaced: frozenset[str] = frozenset()
         if _same_detectors(policy, enforced):
             self.breaker = Breaker(agent_id, policy.breaker)
+        elif share and clock is not None and all(
+                getattr(policy, s) == getattr(enforced, s) for s in _SHARED_SECTIONS):
+            self.breaker = Breaker(agent_id, policy.breaker)
+            for section, attr, build in _DETECTOR_SECTIONS:
+                if getattr(policy, section) != getattr(enforced, section):
+                    self.own[attr] = build(agent_id, policy, scanner, clock)
+            self.replaced = frozenset(d.name for d in self.own.values())
         else:
             self.monitor = AgentMonitor(agent_id, policy, scanner, variants=False)
             self.breaker = self.monitor.breaker
         self.detections: list[Detection] = []
         self.transitions: list[Transition] = []
+
+    def observe_own(self, event: Event, on_time: bool, scanner: Scanner | None
+                    ) -> list[Detection]:
+        """What its own detectors find in an event the enforced monitor has just fed; each
+        detector sees the events ``AgentMonitor.feed`` gives it."""
+        out: list[Detection] = []
+        own = self.own
+        if "loops" in own:
+            own["loops"].observe(event, on_time, out)
+        kind = event["kind"]
+        if "spend" in own and (
+            event.get("cost_usd") is not None
+            or event.get("input_tokens") is not None
+            or event.get("output_tokens") is not None
+            or kind == "run_end"
+        ):
+            own["spend"].observe(event, on_time, out)
+        if on_time:
+            if "denials" in own and kind == "policy_decision":
+                own["denials"].observe(event, True, out)
+            if "injection" in own and (event.get("injection_flagged") or (
+                    scanner is not None and event.get("content"))):
+                own["injection"].observe(event, True, out)
+        return out
+
+    def merged(self, shared: list[Detection], own: list[Detection]) -> list[Detection]:
+        """The detections this variant's policy makes of one event: the enforced ones of the
+        sections it shares, its own for the others, in the order ``feed`` emits them."""
+        replaced = self.replaced
+        if not own and not any(d.detector in replaced for d in shared):
+            return shared
+        out: list[Detection] = []
+        for name in _DETECTOR_ORDER:
+            source = own if name in replaced else shared
+            out += [d for d in source if d.detector == name]
+        return out
+
+    def expire_own(self, watermark: int, now_ms: int) -> None:
+        """``AgentMonitor._maintain`` for its own detectors."""
+        for attr, detector in self.own.items():
+            detector.expire(watermark if attr in ("denials", "injection") else now_ms)
+
+
+_SHARED_SECTIONS = ("event_time", "runs")
+"""Sections every detector reads: a variant that changes them needs a monitor of its own."""
+_DETECTOR_ORDER = ("loop", "spend", "denial_rate", "injection")
+"""The order ``AgentMonitor.feed`` emits detections in, by detector."""
+_DETECTOR_SECTIONS: tuple[tuple[str, str, Any], ...] = (
+    ("loops", "loops", lambda a, p, s, c: LoopDetector(a, p, c)),
+    ("spend", "spend", lambda a, p, s, c: SpendDetector(a, p, c)),
+    ("denial_rate", "denials", lambda a, p, s, c: DenialRateDetector(a, p, c)),
+    ("injection", "injection", lambda a, p, s, c: InjectionHitRate(a, p, s, c)),
+)
 
 
 def _same_detectors(a: ResolvedPolicy, b: ResolvedPolicy) -> bool:
@@ -120,10 +185,14 @@ class AgentMonitor:
             for name, variant in shadow_variants(policy).items():
                 self.add_variant(name, variant)
 
-    def add_variant(self, name: str, policy: ResolvedPolicy) -> Variant:
-        """Judge ``policy`` (its enforced part) on this monitor's events from now on."""
+    def add_variant(self, name: str, policy: ResolvedPolicy, share: bool = False) -> Variant:
+        """Judge ``policy`` (its enforced part) on this monitor's events from now on.
+
+        ``share``: when it differs in detector sections (not in event_time or runs), run
+        only those detectors twice and share the others (a backtest's candidate; such a
+        variant's state is not saved by ``to_state``)."""
         variant = Variant(name, self.agent_id, enforced_policy(policy),
-                          enforced_policy(self.policy), self.scanner)
+                          enforced_policy(self.policy), self.scanner, self.clock, share)
         self.variants = (*self.variants, variant)
         return variant
 
@@ -198,6 +267,8 @@ class AgentMonitor:
                     v.detections += found_v
                     v.transitions += moved_v
             shared = tuple(v for v in self.variants if v.monitor is None)
+            if any(v.own for v in shared):
+                return self._feed_many_partial(events, shared)
         for event in events:
             found = self.feed(event)
             if found:
@@ -210,6 +281,39 @@ class AgentMonitor:
         for v in shared:
             # Each breaker step is stamped with its own deadline, so ticking once at the end
             # gives the same transitions as ticking at every event.
+            if v.breaker.deadline is not None and clock.watermark >= v.breaker.deadline:
+                v.transitions += v.breaker.tick(clock.watermark)
+        return detections, transitions
+
+    def _feed_many_partial(self, events: list[Event], variants: tuple[Variant, ...]
+                           ) -> tuple[list[Detection], list[Transition]]:
+        """``feed_many`` with variants that run some detectors of their own: the same steps,
+        plus each variant's detectors and breaker after every event."""
+        detections: list[Detection] = []
+        transitions: list[Transition] = []
+        breaker, clock, scanner = self.breaker, self.clock, self.scanner
+        for event in events:
+            maintained = self.next_maintenance
+            found = self.feed(event)
+            watermark = clock.watermark
+            # feed's on-time test, after the fact: the watermark now includes this event.
+            on_time = event["ts"] >= watermark - clock.grace_ms
+            maintained = maintained != self.next_maintenance
+            if found:
+                detections += found
+                transitions += breaker.on_detections(found, watermark)
+            elif breaker.deadline is not None and watermark >= breaker.deadline:
+                transitions += breaker.tick(watermark)
+            for v in variants:
+                own = v.observe_own(event, on_time, scanner) if v.own else []
+                if maintained:
+                    v.expire_own(watermark, watermark)
+                mine = v.merged(found, own) if v.own else found
+                if own:
+                    v.detections += own
+                if mine:
+                    v.transitions += v.breaker.on_detections(mine, watermark)
+        for v in variants:
             if v.breaker.deadline is not None and clock.watermark >= v.breaker.deadline:
                 v.transitions += v.breaker.tick(clock.watermark)
         return detections, transitions
@@ -251,18 +355,33 @@ class AgentMonitor:
                 own = v.monitor.timer_due_ms
                 if own is not None and own < due:
                     due = own
-            elif v.breaker.deadline is not None and v.breaker.deadline < due:
+                continue
+            if v.breaker.deadline is not None and v.breaker.deadline < due:
                 due = v.breaker.deadline
+            if "loops" in v.own and v.own["loops"].next_deadline < due:
+                due = v.own["loops"].next_deadline
         return None if due >= NO_DEADLINE else due
 
     def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:
         """``tick`` plus the breaker: its recovery deadlines and the tick's detections."""
+        maintained = self.next_maintenance
         detections = self.tick(now_ms)
+        maintained = maintained != self.next_maintenance
         for v in self.variants:
             if v.monitor is not None:
                 found_v, moved_v = v.monitor.advance(now_ms)
                 v.detections += found_v
                 v.transitions += moved_v
+            elif v.own:
+                loops = v.own.get("loops")
+                own = loops.tick(now_ms) if loops is not None and now_ms >= (
+                    loops.next_deadline) else []
+                if maintained:
+                    v.expire_own(self.clock.watermark, now_ms)
+                v.detections += own
+                mine = v.merged(detections, own)
+                v.transitions += (v.breaker.on_detections(mine, now_ms) if mine
+                                  else v.breaker.tick(now_ms))
             elif detections:
                 v.transitions += v.breaker.on_detections(detections, now_ms)
             else:

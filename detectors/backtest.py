@@ -8,10 +8,11 @@ How an agent is replayed, and why it matches the live worker:
 
 * One :class:`~detectors.agent_monitor.AgentMonitor` per agent, built from the policy in
   force (``current``), fed with ``feed_many`` exactly as ``streams/step_processor.py`` does.
-  The candidate policy is a *variant* of that monitor (``AgentMonitor.add_variant``): when
-  only its breaker section differs it gets a breaker of its own fed the same detections (the
-  detectors run once); otherwise it is a full monitor of its own. When the two resolve to the
-  same policy for an agent, the agent is replayed once and both sides share the outcome.
+  The candidate policy is a *variant* of that monitor (``AgentMonitor.add_variant``): it
+  gets a breaker of its own, fed the detections of the sections both policies share and of
+  its own detectors for the sections it changes (only those run twice); a candidate that
+  changes ``event_time`` or ``runs`` gets a full monitor of its own. When the two resolve to
+  the same policy for an agent, the agent is replayed once and both sides share the outcome.
 * Time-driven work (cool-downs, probations, runs that never end) is what the worker's timer
   does: ``advance(now)`` at each monitor deadline (``timer_due_ms``) that falls between two
   of the agent's events, on the event-time axis, and at the end of the window. Live, the
@@ -187,7 +188,8 @@ class Backtest:
         self._agent: str | None = None
         self._monitor: AgentMonitor | None = None
         self._result: AgentResult | None = None
-        self._shared_detections = False
+        self._replaced: frozenset[str] | None = None
+        self._gap = 1
         self._same: dict[tuple[int, int], bool] = {}
 
     # --- input ------------------------------------------------------------------------
@@ -209,14 +211,21 @@ class Backtest:
         result.last_ts = ts[-1]
         self.events += len(events)
         i, n = 0, len(events)
+        stuck: int | None = None
+        gap = self._gap
         while i < n:
             due = monitor.timer_due_ms
-            if due is not None and due < ts[i]:
+            if due is not None and due < ts[i] and due != stuck:
                 self._collect(*monitor.advance(due))
                 if monitor.timer_due_ms == due:  # cannot happen; never loop on it
-                    break
+                    stuck = due
                 continue
-            j = n if due is None else bisect_right(ts, due, i)
+            # Events up to the next deadline, and no further than the earliest deadline they
+            # can create themselves (a run's never-ending check), so each one is met on time.
+            limit = ts[i] + gap
+            if due is not None and ts[i] <= due < limit:
+                limit = due
+            j = bisect_right(ts, limit, i)
             self._collect(*monitor.feed_many(events[i:j]))
             i = j
 
@@ -233,11 +242,13 @@ class Backtest:
         same = self._same.get(key)
         if same is None:
             same = self._same[key] = current is candidate or current == candidate
+        self._gap = max(1, min(_first_timeout(p) for p in (current, candidate)))
         monitor = self._monitor = AgentMonitor(agent_id, current, self.scanner, variants=False)
-        self._shared_detections = False
+        self._replaced = None
         if not same:
-            variant = monitor.add_variant(CANDIDATE, candidate)
-            self._shared_detections = variant.monitor is None
+            variant = monitor.add_variant(CANDIDATE, candidate, share=True)
+            # Detector names whose detections the candidate makes itself; None: all of them.
+            self._replaced = variant.replaced if variant.monitor is None else None
         self._agent = agent_id
         outcome = Outcome(keep=self.keep_transitions)
         self._result = AgentResult(agent_id, workflow, first_ts, first_ts, 0, outcome,
@@ -254,7 +265,10 @@ class Backtest:
         own: list[Detection] = []
         for _, found, changes in monitor.take_variant_output():
             own, moved = found, changes
-        result.candidate.add(detections if self._shared_detections else own, moved)
+        replaced = self._replaced
+        if replaced is not None:
+            own = [d for d in detections if d.detector not in replaced] + own
+        result.candidate.add(own, moved)
 
     def _close_agent(self) -> None:
         result, monitor = self._result, self._monitor
@@ -273,6 +287,13 @@ class Backtest:
             result.candidate.close(end)
         self.results.append(result)
         self._agent = self._monitor = self._result = None
+
+
+def _first_timeout(policy: ResolvedPolicy) -> int:
+    """The soonest a run's never-ending check can fall after the event that opens it (a late
+    event, up to the grace behind, opens it that much earlier)."""
+    loops = policy.loops
+    return int(loops.run_timeout_ms * loops.timeout_bands[0].at) - policy.event_time.grace_ms
 
 
 def replay(current: Policy, candidate: Policy, agents: Iterable[tuple[str, str | None,

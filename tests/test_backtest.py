@@ -134,3 +134,43 @@ def test_every_band_in_shadow_is_refused_naming_the_list() -> None:
     with pytest.raises(ValueError, match="at least one band"):
         Policy.model_validate({"defaults": {"injection": {"bands": [
             {"at": 1, "severity": "S3", "shadow": True}]}}})
+
+
+SECTION_CHANGES = {
+    "loops": {"loops": {"max_steps": 12, "repeat_limit": 3}},
+    "spend": {"spend": {"run_budget_usd": 0.05, "hour_budget_usd": 0.5}},
+    "injection": {"injection": {"bands": [{"at": 1, "severity": "S2"},
+                                          {"at": 2, "severity": "S1"}]}},
+    "denials+loops": {**DETECTOR_CHANGE, "loops": {"cycle_min_repeats": 2}},
+    "runs (a monitor of its own)": {"runs": {"max_open_runs": 2}},
+}
+
+
+def test_shared_detectors_decide_what_the_candidate_alone_decides_on_fleet_traffic() -> None:
+    from tripwire.detectors.injection import scan_text
+
+    events = list(itertools.islice(fleet_events(
+        seed=9, agents=3, scenarios=["denial_storm", "runaway_loop", "overspend", "injection",
+                                     "never_ending_run"], start_ms=START), 12_000))
+    by_agent: dict[str, list[dict]] = {}
+    for e in events:
+        by_agent.setdefault(e["agent_id"], []).append(e)
+    current = Policy.model_validate({"defaults": FAST})
+    for label, change in SECTION_CHANGES.items():
+        candidate = Policy.model_validate({"defaults": {**FAST, **change}})
+        end = events[-1]["ts"] + 7_200_000
+        both = Backtest(current, candidate, scanner=scan_text, to_ms=end, keep_transitions=10**6)
+        alone = Backtest(candidate, candidate, scanner=scan_text, to_ms=end,
+                         keep_transitions=10**6)
+        for agent in sorted(by_agent):
+            mine = sorted(by_agent[agent], key=lambda e: (e["ts"], e["step"]))
+            for i in range(0, len(mine), 53):
+                both.feed(agent, mine[0]["workflow"], mine[i:i + 53])
+            alone.feed(agent, mine[0]["workflow"], mine)
+        pairs = zip(both.finish().agents, alone.finish().agents, strict=True)
+        differ = 0
+        for b, a in pairs:
+            assert keyed(b.candidate) == keyed(a.current), (label, b.agent_id)
+            assert b.candidate.detections == a.current.detections, (label, b.agent_id)
+            differ += b.differs
+        assert differ, f"{label}: the change should matter to some agent"
