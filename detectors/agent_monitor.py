@@ -20,8 +20,10 @@ own breaker state machine, never published. Shadow elements of the policy
 (``detectors/shadow.py``) become variants automatically; a backtest adds its candidate policy
 with :meth:`AgentMonitor.add_variant`. A variant whose detector settings equal the enforced
 ones only gets a breaker of its own, fed the enforced detections (a breaker rule in shadow
-costs nothing per event); otherwise it is a full monitor of its own. Their output is taken
-with :meth:`AgentMonitor.take_variant_output` after each call.
+costs nothing per event); otherwise it is a full monitor of its own, or, when added with
+``share=True`` (the backtest's candidate), just the detectors whose sections differ, on this
+monitor's clock. Their output is taken with :meth:`AgentMonitor.take_variant_output` after
+each call.
 """
 
 from __future__ import annotations
