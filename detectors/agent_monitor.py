@@ -127,6 +127,17 @@ class Variant:
             detector.expire(watermark if attr in ("denials", "injection") else now_ms)
 
 
+def _restore_detector(attr: str, state: Any, agent_id: str, policy: ResolvedPolicy,
+                      scanner: Scanner | None, clock: EventClock) -> Any:
+    if attr == "loops":
+        return LoopDetector.from_state(state, agent_id, policy, clock)
+    if attr == "spend":
+        return SpendDetector.from_state(state, agent_id, policy, clock)
+    if attr == "denials":
+        return DenialRateDetector.from_state(state, agent_id, policy, clock)
+    return InjectionHitRate.from_state(state, agent_id, policy, scanner, clock)
+
+
 _SHARED_SECTIONS = ("event_time", "runs")
 """Sections every detector reads: a variant that changes them needs a monitor of its own."""
 _DETECTOR_ORDER = ("loop", "spend", "denial_rate", "injection")
@@ -185,14 +196,14 @@ class AgentMonitor:
         self.variants: tuple[Variant, ...] = ()
         if variants:
             for name, variant in shadow_variants(policy).items():
-                self.add_variant(name, variant)
+                self.add_variant(name, variant, share=True)
 
     def add_variant(self, name: str, policy: ResolvedPolicy, share: bool = False) -> Variant:
         """Judge ``policy`` (its enforced part) on this monitor's events from now on.
 
         ``share``: when it differs in detector sections (not in event_time or runs), run
-        only those detectors twice and share the others (a backtest's candidate; such a
-        variant's state is not saved by ``to_state``)."""
+        only those detectors twice and share the others (shadow bands, a backtest's
+        candidate)."""
         variant = Variant(name, self.agent_id, enforced_policy(policy),
                           enforced_policy(self.policy), self.scanner, self.clock, share)
         self.variants = (*self.variants, variant)
@@ -418,7 +429,8 @@ class AgentMonitor:
         if self.variants:
             state["variants"] = {
                 v.name: {"monitor": v.monitor._own_state()} if v.monitor is not None
-                else {"breaker": v.breaker.to_state()}
+                else {"breaker": v.breaker.to_state(),
+                      **({"own": {a: d.to_state() for a, d in v.own.items()}} if v.own else {})}
                 for v in self.variants
             }
         return state
@@ -466,7 +478,7 @@ class AgentMonitor:
         # (a shadow element added since) starts fresh, a removed one is dropped.
         saved = state.get("variants") or {}
         for name, variant_policy in shadow_variants(policy).items():
-            variant = monitor.add_variant(name, variant_policy)
+            variant = monitor.add_variant(name, variant_policy, share=True)
             kept = saved.get(name) or {}
             if variant.monitor is not None and "monitor" in kept:
                 restored = cls.from_state(kept["monitor"], variant.policy, scanner)
@@ -474,4 +486,9 @@ class AgentMonitor:
             elif variant.monitor is None and "breaker" in kept:
                 variant.breaker = Breaker.from_state(kept["breaker"], agent_id,
                                                      variant.policy.breaker)
+                own_states = kept.get("own") or {}
+                for attr in list(variant.own):
+                    if attr in own_states:
+                        variant.own[attr] = _restore_detector(
+                            attr, own_states[attr], agent_id, variant.policy, scanner, clock)
         return monitor
