@@ -34,6 +34,9 @@ def add_parsers(sub: Any) -> None:
                     "workflow, tool, action_class), with --since")
     ev.add_argument("--format", choices=("markdown", "json"), default="markdown")
     ev.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    ev.add_argument("--export", type=Path, metavar="REPLAY.jsonl",
+                    help="also write the steps as a replay set (JSON lines in the contract's "
+                    "shape) for `tripwire backtest --replay` and tests")
     ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
     ev.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
     ev.set_defaults(handler=evidence_command)
@@ -98,6 +101,11 @@ def evidence_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         client.close()
+    if args.export:
+        from tripwire.dashboards.replay_set import write_replay_set
+
+        count = write_replay_set(args.export, ev.steps)
+        print(f"tripwire evidence: {count} steps written to {args.export}", file=sys.stderr)
     text = (json.dumps(ev.to_json(), indent=2, ensure_ascii=False) + "\n"
             if args.format == "json" else ev.to_markdown())
     if args.output:
