@@ -38,6 +38,9 @@ def add_parsers(sub: Any) -> None:
                     "workflow, tool, action_class), with --since")
     ev.add_argument("--format", choices=("markdown", "json"), default="markdown")
     ev.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    ev.add_argument("--export", type=Path, metavar="REPLAY.jsonl",
+                    help="also write the steps as a replay set (JSON lines in the contract's "
+                    "shape) for `tripwire backtest --replay` and tests")
     ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
     ev.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
     ev.set_defaults(handler=evidence_command)
@@ -102,6 +105,11 @@ def evidence_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         client.close()
+    if args.export:
+        from tripwire.dashboards.replay_set import write_replay_set
+
+        count = write_replay_set(args.export, ev.steps)
+        print(f"tripwire evidence: {count} steps written to {args.export}", file=sys.stderr)
     return _write_evidence(ev, args)
 
 

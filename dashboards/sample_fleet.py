@@ -89,6 +89,7 @@ def fill(
     if decisions:
         client.insert("approval_decisions", [list(r.values()) for r in decisions],
                       column_names=list(decisions[0]))
+    _shadow(client, events)
     return sample
 
 
@@ -143,6 +144,33 @@ def inbox_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "reason_text": "",
         })
     return rows
+
+
+SAMPLE_SHADOW_POLICY = {"defaults": {"denial_rate": {"bands": [
+    {"at": 0.15, "severity": "S3", "shadow": True}, {"at": 0.3, "severity": "S3"},
+    {"at": 0.5, "severity": "S2"}, {"at": 0.8, "severity": "S1"}]}}}
+"""A stricter denial-rate band in shadow, so the shadow panel has something to show."""
+
+
+def _shadow(client: Client, events: list[dict[str, Any]]) -> None:
+    # The real monitor's shadow state machines (not a stand-in): what the stream would
+    # record for this fleet under SAMPLE_SHADOW_POLICY.
+    from tripwire.detectors.agent_monitor import AgentMonitor
+    from tripwire.detectors.policy import Policy
+    from tripwire.detectors.shadow import shadow_records
+    from tripwire.sinks.shadow_sink import insert_shadow, shadow_rows
+
+    policy = Policy.model_validate(SAMPLE_SHADOW_POLICY)
+    by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        by_agent[event["agent_id"]].append(event)
+    records = []
+    for agent_id, mine in sorted(by_agent.items()):
+        monitor = AgentMonitor(agent_id, policy.for_agent(agent_id, mine[0]["workflow"]))
+        detections, transitions = monitor.feed_many(mine)
+        records += shadow_records(monitor.take_variant_output(), detections, transitions)
+    for table, rows in shadow_rows(records).items():
+        insert_shadow(client, table, rows)
 
 
 class _Breaker:

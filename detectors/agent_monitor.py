@@ -1,8 +1,8 @@
 """Everything Tripwire knows about one agent: its detectors and its breaker.
 
 The stream keeps one ``AgentMonitor`` per agent, feeds it that agent's events in partition
-order, publishes the detections and transitions, and stores ``to_state()`` in a changelogged
-table once per batch; ``from_state`` resumes exactly where ``to_state`` left off.
+order, publishes the detections and transitions, and stores ``to_record()`` in a changelogged
+table once per batch; ``from_record`` resumes exactly where ``to_record`` left off.
 
 Event time: one ``EventClock`` per agent. An event more than ``event_time.grace_ms`` behind
 the newest one is counted in ``late_events`` and left out of the time windows (denial rate,
@@ -14,6 +14,24 @@ Time-driven work has two entry points: ``tick(now_ms)`` returns detections only 
 ``feed``); ``advance(now_ms)`` also lets the breaker act on them and on its own deadlines
 (like ``feed_many``). ``now_ms`` should be on the event-time axis, i.e. the wall clock when
 live; a replay of old events should advance with event time instead.
+
+Variants: other policies judged on the same events beside the enforced one, each with its
+own breaker state machine, never published. Shadow elements of the policy
+(``detectors/shadow.py``) become variants automatically; a backtest adds its candidate policy
+with :meth:`AgentMonitor.add_variant`. A variant whose detector settings equal the enforced
+ones only gets a breaker of its own, fed the enforced detections (a breaker rule in shadow
+costs nothing per event); otherwise it is a full monitor of its own, or, when added with
+``share=True`` (the backtest's candidate), just the detectors whose sections differ, on this
+monitor's clock. Their output is taken with :meth:`AgentMonitor.take_variant_output` after
+each call.
+
+A variant is judged as if its policy were the enforced one, so its breaker gets every input
+the enforced breaker gets (``_judge_event``): the agent versions seen (version containment),
+rate caps (the enforced counter's findings: caps cannot be marked shadow, so a shadow
+variant's caps are the enforced ones; a backtest candidate whose caps differ counts for
+itself), and earned autonomy from a tracker of its own, which counts the variant's own trips.
+A variant never publishes and never touches the enforced breaker or tracker: its output only
+reaches the shadow tables (or the backtest's report).
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from typing import Any
 
 from tripwire.detectors.autonomy import AutonomyTracker, Step
 from tripwire.detectors.breaker import Breaker, Command, Transition
+from tripwire.detectors.containment import RateCap
 from tripwire.detectors.denial_rate import DenialRateDetector
 from tripwire.detectors.detection import Detection
 from tripwire.detectors.loops import LoopDetector
@@ -30,14 +49,16 @@ from tripwire.detectors.monitor_state import (
     STATE_VERSION,
     MonitorState,
     StateVersionError,
+    VariantState,
     monitor_from_plain,
 )
 from tripwire.detectors.policy import ResolvedPolicy
 from tripwire.detectors.prompt_injection_hits import InjectionHitRate, Scanner
 from tripwire.detectors.rate_caps import RateCounter
+from tripwire.detectors.shadow import enforced_policy, shadow_variants
 from tripwire.detectors.spend import SpendDetector
 from tripwire.detectors.stream_detector import Event
-from tripwire.detectors.windows import EventClock
+from tripwire.detectors.windows import NO_DEADLINE, EventClock
 from tripwire.schemas.modes import Mode
 
 MAINTENANCE_EVERY_MS = 300_000
@@ -53,6 +74,206 @@ and fed to the loop detector they would reopen that run."""
 _TRIPS = frozenset({"downgrade", "escalate", "probation_failed"})
 _EARNED_ACTIONS = {"start": "autonomy_start", "promote": "promote", "demote": "demote",
                    "cap": "autonomy_cap"}
+_DECISIONS = frozenset({"approval_decision", "policy_decision"})
+_NO_CAPS: list[tuple[RateCap, int]] = []
+_UNSEEN = object()
+
+
+def _from_inbox(event: Event) -> bool:
+    return event["kind"] == "approval_decision" and (event.get("attributes") or {}).get(
+        "decided_by") == INBOX
+
+
+# --- one breaker and its earned autonomy: the enforced pair and each variant's ----------------
+
+
+def _note_trips(autonomy: AutonomyTracker, transitions: list[Transition]) -> bool:
+    tripped = False
+    for t in transitions:
+        if t.action in _TRIPS:
+            autonomy.note_trip(t.ts)
+            tripped = True
+    return tripped
+
+
+def _earned(breaker: Breaker, step: Step | None, now_ms: int, out: list[Transition]) -> None:
+    if step is not None:
+        out += breaker.on_earned(step.level, _EARNED_ACTIONS[step.action],  # type: ignore[arg-type]
+                                 step.reason, now_ms)
+
+
+def _begin(breaker: Breaker, autonomy: AutonomyTracker, event: Event, version: str | None,
+           out: list[Transition]) -> None:
+    """Before the event's detectors: earned autonomy's start (first event, new version).
+    agent_version only matters with per-version starts (measured: ~1.5 us an event
+    otherwise)."""
+    if autonomy.level is None or (autonomy.policy.versions and version != autonomy.version):
+        _earned(breaker, autonomy.begin(version), event["ts"], out)
+
+
+def _judge_event(
+    breaker: Breaker, autonomy: AutonomyTracker, event: Event, found: list[Detection],
+    version: str | None, watermark: int, caps: list[tuple[RateCap, int]],
+    out: list[Transition], tick: bool,
+) -> None:
+    """After the event's detectors: what one breaker (and its earned autonomy) does with the
+    event. ``tick``: also act on due deadlines when nothing was found (variants leave that to
+    the end of the batch: every breaker step is stamped with its own deadline, so it is the
+    same)."""
+    if version is not None and (not breaker.versions or breaker.versions[-1][0] != version):
+        breaker.saw_version(version, watermark)
+    for cap, count in caps:
+        out += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
+                           f"{count} calls in 60 s, cap {cap.per_minute}", watermark)
+    judge = autonomy.policy.earn and event["kind"] in _DECISIONS
+    if found:
+        moved = breaker.on_detections(found, watermark, version)
+        judge = _note_trips(autonomy, moved) or judge
+        out += moved
+    elif tick and breaker.wake_at is not None and watermark >= breaker.wake_at:
+        out += breaker.tick(watermark)
+    if judge:
+        now = max(watermark, event["ts"])
+        _earned(breaker, autonomy.judge(now), now, out)
+
+
+def _advance_breaker(breaker: Breaker, autonomy: AutonomyTracker, found: list[Detection],
+                     now_ms: int) -> list[Transition]:
+    """What one breaker does at a time-driven ``advance``."""
+    if found:
+        transitions = breaker.on_detections(found, now_ms)
+        if _note_trips(autonomy, transitions):
+            _earned(breaker, autonomy.judge(now_ms), now_ms, transitions)
+        return transitions
+    return breaker.tick(now_ms)
+
+
+class Variant:
+    """One policy judged beside the enforced one: its own breaker and earned-autonomy
+    tracker (and, if its detector settings differ, its own monitor or detectors), and what it
+    did since its output was last taken."""
+
+    __slots__ = ("name", "policy", "breaker", "autonomy", "rates", "monitor", "own",
+                 "replaced", "detections", "transitions")
+
+    def __init__(
+        self, name: str, agent_id: str, policy: ResolvedPolicy, enforced: ResolvedPolicy,
+        scanner: Scanner | None, clock: EventClock | None = None, share: bool = False,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.monitor: AgentMonitor | None = None
+        # Detectors of its own beside the enforced monitor's shared ones (``share``): only
+        # for the sections that differ, on the enforced monitor's clock.
+        self.own: dict[str, Any] = {}
+        self.replaced: frozenset[str] = frozenset()
+        # None: the enforced counter's findings apply (same caps).
+        self.rates: RateCounter | None = None
+        if _same_detectors(policy, enforced):
+            self.breaker = Breaker(agent_id, policy.breaker)
+        elif share and clock is not None and all(
+                getattr(policy, s) == getattr(enforced, s) for s in _SHARED_SECTIONS):
+            self.breaker = Breaker(agent_id, policy.breaker)
+            for section, attr, build in _DETECTOR_SECTIONS:
+                if getattr(policy, section) != getattr(enforced, section):
+                    self.own[attr] = build(agent_id, policy, scanner, clock)
+            self.replaced = frozenset(d.name for d in self.own.values())
+        else:
+            self.monitor = AgentMonitor(agent_id, policy, scanner, variants=False)
+            self.breaker = self.monitor.breaker
+        if self.monitor is not None:
+            self.autonomy = self.monitor.autonomy
+        else:
+            self.autonomy = AutonomyTracker(policy.autonomy)
+            caps = policy.breaker.containment.rate_caps
+            if caps != enforced.breaker.containment.rate_caps:
+                self.rates = RateCounter(caps)
+        self.detections: list[Detection] = []
+        self.transitions: list[Transition] = []
+
+    def observe_own(self, event: Event, on_time: bool, scanner: Scanner | None
+                    ) -> list[Detection]:
+        """What its own detectors find in an event the enforced monitor has just fed; each
+        detector sees the events ``AgentMonitor.feed`` gives it."""
+        out: list[Detection] = []
+        own = self.own
+        if "loops" in own:
+            own["loops"].observe(event, on_time, out)
+        kind = event["kind"]
+        if "spend" in own and (
+            event.get("cost_usd") is not None
+            or event.get("input_tokens") is not None
+            or event.get("output_tokens") is not None
+            or kind == "run_end"
+        ):
+            own["spend"].observe(event, on_time, out)
+        if on_time:
+            if "denials" in own and kind == "policy_decision":
+                own["denials"].observe(event, True, out)
+            if "injection" in own and (event.get("injection_flagged") or (
+                    scanner is not None and event.get("content"))):
+                own["injection"].observe(event, True, out)
+        return out
+
+    def merged(self, shared: list[Detection], own: list[Detection]) -> list[Detection]:
+        """The detections this variant's policy makes of one event: the enforced ones of the
+        sections it shares, its own for the others, in the order ``feed`` emits them."""
+        replaced = self.replaced
+        if not own and not any(d.detector in replaced for d in shared):
+            return shared
+        out: list[Detection] = []
+        for name in _DETECTOR_ORDER:
+            source = own if name in replaced else shared
+            out += [d for d in source if d.detector == name]
+        return out
+
+    def expire_own(self, watermark: int, now_ms: int) -> None:
+        """``AgentMonitor._maintain`` for its own detectors."""
+        for attr, detector in self.own.items():
+            detector.expire(watermark if attr in ("denials", "injection") else now_ms)
+
+    def to_record(self) -> VariantState:
+        if self.monitor is not None:
+            return VariantState(monitor=self.monitor.to_record())
+        return VariantState(
+            breaker=self.breaker.to_state(),
+            own={a: d.to_state() for a, d in self.own.items()} or None,
+            autonomy=None if self.autonomy.at_rest else self.autonomy.to_state(),
+        )
+
+
+def _restore_detector(attr: str, state: Any, agent_id: str, policy: ResolvedPolicy,
+                      scanner: Scanner | None, clock: EventClock) -> Any:
+    if attr == "loops":
+        return LoopDetector.from_state(state, agent_id, policy, clock)
+    if attr == "spend":
+        return SpendDetector.from_state(state, agent_id, policy, clock)
+    if attr == "denials":
+        return DenialRateDetector.from_state(state, agent_id, policy, clock)
+    return InjectionHitRate.from_state(state, agent_id, policy, scanner, clock)
+
+
+_SHARED_SECTIONS = ("event_time", "runs")
+"""Sections every detector reads: a variant that changes them needs a monitor of its own."""
+_DETECTOR_ORDER = ("loop", "spend", "denial_rate", "injection")
+"""The order ``AgentMonitor.feed`` emits detections in, by detector."""
+_DETECTOR_SECTIONS: tuple[tuple[str, str, Any], ...] = (
+    ("loops", "loops", lambda a, p, s, c: LoopDetector(a, p, c)),
+    ("spend", "spend", lambda a, p, s, c: SpendDetector(a, p, c)),
+    ("denial_rate", "denials", lambda a, p, s, c: DenialRateDetector(a, p, c)),
+    ("injection", "injection", lambda a, p, s, c: InjectionHitRate(a, p, s, c)),
+)
+_NOT_DETECTORS = frozenset({"breaker", "autonomy", "otlp"})
+"""Sections no detector reads: every variant has its own breaker and autonomy tracker, and
+``otlp`` only shapes events before they reach a monitor."""
+
+
+def _same_detectors(a: ResolvedPolicy, b: ResolvedPolicy) -> bool:
+    return a is b or all(
+        getattr(a, section) == getattr(b, section)
+        for section in type(a).model_fields
+        if section not in _NOT_DETECTORS
+    )
 
 
 class AgentMonitor:
@@ -69,23 +290,66 @@ class AgentMonitor:
         "autonomy",
         "next_maintenance",
         "rates",
+        "variants",
+        "_shared",
+        "_every_event",
     )
 
     def __init__(
-        self, agent_id: str, policy: ResolvedPolicy, scanner: Scanner | None = None
+        self,
+        agent_id: str,
+        policy: ResolvedPolicy,
+        scanner: Scanner | None = None,
+        *,
+        variants: bool = True,
     ) -> None:
+        """``variants=False``: ignore the policy's shadow elements (a variant's own monitor)."""
         self.agent_id = agent_id
         self.policy = policy
         self.scanner = scanner
-        clock = self.clock = EventClock(policy.event_time.grace_ms)
-        self.loops = LoopDetector(agent_id, policy, clock)
-        self.denials = DenialRateDetector(agent_id, policy, clock)
-        self.spend = SpendDetector(agent_id, policy, clock)
-        self.injection = InjectionHitRate(agent_id, policy, scanner, clock)
-        self.breaker = Breaker(agent_id, policy.breaker)
-        self.autonomy = AutonomyTracker(policy.autonomy)
+        enforced = enforced_policy(policy)
+        clock = self.clock = EventClock(enforced.event_time.grace_ms)
+        self.loops = LoopDetector(agent_id, enforced, clock)
+        self.denials = DenialRateDetector(agent_id, enforced, clock)
+        self.spend = SpendDetector(agent_id, enforced, clock)
+        self.injection = InjectionHitRate(agent_id, enforced, scanner, clock)
+        self.breaker = Breaker(agent_id, enforced.breaker)
+        self.autonomy = AutonomyTracker(enforced.autonomy)
         self.next_maintenance = 0
-        self.rates = RateCounter(policy.breaker.containment.rate_caps)
+        self.rates = RateCounter(enforced.breaker.containment.rate_caps)
+        self._set_variants(())
+        if variants:
+            for name, variant in shadow_variants(policy).items():
+                self.add_variant(name, variant, share=True)
+
+    def add_variant(self, name: str, policy: ResolvedPolicy, share: bool = False) -> Variant:
+        """Judge ``policy`` (its enforced part) on this monitor's events from now on.
+
+        ``share``: when it differs in detector sections (not in event_time or runs), run
+        only those detectors twice and share the others (shadow bands, a backtest's
+        candidate)."""
+        variant = Variant(name, self.agent_id, enforced_policy(policy),
+                          enforced_policy(self.policy), self.scanner, self.clock, share)
+        self._set_variants((*self.variants, variant))
+        return variant
+
+    def _set_variants(self, variants: tuple[Variant, ...]) -> None:
+        self.variants = variants
+        # Variants fed from this monitor's detectors (the others have a monitor of their own).
+        self._shared = tuple(v for v in variants if v.monitor is None)
+        # Whether they need every event (own detectors or rate counter), or only those that
+        # can move a breaker that sees no detections of its own.
+        self._every_event = any(v.own or v.rates is not None for v in self._shared)
+
+    def take_variant_output(self) -> list[tuple[str, list[Detection], list[Transition]]]:
+        """(name, detections, transitions) of each variant since the last call; the
+        detections are those of a variant's own detectors (none for a breaker-only one)."""
+        out = []
+        for v in self.variants:
+            if v.detections or v.transitions:
+                out.append((v.name, v.detections, v.transitions))
+                v.detections, v.transitions = [], []
+        return out
 
     @property
     def mode(self) -> Mode:
@@ -101,12 +365,11 @@ class AgentMonitor:
         """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
         out: list[Detection] = []
         kind = event["kind"]
-        if kind == "approval_decision":
+        if kind == "approval_decision" or kind == "policy_decision":
             self.autonomy.observe(event)
-            if (event.get("attributes") or {}).get("decided_by") == INBOX:
+            if kind == "approval_decision" and (event.get("attributes") or {}).get(
+                    "decided_by") == INBOX:
                 return out
-        elif kind == "policy_decision" and self.autonomy.policy.earn:
-            self.autonomy.observe(event)
         clock = self.clock
         ts: int = event["ts"]
         # EventClock.admit, inlined: this runs for every event of every agent.
@@ -140,59 +403,77 @@ class AgentMonitor:
         return out
 
     def feed_many(self, events: Iterable[Event]) -> tuple[list[Detection], list[Transition]]:
-        """Feed events in order and let the breaker act; returns (detections, transitions)."""
+        """Feed events in order and let the breaker act; returns (detections, transitions).
+        Variants see the same events (their output: ``take_variant_output``)."""
         detections: list[Detection] = []
         transitions: list[Transition] = []
-        breaker = self.breaker
-        clock = self.clock
-        rates = self.rates
-        autonomy = self.autonomy
-        # Per-event autonomy work only where the policy asks for it: agent_version matters
-        # with per-version starts, judging with earn (measured: ~1.5 us an event otherwise).
-        versions, earn = bool(autonomy.policy.versions), autonomy.policy.earn
+        shared = self._shared
+        if self.variants:
+            events = events if isinstance(events, list) else list(events)
+            for v in self.variants:
+                if v.monitor is not None:
+                    found_v, moved_v = v.monitor.feed_many(events)
+                    v.detections += found_v
+                    v.transitions += moved_v
+        breaker, autonomy, clock, rates = self.breaker, self.autonomy, self.clock, self.rates
+        every_event = self._every_event
+        last_version: object = _UNSEEN
         for event in events:
-            if autonomy.level is None or (versions
-                                          and event.get("agent_version") != autonomy.version):
-                self._earned(autonomy.begin(event.get("agent_version")), event["ts"],
-                             transitions)
-            found = self.feed(event)
             version = event.get("agent_version")
-            if version is not None and (not breaker.versions
-                                        or breaker.versions[-1][0] != version):
-                breaker.saw_version(version, clock.watermark)
-            if rates.caps:
-                for cap, count in rates.observe(event):
-                    transitions += breaker.cap(cap.limit_key, cap.target, f"rate_cap.{cap.name}",
-                                               f"{count} calls in 60 s, cap {cap.per_minute}",
-                                               clock.watermark)
-            judge = earn and event["kind"] in ("approval_decision", "policy_decision")
+            _begin(breaker, autonomy, event, version, transitions)
+            maintenance = self.next_maintenance
+            found = self.feed(event)
+            caps = rates.observe(event) if rates.caps else _NO_CAPS
             if found:
                 detections += found
-                moved = breaker.on_detections(found, clock.watermark, version)
-                judge = self._note_trips(moved) or judge
-                transitions += moved
-            elif breaker.wake_at is not None and clock.watermark >= breaker.wake_at:
-                transitions += breaker.tick(clock.watermark)
-            if judge:
-                now = max(clock.watermark, event["ts"])
-                self._earned(autonomy.judge(now), now, transitions)
-        if not earn and autonomy.level is not None and autonomy.level.rank > autonomy.ceiling.rank:
+            _judge_event(breaker, autonomy, event, found, version, clock.watermark, caps,
+                         transitions, True)
+            # A variant without detectors or counters of its own only moves on detections,
+            # caps, decisions (earned autonomy) and version changes: other events skip it.
+            if shared and (every_event or found or caps or version != last_version
+                           or event["kind"] in _DECISIONS):
+                self._step_variants(event, found, version, caps,
+                                    maintenance != self.next_maintenance)
+            last_version = version
+        if (not autonomy.policy.earn and autonomy.level is not None
+                and autonomy.level.rank > autonomy.ceiling.rank):
             # A lowered ceiling (policy change) applies even where nothing is earned.
-            self._earned(autonomy.judge(clock.watermark), clock.watermark, transitions)
+            _earned(breaker, autonomy.judge(clock.watermark), clock.watermark, transitions)
+        for v in shared:
+            # Each breaker step is stamped with its own deadline, so ticking once at the end
+            # gives the same transitions as ticking at every event.
+            wake = v.breaker.wake_at
+            if wake is not None and clock.watermark >= wake:
+                v.transitions += v.breaker.tick(clock.watermark)
         return detections, transitions
 
-    def _note_trips(self, transitions: list[Transition]) -> bool:
-        tripped = False
-        for t in transitions:
-            if t.action in _TRIPS:
-                self.autonomy.note_trip(t.ts)
-                tripped = True
-        return tripped
-
-    def _earned(self, step: Step | None, now_ms: int, out: list[Transition]) -> None:
-        if step is not None:
-            out += self.breaker.on_earned(step.level, _EARNED_ACTIONS[step.action],  # type: ignore[arg-type]
-                                          step.reason, now_ms)
+    def _step_variants(self, event: Event, found: list[Detection], version: str | None,
+                       caps: list[tuple[RateCap, int]], maintained: bool) -> None:
+        """One event for the variants fed from this monitor's detectors: each one's own
+        detectors, earned autonomy and breaker, after the enforced ones (``feed_many``)."""
+        clock = self.clock
+        watermark = clock.watermark
+        decision = event["kind"] in _DECISIONS
+        inbox = decision and _from_inbox(event)
+        # feed's on-time test, after the fact: the watermark now includes this event.
+        on_time = event["ts"] >= watermark - clock.grace_ms
+        for v in self._shared:
+            out = v.transitions
+            _begin(v.breaker, v.autonomy, event, version, out)
+            if decision:
+                v.autonomy.observe(event)
+            mine = found
+            if v.own:
+                own = [] if inbox else v.observe_own(event, on_time, self.scanner)
+                if maintained:
+                    v.expire_own(watermark, watermark)
+                if own:
+                    v.detections += own
+                mine = v.merged(found, own)
+            v_caps = caps if v.rates is None else (
+                v.rates.observe(event) if v.rates.caps else _NO_CAPS)
+            _judge_event(v.breaker, v.autonomy, event, mine, version, watermark, v_caps, out,
+                         False)
 
     # --- time -----------------------------------------------------------------------------
 
@@ -218,18 +499,58 @@ class AgentMonitor:
             due = min(due, self.breaker.wake_at)
         return due
 
+    @property
+    def timer_due_ms(self) -> int | None:
+        """When this monitor must be advanced even if its agent sends nothing: a run's
+        never-ending check or a breaker deadline (tool restrictions lifting included), its
+        variants' included; None if never. (Maintenance sweeps are left out: they happen with
+        the next event anyway.)"""
+        due = self.loops.next_deadline
+        wake = self.breaker.wake_at
+        if wake is not None and wake < due:
+            due = wake
+        for v in self.variants:
+            if v.monitor is not None:
+                own = v.monitor.timer_due_ms
+                if own is not None and own < due:
+                    due = own
+                continue
+            wake = v.breaker.wake_at
+            if wake is not None and wake < due:
+                due = wake
+            if "loops" in v.own and v.own["loops"].next_deadline < due:
+                due = v.own["loops"].next_deadline
+        return None if due >= NO_DEADLINE else due
+
     def advance(self, now_ms: int) -> tuple[list[Detection], list[Transition]]:
-        """``tick`` plus the breaker: its recovery deadlines and the tick's detections."""
+        """``tick`` plus the breaker: its recovery deadlines and the tick's detections; the
+        variants likewise."""
+        maintained = self.next_maintenance
         detections = self.tick(now_ms)
-        if detections:
-            transitions = self.breaker.on_detections(detections, now_ms)
-            if self._note_trips(transitions):
-                self._earned(self.autonomy.judge(now_ms), now_ms, transitions)
-            return detections, transitions
-        return detections, self.breaker.tick(now_ms)
+        maintained = maintained != self.next_maintenance
+        for v in self.variants:
+            if v.monitor is not None:
+                found_v, moved_v = v.monitor.advance(now_ms)
+                v.detections += found_v
+                v.transitions += moved_v
+                continue
+            mine = detections
+            if v.own:
+                loops = v.own.get("loops")
+                own = loops.tick(now_ms) if loops is not None and now_ms >= (
+                    loops.next_deadline) else []
+                if maintained:
+                    v.expire_own(self.clock.watermark, now_ms)
+                v.detections += own
+                mine = v.merged(detections, own)
+            v.transitions += _advance_breaker(v.breaker, v.autonomy, mine, now_ms)
+        return detections, _advance_breaker(self.breaker, self.autonomy, detections, now_ms)
 
     def on_command(self, command: Command | Mapping[str, Any], now_ms: int) -> list[Transition]:
-        """Apply an operator command (a ``Command`` or a command.avsc record)."""
+        """Apply an operator command (a ``Command`` or a command.avsc record), to the
+        variants too: an operator's pin stands for every state machine of the agent."""
+        for v in self.variants:
+            v.transitions += v.breaker.on_command(command, now_ms)
         return self.breaker.on_command(command, now_ms)
 
     def _maintain(self, watermark: int, now_ms: int) -> None:
@@ -258,6 +579,7 @@ class AgentMonitor:
             breaker=self.breaker.to_state(),
             # Left out at rest: a restart would rebuild the same tracker (the default).
             autonomy=None if self.autonomy.at_rest else self.autonomy.to_state(),
+            variants={v.name: v.to_record() for v in self.variants} or None,
         )
 
     @classmethod
@@ -267,38 +589,42 @@ class AgentMonitor:
         """Rebuild a monitor; ``policy`` and ``scanner`` are not part of the state.
 
         If the policy changed a window's geometry (length, buckets) since the state was
-        written, that window starts empty; everything else carries over.
+        written, that window starts empty; everything else carries over. Variants come from
+        the policy in force: one whose state was saved resumes, a new one (a shadow element
+        added since) starts fresh, a removed one is dropped.
         """
         agent_id = record.agent
         monitor = cls.__new__(cls)  # every part is restored below; building fresh ones is waste
         monitor.agent_id, monitor.policy, monitor.scanner = agent_id, policy, scanner
-        clock = monitor.clock = EventClock.from_state(record.clock, policy.event_time.grace_ms)
+        enforced = enforced_policy(policy)
+        clock = monitor.clock = EventClock.from_state(record.clock, enforced.event_time.grace_ms)
         monitor.next_maintenance = int(record.next_maintenance)
-        monitor.loops = LoopDetector.from_state(record.loops, agent_id, policy, clock)
-        monitor.denials = DenialRateDetector.from_state(record.denials, agent_id, policy, clock)
-        monitor.spend = SpendDetector.from_state(record.spend, agent_id, policy, clock)
+        monitor.loops = LoopDetector.from_state(record.loops, agent_id, enforced, clock)
+        monitor.denials = DenialRateDetector.from_state(record.denials, agent_id, enforced,
+                                                        clock)
+        monitor.spend = SpendDetector.from_state(record.spend, agent_id, enforced, clock)
         monitor.injection = InjectionHitRate.from_state(
-            record.injection, agent_id, policy, scanner, clock
+            record.injection, agent_id, enforced, scanner, clock
         )
-        monitor.breaker = Breaker.from_state(record.breaker, agent_id, policy.breaker)
+        monitor.breaker = Breaker.from_state(record.breaker, agent_id, enforced.breaker)
         # Not in the state: a restarted worker forgets the last minute's call counts.
-        monitor.rates = RateCounter(policy.breaker.containment.rate_caps)
+        monitor.rates = RateCounter(enforced.breaker.containment.rate_caps)
         earned = record.autonomy
-        monitor.autonomy = (AutonomyTracker.from_state(earned, policy.autonomy)
-                            if earned is not None else AutonomyTracker(policy.autonomy))
+        monitor.autonomy = (AutonomyTracker.from_state(earned, enforced.autonomy)
+                            if earned is not None else AutonomyTracker(enforced.autonomy))
+        monitor._set_variants(())
+        saved = record.variants or {}
+        for name, variant_policy in shadow_variants(policy).items():
+            variant = monitor.add_variant(name, variant_policy, share=True)
+            kept = saved.get(name)
+            if kept is not None:
+                variant_from_record(variant, kept, scanner, clock)
         return monitor
 
     def to_state(self) -> dict[str, Any]:
         """Compact plain data (lists, ints, floats, str), e.g. for JSON; the stream stores
         ``to_record`` instead."""
-        return {"v": STATE_VERSION, **self._plain(self.to_record())}
-
-    @staticmethod
-    def _plain(record: MonitorState) -> dict[str, Any]:
-        return {"agent": record.agent, "clock": record.clock, "maint": record.next_maintenance,
-                "loops": record.loops, "denials": record.denials, "spend": record.spend,
-                "injection": record.injection, "breaker": record.breaker,
-                **({} if record.autonomy is None else {"autonomy": record.autonomy})}
+        return {"v": STATE_VERSION, **_plain(self.to_record())}
 
     @classmethod
     def from_state(
@@ -310,3 +636,50 @@ class AgentMonitor:
             raise StateVersionError(state.get("v"),
                                     f"unknown monitor state version {state.get('v')!r}")
         return cls.from_record(monitor_from_plain(dict(state)), policy, scanner)
+
+
+def variant_from_record(variant: Variant, kept: VariantState, scanner: Scanner | None,
+                        clock: EventClock) -> None:
+    """Resume a variant just built by ``add_variant`` from its saved state, where the saved
+    state is of the same kind (a policy change can turn a breaker-only variant into one with
+    a monitor of its own; that one starts fresh)."""
+    agent_id = variant.breaker.agent_id
+    if variant.monitor is not None:
+        if kept.monitor is not None:
+            restored = AgentMonitor.from_record(kept.monitor, variant.policy, scanner)
+            variant.monitor, variant.breaker = restored, restored.breaker
+            variant.autonomy = restored.autonomy
+        return
+    if kept.breaker is None:
+        return
+    variant.breaker = Breaker.from_state(kept.breaker, agent_id, variant.policy.breaker)
+    if kept.autonomy is not None:
+        variant.autonomy = AutonomyTracker.from_state(kept.autonomy, variant.policy.autonomy)
+    own_states = kept.own or {}
+    for attr in list(variant.own):
+        if attr in own_states:
+            variant.own[attr] = _restore_detector(attr, own_states[attr], agent_id,
+                                                  variant.policy, scanner, clock)
+
+
+def _plain(record: MonitorState) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "agent": record.agent, "clock": record.clock, "maint": record.next_maintenance,
+        "loops": record.loops, "denials": record.denials, "spend": record.spend,
+        "injection": record.injection, "breaker": record.breaker}
+    if record.autonomy is not None:
+        out["autonomy"] = record.autonomy
+    if record.variants:
+        out["variants"] = {name: _plain_variant(v) for name, v in record.variants.items()}
+    return out
+
+
+def _plain_variant(v: VariantState) -> dict[str, Any]:
+    if v.monitor is not None:
+        return {"monitor": {"v": STATE_VERSION, **_plain(v.monitor)}}
+    out: dict[str, Any] = {"breaker": v.breaker}
+    if v.own:
+        out["own"] = v.own
+    if v.autonomy is not None:
+        out["autonomy"] = v.autonomy
+    return out

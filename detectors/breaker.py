@@ -525,10 +525,19 @@ class Breaker:
 
     def _advance(self, now: int) -> list[Transition]:
         out: list[Transition] = []
-        if self.tool_limits:
-            self._lift_tools(now, out)
-        while self.deadline is not None and now >= self.deadline:
-            at = self.deadline
+        # Tool restrictions lifting and the recovery deadline, in time order: the steps then
+        # do not depend on how often the breaker is ticked (a tick covering both gives what a
+        # tick at each would), which shadow variants and the backtest rely on.
+        while True:
+            due = self.deadline if self.deadline is not None and now >= self.deadline else None
+            if self.tool_limits:
+                lift = min(limit[2] for limit in self.tool_limits)
+                if lift <= now and (due is None or lift <= due):
+                    self._lift_tools(lift, out)
+                    continue
+            if due is None:
+                return out
+            at = due
             if self.state == BreakerState.PINNED:
                 self._unpin(at, "pin_expired", None, "pin expired", out)
             elif self.state == BreakerState.COOLING and self.mode.rank >= self.ceiling.rank:
@@ -574,7 +583,6 @@ class Breaker:
                     rule="probation_passed",
                     reason=f"clean probation: {self.mode} kept, next climb after the cool-down",
                 )
-        return out
 
     def _unpin(
         self, now: int, action: Action, operator: str | None, reason: str, out: list[Transition],

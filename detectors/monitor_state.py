@@ -9,7 +9,9 @@ Versions:
 * **1** (release 1, up to commit 1eee097): a JSON object
   ``{"p", "o", "w", "wm", "m": {"v": 1, "agent", "clock", "maint", "loops", "denials",
   "spend", "injection", "breaker"}}``. Read by :func:`_read_v1`; never written any more.
-* **2** (this release): :class:`StoredAgent`, MessagePack.
+* **2** (this release): :class:`StoredAgent`, MessagePack. Fields appended since, each
+  with its default: ``MonitorState.autonomy`` (earned autonomy), ``MonitorState.variants``
+  (shadow rules' state machines, :class:`VariantState`).
 
 How to change the state (read before adding a field):
 
@@ -52,6 +54,22 @@ class MonitorState(msgspec.Struct, array_like=True):
     # New fields go here, each with a default (see the module docstring).
     autonomy: list[Any] | None = None
     """Earned autonomy's tracker (``detectors.autonomy``); None while it is at rest."""
+    variants: dict[str, VariantState] | None = None
+    """Shadow variants' state machines by shadow element name (``detectors.shadow``); None
+    when the policy marks nothing shadow."""
+
+
+class VariantState(msgspec.Struct, array_like=True):
+    """One variant of an ``AgentMonitor`` (``agent_monitor.Variant``): ``monitor`` for one
+    with a monitor of its own, otherwise its breaker, its own detectors' states (by
+    monitor attribute: loops, denials, spend, injection; None when it shares them all) and
+    its earned-autonomy tracker (None at rest)."""
+
+    breaker: list[Any] | None = None
+    own: dict[str, list[Any]] | None = None
+    autonomy: list[Any] | None = None
+    monitor: MonitorState | None = None
+    # New fields go here, each with a default (see the module docstring).
 
 
 class StoredAgent(msgspec.Struct, array_like=True):
@@ -94,11 +112,20 @@ def encode(record: StoredAgent) -> bytes:
 def monitor_from_plain(m: dict[str, Any]) -> MonitorState:
     """``AgentMonitor.to_state()`` output as a record: release 1 wrote this layout (``"v": 1``)
     inside its JSON values, and to_state keeps it."""
+    variants = m.get("variants")
     return MonitorState(
         agent=str(m["agent"]), clock=m["clock"], next_maintenance=int(m["maint"]),
         loops=m["loops"], denials=m["denials"], spend=m["spend"], injection=m["injection"],
         breaker=m["breaker"], autonomy=m.get("autonomy"),
+        variants={str(name): _variant_from_plain(v) for name, v in variants.items()}
+        if variants else None,
     )
+
+
+def _variant_from_plain(v: dict[str, Any]) -> VariantState:
+    if "monitor" in v:
+        return VariantState(monitor=monitor_from_plain(v["monitor"]))
+    return VariantState(breaker=v.get("breaker"), own=v.get("own"), autonomy=v.get("autonomy"))
 
 
 def _read_v1(raw: bytes) -> StoredAgent:

@@ -40,6 +40,7 @@ from pydantic import (
 from tripwire.detectors.autonomy_policy import AutonomyPolicy
 from tripwire.detectors.containment import ContainmentPolicy
 from tripwire.detectors.otlp_policy import OtlpPolicy
+from tripwire.detectors.release_gate import ReleaseGatePolicy
 from tripwire.detectors.severity import Severity
 from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.schemas.modes import Mode
@@ -60,6 +61,11 @@ class Band(PolicyModel):
 
     at: float = Field(gt=0, description="Threshold; for *_bands relative to a limit, a multiple.")
     severity: Severity
+    shadow: bool = Field(
+        False,
+        description="Judged on live traffic, never enforced: its would-be detections and "
+        "transitions are recorded apart (detectors/shadow.py). Off by default.",
+    )
 
 
 class RateBand(Band):
@@ -423,6 +429,11 @@ class BreakerRule(PolicyModel):
         description="Mode to lower the agent to, stop_run (run-scoped detections only) or "
         "none (record the detection, change nothing)."
     )
+    shadow: bool = Field(
+        False,
+        description="Judged on live traffic, never enforced: its would-be transitions are "
+        "recorded apart (detectors/shadow.py). Off by default.",
+    )
 
     @model_validator(mode="after")
     def _sensible_target(self) -> BreakerRule:
@@ -573,6 +584,9 @@ class ResolvedPolicy(PolicyModel):
                 f"run_timeout_ms x timeout_bands[-1].at = {longest_timeout:g}, or a hung run "
                 f"is forgotten before its last timeout band can fire"
             )
+        from tripwire.detectors.shadow import split_shadow  # shadow.py imports this module
+
+        split_shadow(self)  # the enforced policy and each shadow variant must be valid too
         return self
 
     def compiled(self, name: str, build: Callable[[ResolvedPolicy], T]) -> T:
@@ -630,6 +644,10 @@ class Policy(PolicyModel):
         default_factory=StandingPolicy,
         description="Standing rules, tool reversibility and rate caps (detectors/"
         "standing_rules.py); fleet-wide, each rule names its own workflow/environment.",
+    )
+    release_gate: ReleaseGatePolicy = Field(
+        ReleaseGatePolicy(),
+        description="Thresholds of `tripwire gate` (detectors/release_gate.py).",
     )
     _resolved: dict[tuple[str | None, str | None], ResolvedPolicy] = PrivateAttr(
         default_factory=dict

@@ -43,6 +43,9 @@ RETENTION_TTL: dict[str, str] = {
     # Humans in the loop (0016_approvals_and_web_audit.sql).
     "approval_decisions": "toDateTime(decided_at)",
     "web_audit": "toDateTime(ts)",
+    # Shadow rules' would-be detections and transitions (0018_shadow_rules.sql).
+    "shadow_detections": "toDateTime(ts)",
+    "shadow_mode_changes": "toDateTime(issued_at)",
     # Dashboard rollups (0003_dashboard_rollups.sql).
     "agent_stats": "bucket",
     "block_stats": "bucket",

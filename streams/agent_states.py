@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tripwire.detectors.agent_monitor import AgentMonitor
-from tripwire.detectors.loops import NO_DEADLINE
 from tripwire.detectors.monitor_state import (
     STATE_VERSION,
     StateVersionError,
@@ -245,8 +244,9 @@ class AgentStates:
             if wall_ms - wall < idle_ms or agent_id in self.deadlines:
                 continue
             monitor = self.monitor(agent_id)
-            if monitor.mode != "autonomous" or monitor.breaker.wake_at is not None:
-                continue
+            if monitor.mode != "autonomous" or monitor.breaker.wake_at is not None or any(
+                    v.breaker.mode != "autonomous" for v in monitor.variants):
+                continue  # a lowered shadow machine too: forgetting it would lift it
             partition = self._meta[agent_id][0] if agent_id in self._meta else None
             if partition is not None:
                 self.table.send_changelog(partition, agent_id, None, value_serializer="raw")
@@ -279,8 +279,4 @@ class AgentStates:
 
 def next_deadline(monitor: AgentMonitor) -> int | None:
     """The earliest time the monitor must be ticked even if the agent sends nothing."""
-    candidates = [monitor.loops.next_deadline]
-    if monitor.breaker.wake_at is not None:
-        candidates.append(monitor.breaker.wake_at)
-    deadline = min(candidates)
-    return None if deadline >= NO_DEADLINE else deadline
+    return monitor.timer_due_ms

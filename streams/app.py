@@ -47,6 +47,7 @@ from tripwire.sdk.operator import command_key, command_scope
 from tripwire.sdk.scopes import Scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
 from tripwire.sinks.control_audit import RecordRef, command_audit_row, control_ack_row
+from tripwire.sinks.shadow_sink import shadow_rows
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
@@ -226,7 +227,8 @@ class TripwireApp:
                         result.dead[0].reason)
         # StepBatch records as they are (the ClickHouse writer decodes them again, straight into
         # columns, in its own process); the events of the rest as the rows decoded here.
-        await self.sink.add(result.stored, result.accepted, dets, controls, acks)
+        await self.sink.add(result.stored, result.accepted, dets, controls, acks,
+                            shadow_rows(result.shadow) if result.shadow else None)
 
     async def _publish(self, result: BatchResult) -> tuple[list[dict], list[dict]]:
         """Send dead letters, detections and controls; make them and the state durable."""
@@ -344,6 +346,7 @@ class TripwireApp:
         audit: list[dict] = []
         dets: list[dict] = []
         controls: list[dict] = []
+        shadow: list = []
         for ev in events:
             m = ev.message
             now = int(time.time() * 1000)
@@ -377,10 +380,11 @@ class TripwireApp:
                     result = self.processor.apply_command(command, m.partition, m.offset, now)
                     d, fanned = await self._publish(result)
                     c += fanned
+                    shadow += result.shadow
             dets += d
             controls += c
         await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
-                            {"operator_commands": audit})
+                            {"operator_commands": audit, **shadow_rows(shadow)})
 
     async def _store_acks(self, stream: StreamT) -> None:
         async for events in stream.noack_take(500, within=0.5):
@@ -453,8 +457,8 @@ class TripwireApp:
                 dets, controls = await self._publish(result)
             else:
                 dets, controls = [], []
-        if dets or controls:
-            await self.sink.add([], 0, dets, controls, [])
+        if dets or controls or result.shadow:
+            await self.sink.add([], 0, dets, controls, [], shadow_rows(result.shadow))
 
     def _caught_up_partitions(self) -> set[int]:
         """agent-steps partitions assigned here whose records are processed up to the end the

@@ -19,6 +19,7 @@ from tripwire.streams.settings import TripwireSettings, describe_settings
 # ``handler=fn`` (``fn(args) -> int``) with ``set_defaults``.
 COMMAND_MODULES: list[str] = [
     "tripwire.bench.pipeline", "tripwire.sdk.operator_cli", "tripwire.dashboards.commands",
+    "tripwire.dashboards.change_commands",
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tripwire.detectors.breaker import Transition
 from tripwire.detectors.detection import Detection
+from tripwire.detectors.shadow import ShadowRecord, shadow_records
 from tripwire.schemas.codec import MAGIC, _is_json
 from tripwire.schemas.step_columns import DecodedSteps
 from tripwire.streams.agent_states import AgentStates
@@ -43,6 +44,8 @@ class BatchResult:
     duplicate_records: int = 0
     """Records that were in the batch twice (re-fetched after a seek back); the copy is
     ignored."""
+    shadow: list[ShadowRecord] = field(default_factory=list)
+    """What shadow rules would have done (stored, never published)."""
 
 
 class StepProcessor:
@@ -104,6 +107,9 @@ class StepProcessor:
             detections, transitions = monitor.feed_many(events)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), detections,
+                                             transitions)
             partition, offset = last[agent]
             states.update(agent, monitor, partition, str(partition), offset)
         return out
@@ -128,7 +134,10 @@ class StepProcessor:
                 out.replayed_events += 1
                 continue
             monitor = states.monitor(agent)
-            out.transitions.extend(monitor.on_command(command, now_ms))
+            moved = monitor.on_command(command, now_ms)
+            out.transitions.extend(moved)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), [], moved)
             home = states.partition_of(agent)
             home = partition if home is None else home
             states.update(agent, monitor, home, source, offset)
@@ -153,6 +162,9 @@ class StepProcessor:
             detections, transitions = monitor.advance(now_ms)
             out.detections.extend(detections)
             out.transitions.extend(transitions)
+            if monitor.variants:
+                out.shadow += shadow_records(monitor.take_variant_output(), detections,
+                                             transitions)
             states.update(agent, monitor, partition)
         return out
 

@@ -63,11 +63,11 @@ def records(events: list[dict], first_offset: int = 0) -> list[tuple]:
             for i, e in enumerate(events)]
 
 
-# Release 1 downgraded whole agents; this release contains a trip to one tool or one version
-# first. Its stored breakers only resume "like an unbroken run" under the rules they were
-# written under, so this comparison turns narrow containment off on both sides.
-RELEASE_1_RULES = Policy.model_validate(
-    {"defaults": {"breaker": {"containment": {"narrow_tools": False, "narrow_versions": False}}}})
+# Release 1 contained every trip agent-wide; the head of the fixture was judged that way, so
+# an unbroken run reproduces it only with narrow containment (i15's per-tool and per-version
+# restrictions, on by default since) turned off.
+RELEASE_1_CONTAINMENT = Policy.model_validate({"defaults": {"breaker": {"containment": {
+    "narrow_tools": False, "narrow_versions": False}}}})
 
 
 def test_release_1_changelog_is_restored_and_resumes_like_an_unbroken_run() -> None:
@@ -75,14 +75,15 @@ def test_release_1_changelog_is_restored_and_resumes_like_an_unbroken_run() -> N
     table = restored_table(FIXTURE["changelog"])
     assert all(v[:1] == b"{" for v in table.data.values()), "release 1's JSON values"
 
-    restored = AgentStates(table, RELEASE_1_RULES, keyword_scanner)
+    restored = AgentStates(table, RELEASE_1_CONTAINMENT, keyword_scanner)
     assert restored.adopt_restored(limit=10_000) == len(FIXTURE["modes"])
     assert {a: restored.monitor(a).mode for a in FIXTURE["modes"]} == FIXTURE["modes"]
     assert restored.deadlines == {a: int(d) for a, d in FIXTURE["deadlines"].items()}
     assert not restored.quarantined
     tail = StepProcessor(restored).process(records(events[head:], first_offset=head))
 
-    reference = StepProcessor(AgentStates(ChangelogTable(), RELEASE_1_RULES, keyword_scanner))
+    reference = StepProcessor(AgentStates(ChangelogTable(), RELEASE_1_CONTAINMENT,
+                                          keyword_scanner))
     reference.process(records(events[:head]))
     expected = reference.process(records(events[head:], first_offset=head))
     assert tail.transitions, "the tail still trips breakers"
@@ -155,6 +156,7 @@ class MonitorStateNext(msgspec.Struct, array_like=True):
     injection: list[Any]
     breaker: list[Any]
     autonomy: list[Any] | None = None
+    variants: dict[str, Any] | None = None
     new_detector: list[Any] = msgspec.field(default_factory=list)
 
 

@@ -1,0 +1,120 @@
+"""How fast ``tripwire backtest`` replays stored steps, and in how much memory.
+
+    .venv/bin/python -m tripwire.bench.backtest [--steps 10000000] [--agents 500] [--days 2]
+                                        [--change breaker|detectors|none]
+
+Generates the dashboard benchmark's dataset (``bench/dashboard_queries.py``: 10M steps of
+500 agents over 2 days by default) in a temporary chDB dir, then runs the backtest exactly as
+the command does (ClickHouse block stream -> event dicts -> the worker's AgentMonitor under
+the built-in policy and a candidate) and prints:
+
+* events/s of the whole replay (wall clock and per CPU second of this process: the box is
+  shared, and CPU time is what "one core" means);
+* the ceiling measured in the same run: the same stream read and decoded into events with no
+  replay, so the ratio says what share the detectors take;
+* peak memory (ru_maxrss) before the replay and after it: the replay must stay bounded.
+
+``--change`` picks the candidate: ``breaker`` (a stricter cool-down and an extra rule, the
+detectors run once), ``detectors`` (other denial-rate bands, so each policy runs its own
+detectors) or ``none`` (the same policy: each agent replayed once). Target: >= 200,000
+events/s on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+
+from tripwire.bench.dashboard_queries import generate, settle
+from tripwire.dashboards.filters import now_ms
+from tripwire.detectors.backtest import Backtest
+from tripwire.detectors.injection import scan_text
+from tripwire.detectors.policy import Policy
+from tripwire.sinks.clickhouse import connect
+from tripwire.sinks.migrations import migrate
+from tripwire.sinks.step_history import agent_chunks
+
+TARGET_EVENTS_S = 200_000
+
+CANDIDATES = {
+    "none": {},
+    "breaker": {"defaults": {"breaker": {
+        "cooldown_ms": 1_800_000,
+        "rules": [
+            {"name": "runaway_run", "scope": "run", "target": "stop_run"},
+            {"name": "denials_halt", "detector": "denial_rate", "severity": "S2",
+             "target": "read_only"},
+            {"name": "spend_warning", "detector": "spend", "severity": "S3", "target": "none"},
+            {"name": "harmful", "severity": "S1", "target": "read_only"},
+            {"name": "repeated_or_costly", "severity": "S2", "target": "suggest_only"},
+            {"name": "local_quality", "severity": "S3", "target": "approve_to_act"},
+        ]}}},
+    "detectors": {"defaults": {"denial_rate": {"bands": [
+        {"at": 0.05, "severity": "S3"}, {"at": 0.5, "severity": "S2"},
+        {"at": 0.8, "severity": "S1"}]}}},
+}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10_000_000)
+    p.add_argument("--agents", type=int, default=500)
+    p.add_argument("--days", type=float, default=2.0)
+    p.add_argument("--change", choices=sorted(CANDIDATES), default="breaker")
+    args = p.parse_args(argv)
+
+    data = tempfile.mkdtemp(prefix="tripwire-bench-backtest-")
+    client = connect(f"chdb://{data}")
+    try:
+        migrate(client, 90)
+        elapsed = generate(client, args.steps, args.agents, args.days)
+        print(f"generated {args.steps:,} steps of {args.agents} agents over {args.days:g} days "
+              f"in {elapsed:.0f} s; merges settled after {settle(client):.0f} s")
+        end = now_ms() + 1
+        # The dataset ends at "now" of its generation, which took `elapsed` seconds.
+        start = end - int(args.days * 86_400_000) - int(elapsed * 1000) - 60_000
+        current = Policy()
+        candidate = Policy.model_validate(CANDIDATES[args.change])
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        events = 0
+        for _, _, chunk, _ in agent_chunks(client, start, end):
+            events += len(chunk)
+        read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"ceiling (read + decode only): {events:,} events in {read_s:.1f} s = "
+              f"{events / read_s:,.0f} events/s wall, {events / read_cpu:,.0f} per CPU s; "
+              f"peak memory {peak_mb():,.0f} MB")
+
+        before = peak_mb()
+        bt = Backtest(current, candidate, scanner=scan_text, from_ms=start, to_ms=end)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for agent, workflow, chunk, ts in agent_chunks(client, start, end):
+            bt.feed(agent, workflow, chunk, ts)
+        report = bt.finish()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rate_cpu = report.events / cpu
+        print(f"backtest ({args.change} change): {report.events:,} events in {wall:.1f} s = "
+              f"{report.events / wall:,.0f} events/s wall, {rate_cpu:,.0f} per CPU s "
+              f"({rate_cpu / (events / read_cpu):.0%} of the read ceiling)")
+        print(f"peak memory {peak_mb():,.0f} MB (before the replay {before:,.0f} MB)")
+        totals = report.totals("current"), report.totals("candidate")
+        print(f"agents downgraded: current {totals[0]['agents_downgraded']}, candidate "
+              f"{totals[1]['agents_downgraded']}; newly downgraded "
+              f"{len(report.newly_downgraded())}")
+        verdict = "OK" if rate_cpu >= TARGET_EVENTS_S else "UNDER"
+        print(f"target >= {TARGET_EVENTS_S:,} events/s per core: {verdict}")
+        return 0
+    finally:
+        client.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
