@@ -31,7 +31,8 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("run_id", nargs="?", help="the run to report on")
     ev.add_argument("--agent", help="report on this agent instead of a run")
     ev.add_argument("--since",
-                    help="with --agent: start, ISO-8601 (UTC if no offset) or epoch ms")
+                    help="with --agent or --scope: start, ISO-8601 (UTC if no offset), epoch "
+                    "ms, or that long ago: 10m, 6h, 7d")
     ev.add_argument("--until", help="with --agent: end (exclusive); default now")
     ev.add_argument("--scope", help="report on a scope instead: fleet, or e.g. "
                     "'workflow=refunds;tool=payments.*' (agent, version, environment, "
@@ -42,7 +43,7 @@ def add_parsers(sub: Any) -> None:
                     help="also write the steps as a replay set (JSON lines in the contract's "
                     "shape) for `tripwire backtest --replay` and tests")
     ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    ev.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
+    ev.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
     ev.set_defaults(handler=evidence_command)
 
     dash = sub.add_parser(
@@ -52,7 +53,7 @@ def add_parsers(sub: Any) -> None:
     dash.add_argument("--port", type=int,
                       help=f"default: TRIPWIRE_DASHBOARD_PORT or {DEFAULT_PORT}")
     dash.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    dash.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
+    dash.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
     dash.add_argument("--daily-budget-usd", type=float,
                       help="an agent's daily spend budget for 'spend against budget'")
     dash.add_argument("--sla-ms", type=int, help="latency SLA for 'SLA adherence' (default 2000)")
@@ -66,7 +67,9 @@ def _dsn(args: argparse.Namespace) -> tuple[str, Any]:
     from tripwire.streams.cli import load_settings
 
     settings = load_settings(data_dir=args.data_dir, clickhouse_url=args.clickhouse_url)
-    return settings.clickhouse_dsn(), settings
+    from tripwire.sinks.clickhouse_http import reading_dsn
+
+    return reading_dsn(settings), settings
 
 
 def evidence_command(args: argparse.Namespace) -> int:

@@ -39,14 +39,18 @@ def parse_range(text: str) -> int:
 
 
 def parse_instant(text: str) -> int:
-    """Epoch milliseconds from epoch ms digits or an ISO-8601 time (UTC when no offset)."""
+    """Epoch milliseconds from epoch ms digits, an ISO-8601 time (UTC when no offset) or a
+    time that long ago: ``10m``, ``-10m``, ``6h``, ``7d`` (an incident's "the last minutes")."""
     text = text.strip()
     if text.lstrip("-").isdigit():
         return int(text)
+    if _RANGE_RE.match(text.removeprefix("-")):
+        return now_ms() - parse_range(text.removeprefix("-"))
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"expected epoch ms or an ISO-8601 time, got {text!r}") from None
+        raise ValueError("expected epoch ms, an ISO-8601 time or a time ago like 10m, 6h, 7d; "
+                         f"got {text!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)

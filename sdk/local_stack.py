@@ -5,8 +5,9 @@
   keys stay valid across restarts. Never used unless nothing else is configured: the
   worker uses it only under ``tripwire run`` or ``--insecure-dev-keys``, the CLI only when
   ``TRIPWIRE_OPERATOR_KEY_ID`` / ``TRIPWIRE_OPERATOR_KEY`` are unset.
-* ``stack.json``: where the running stack's broker and ClickHouse are, and its pid; written
-  when the stack is ready, removed when it stops (a stale one, whose pid is gone, is ignored).
+* ``stack.json`` (mode 600): where the running stack's broker and ClickHouse are (the
+  embedded one also over HTTP, with this run's password), and its pid; written when the
+  stack is ready, removed when it stops (a stale one, whose pid is gone, is ignored).
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ def load_dev_keys(data_dir: Path) -> DevKeys | None:
 def write_stack(data_dir: Path, **where: Any) -> Path:
     path = data_dir / STACK_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**where, "pid": os.getpid()}, indent=2), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # 600: it may carry the password of the embedded ClickHouse's HTTP interface.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                   encoding="utf-8") as f:
+        json.dump({**where, "pid": os.getpid()}, f, indent=2)
     tmp.replace(path)
     return path
 

@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="run a query, print TabSeparated rows")
     sql.add_argument("query")
-    sql.add_argument("--data-dir", type=Path, help="embedded data dir (no worker may hold it)")
+    sql.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
 
     sim = sub.add_parser("simulate", help="emit simulated fleet traffic to a broker")
     sim.add_argument("--bootstrap", help="host:port (default: configured bootstrap)")
@@ -165,10 +165,11 @@ def _run(args: argparse.Namespace) -> int:
                           parent_pid=args.parent_pid)
     if args.command == "sql":
         from tripwire.sinks.clickhouse import connect
+        from tripwire.sinks.clickhouse_http import reading_dsn
         from tripwire.sinks.tabsep import run_sql
 
         settings = load_settings(data_dir=args.data_dir)
-        return run_sql(connect(settings.clickhouse_dsn()), args.query, sys.stdout)
+        return run_sql(connect(reading_dsn(settings)), args.query, sys.stdout)
     if args.command == "simulate":
         from tripwire.simulator.fleet import simulate_sync
 

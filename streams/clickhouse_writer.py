@@ -45,8 +45,12 @@ class ClickHouseWriter:
     """Inserts steps, breaker rows and audit rows through a child process (thread-safe)."""
 
     def __init__(self, dsn: str, retention_days: int,
-                 dashboards: tuple[Any, ...] | None = None, start_timeout_s: float = 120) -> None:
+                 dashboards: tuple[Any, ...] | None = None, start_timeout_s: float = 120,
+                 clickhouse_http: Any = None) -> None:
+        """``clickhouse_http``: an :class:`~tripwire.sinks.clickhouse_http.HttpAddress` on
+        which the child also answers ClickHouse's HTTP protocol (``tripwire run``)."""
         self.dsn = dsn
+        self.clickhouse_http = clickhouse_http
         self.retention_days = retention_days
         self.dashboards = dashboards
         self.dashboard_url: str | None = None
@@ -127,7 +131,7 @@ class ClickHouseWriter:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=serve, name="tripwire-clickhouse-writer", daemon=True,
-            args=(child, self.dsn, self.retention_days, self.dashboards))
+            args=(child, self.dsn, self.retention_days, self.dashboards, self.clickhouse_http))
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
@@ -156,7 +160,7 @@ class ClickHouseWriter:
 
 
 def serve(conn: Connection, dsn: str, retention_days: int,
-          dashboards: tuple[Any, ...] | None) -> None:
+          dashboards: tuple[Any, ...] | None, clickhouse_http: Any = None) -> None:
     """The child's main loop: one request at a time, answered ("ok", value) or ("error", why)."""
     # When the cores are contended, detection should win over storage: a slower insert only
     # delays acks (and back-pressure, if it lasts), a slower detector delays every control.
@@ -177,11 +181,15 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     try:
         client = _open(connect, dsn)
         migrate(client, retention_days)
-        dashboard = None
+        dashboard = http_interface = None
         if dashboards is not None:
             from tripwire.dashboards.server import DashboardServer
 
             dashboard = DashboardServer(client, *dashboards).start()
+        if clickhouse_http is not None:
+            from tripwire.sinks.clickhouse_http import ClickHouseHttpInterface
+
+            http_interface = ClickHouseHttpInterface(clickhouse_http, connect(dsn)).start()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails fast
         from tripwire.schemas.service_errors import ServiceError
 
@@ -243,6 +251,8 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     finally:
         if dashboard is not None:
             dashboard.stop()
+        if http_interface is not None:
+            http_interface.stop()
         client.close()
 
 

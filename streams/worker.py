@@ -20,9 +20,10 @@ from tripwire.schemas.service_errors import ServiceError
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.sdk.local_stack import provision_dev_keys, remove_stack, write_stack
 from tripwire.sinks.clickhouse import Client, connect
+from tripwire.sinks.clickhouse_http import HttpAddress
 from tripwire.sinks.migrations import migrate
 from tripwire.streams.app import REPORT_INTERVAL_S, build_app
-from tripwire.streams.broker import EmbeddedBroker
+from tripwire.streams.broker import EmbeddedBroker, free_port
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
 from tripwire.streams.console import LOG_FILE, setup_console
 from tripwire.streams.settings import TripwireSettings
@@ -134,6 +135,7 @@ def run_worker(
     on_started: Callable[[], None] | None = None,
     serve_dashboards: bool = False,
     dev_keys: bool = False,
+    clickhouse_http: HttpAddress | None = None,
 ) -> int:
     """The Faust worker until stopped. ``dev_keys``: complete missing keys with the data
     dir's development keys (``tripwire run``, ``--insecure-dev-keys``) instead of refusing."""
@@ -153,7 +155,8 @@ def run_worker(
     writer = ClickHouseWriter(
         settings.clickhouse_dsn(), settings.retention_days,
         dashboards=(settings.dashboard_host, settings.dashboard_port, settings)
-        if serve_dashboards else None)
+        if serve_dashboards else None,
+        clickhouse_http=clickhouse_http)
     try:
         writer.start()
     except WriterError as exc:
@@ -234,16 +237,23 @@ def run_embedded(settings: TripwireSettings, duration: float | None,
     try:
         stop_demo: Callable[[], None] | None = None
 
+        # The embedded ClickHouse belongs to this process: other shells' `tripwire sql`,
+        # `evidence`, `backtest` and `gate` reach it over ClickHouse's HTTP protocol.
+        clickhouse_http = (HttpAddress.on_loopback(free_port())
+                           if settings.clickhouse_dsn().startswith("chdb:") else None)
+
         def started() -> None:
             nonlocal stop_demo
             write_stack(data_dir, bootstrap=settings.bootstrap(),
-                        clickhouse=settings.clickhouse_dsn())
+                        clickhouse=settings.clickhouse_dsn(),
+                        clickhouse_http=clickhouse_http.dsn if clickhouse_http else None)
             if demo is not None:
                 stop_demo = demo(settings.bootstrap())
                 log.info("demo fleet        started")
 
         code = run_worker(settings, duration=duration, on_started=started,
-                          serve_dashboards=True, dev_keys=True)
+                          serve_dashboards=True, dev_keys=True,
+                          clickhouse_http=clickhouse_http)
         if stop_demo is not None:
             stop_demo()
         return code

@@ -94,6 +94,19 @@ def test_kill_works_against_tripwire_run_with_no_setup(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert "unauthenticated" not in status.stdout
         assert "trying the switch" in status.stdout
+
+        # The stack holds its embedded ClickHouse; the readers reach it over HTTP meanwhile.
+        sql = subprocess.run(
+            [*CLI, "sql",
+             "SELECT count() FROM operator_commands WHERE reason = 'trying the switch'"],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+        assert sql.returncode == 0, sql.stderr
+        assert int(sql.stdout) >= 1
+        evidence = subprocess.run([*CLI, "evidence", "--scope", "fleet", "--since", "10m"],
+                                  cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                                  timeout=120)
+        assert evidence.returncode == 0, evidence.stderr
+        assert "# Incident evidence: scope `fleet`" in evidence.stdout
     finally:
         run.send_signal(signal.SIGTERM)
         run.wait(60)

@@ -173,3 +173,18 @@ def test_cli_prints_markdown_and_json(fleet, capsys: pytest.CaptureFixture[str])
     assert args.handler(args) == 1
     args = _cli(["evidence", "--clickhouse-url", dsn])
     assert args.handler(args) == 2
+
+
+def test_instants_are_epoch_ms_iso_or_a_time_ago() -> None:
+    from tripwire.dashboards.filters import now_ms, parse_instant
+
+    assert parse_instant("1700000000000") == 1_700_000_000_000
+    assert parse_instant("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert parse_instant("2023-11-14T22:13:20") == 1_700_000_000_000  # UTC when no offset
+    for text, ago_ms in (("10m", 600_000), ("-10m", 600_000), ("6h", 21_600_000),
+                         ("7d", 604_800_000)):
+        before = now_ms()
+        got = parse_instant(text)
+        assert before - ago_ms <= got <= now_ms() - ago_ms
+    with pytest.raises(ValueError, match="10m, 6h, 7d"):
+        parse_instant("yesterday")
