@@ -45,7 +45,9 @@ def add_parsers(sub: Any) -> None:
     bt.add_argument("--dashboard-url", help="link evidence to these dashboards (base URL)")
     bt.add_argument("--output", "-o", type=Path, help="write the report here, not stdout")
     bt.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    bt.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
+    bt.add_argument("--data-dir", type=Path,
+                    help="embedded data dir (read through `tripwire run` while it runs "
+                    "there)")
     bt.set_defaults(handler=backtest_command)
 
     from tripwire.dashboards.gate_command import add_gate_parser

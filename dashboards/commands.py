@@ -43,7 +43,9 @@ def add_parsers(sub: Any) -> None:
                     help="also write the steps as a replay set (JSON lines in the contract's "
                     "shape) for `tripwire backtest --replay` and tests")
     ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    ev.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
+    ev.add_argument("--data-dir", type=Path,
+                    help="embedded data dir (read through `tripwire run` while it runs "
+                    "there)")
     ev.set_defaults(handler=evidence_command)
 
     dash = sub.add_parser(
@@ -53,7 +55,9 @@ def add_parsers(sub: Any) -> None:
     dash.add_argument("--port", type=int,
                       help=f"default: TRIPWIRE_DASHBOARD_PORT or {DEFAULT_PORT}")
     dash.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    dash.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
+    dash.add_argument("--data-dir", type=Path,
+                      help="embedded data dir (read through `tripwire run` while it runs "
+                      "there)")
     dash.add_argument("--daily-budget-usd", type=float,
                       help="an agent's daily spend budget for 'spend against budget'")
     dash.add_argument("--sla-ms", type=int, help="latency SLA for 'SLA adherence' (default 2000)")

@@ -41,7 +41,9 @@ def add_gate_parser(sub: Any) -> None:
     g.add_argument("--format", choices=("md", "markdown", "json"), default="md")
     g.add_argument("--output", "-o", type=Path, help="write the report here, not stdout")
     g.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    g.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
+    g.add_argument("--data-dir", type=Path,
+                   help="embedded data dir (read through `tripwire run` while it runs "
+                   "there)")
     g.set_defaults(handler=gate_command)
 
 

@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sql = sub.add_parser("sql", help="run a query, print TabSeparated rows")
     sql.add_argument("query")
-    sql.add_argument("--data-dir", type=Path, help="embedded data dir (read through `tripwire run` while it runs there)")
+    sql.add_argument("--data-dir", type=Path,
+                     help="embedded data dir (read through `tripwire run` while it runs "
+                     "there)")
 
     sim = sub.add_parser("simulate", help="emit simulated fleet traffic to a broker")
     sim.add_argument("--bootstrap", help="host:port (default: configured bootstrap)")
