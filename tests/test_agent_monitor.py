@@ -384,11 +384,14 @@ def test_restore_mid_stream_resumes_exactly(
 
 
 def test_the_generated_histories_do_exercise_every_detector_and_the_breaker() -> None:
-    # Guards the property test above against silently comparing empty outputs.
+    # Guards the property test above against silently comparing empty outputs. Derandomized:
+    # whether 60 random histories happen to reach every action was a coin toss (it failed
+    # once in ~35 runs), and a verdict must not depend on the draw.
     seen: set[str] = set()
     actions: set[str] = set()
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(agent_history())
     def collect(ops: list[tuple[str, Any]]) -> None:
         out, _ = replay(AgentMonitor("agent-1", SENSITIVE, fake_scanner), ops)
