@@ -157,6 +157,31 @@ def test_workflow_scope(plane: Plane) -> None:
     assert verdict(outside, "crm.update", "write") == "allow"
 
 
+def test_workflow_kill_counts_the_acks_of_that_workflows_guards_only(plane: Plane) -> None:
+    wf = uid("ledger")
+    inside = [plane.guard(uid("agent"), workflow=wf) for _ in range(2)]
+    # A guard not told its workflow learns it from its agent's run, and says so in a hello.
+    learner_agent = uid("agent")
+    learner = plane.guard(learner_agent)
+    assert learner.acks is not None
+    sent = learner.acks.sent
+    with Emitter(plane.broker.bootstrap, idempotence=False, linger_ms=1) as em:
+        session = AgentSession(em, learner_agent, workflow=wf, environment="test")
+        assert learner.decide("crm.get", "read", session=session).verdict == "allow"
+    assert eventually(lambda: learner.acks.sent > sent)
+    outside = [plane.guard(uid("agent"), workflow=uid("other")) for _ in range(2)]
+    out = plane.cli("kill", "--workflow", wf, "--reason", "ledger incident", "--wait", "30")
+    # The other workflow's guards (and every other guard of this module) are not counted;
+    # guards that never said their workflow are named apart.
+    assert f"obeyed by 3 of 3 guards of workflow={wf} heard from recently" in out.stdout, \
+        out.stdout
+    for g in inside:
+        assert verdict(g, "crm.update", "write") == "deny"
+    assert verdict(learner, "crm.update", "write", session=session) == "deny"
+    for g in outside:
+        assert verdict(g, "crm.update", "write") == "allow"
+
+
 def test_environment_scope(plane: Plane) -> None:
     env = uid("staging")
     inside = plane.guard(uid("agent"), environment=env)
