@@ -376,6 +376,12 @@ class TripwireApp:
     async def apply_judged(self, judged: Sequence[JudgedCommand]) -> None:
         """Apply verified commands to the breakers held here (the shared ceilings are out
         already), audit every command, and let the intake commit them once stored."""
+        # Read before a rebalance took their partition away: the new owner reads them again
+        # from the committed offset; this worker must not touch state it no longer owns.
+        owned = self.intake.wanted
+        judged = [j for j in judged if j.partition in owned]
+        if not judged:
+            return
         audit: list[dict] = []
         dets: list[dict] = []
         controls: list[dict] = []
