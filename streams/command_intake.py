@@ -33,6 +33,7 @@ committed, so an upgrade neither skips nor re-audits commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -119,6 +120,8 @@ class CommandIntake:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self._committed: dict[int, int] = {}
+        """partition -> offset last committed (owned by the intake's thread)."""
         self._start_error: BaseException | None = None
         self.judged = 0
 
@@ -205,16 +208,33 @@ class CommandIntake:
             await producer.start()
             try:
                 self._started.set()
-                await self._run(consumer, producer)
+                await self._run_until_stopped(consumer, producer)
             finally:
-                await producer.stop()
+                await _bounded(producer.stop(), "producer stop")
         finally:
-            await consumer.stop()
+            await _bounded(consumer.stop(), "consumer stop")
+
+    async def _run_until_stopped(self, consumer: AIOKafkaConsumer,
+                                 producer: AIOKafkaProducer) -> None:
+        # Stopping must not depend on the broker: with it gone a fetch, commit or offset
+        # lookup can retry for minutes, and the worker's shutdown waits for this thread.
+        assert self._stopping is not None
+        run = asyncio.ensure_future(self._run(consumer, producer))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if run.done():
+            run.result()  # its failure, if it failed
+            return
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        await _bounded(self._commit(consumer, self._committed), "final commit")
 
     async def _run(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         assert self._wake is not None and self._stopping is not None
         assigned: frozenset[int] = frozenset()
-        committed: dict[int, int] = {}
+        committed = self._committed
         next_commit = time.monotonic() + COMMIT_INTERVAL_S
         while not self._stopping.is_set():
             with self._lock:
@@ -222,7 +242,8 @@ class CommandIntake:
             if wanted != assigned:
                 await self._reassign(consumer, assigned, wanted)
                 assigned = wanted
-                committed = {p: o for p, o in committed.items() if p in assigned}
+                for p in [p for p in committed if p not in assigned]:
+                    del committed[p]
             if time.monotonic() >= next_commit:
                 await self._commit(consumer, committed)
                 next_commit = time.monotonic() + COMMIT_INTERVAL_S
@@ -241,7 +262,6 @@ class CommandIntake:
                      for r in batches[tp]], producer)
                 self.judged += len(judged)
                 self._deliver(judged)
-        await self._commit(consumer, committed)
 
     async def _reassign(self, consumer: AIOKafkaConsumer, before: frozenset[int],
                         after: frozenset[int]) -> None:
@@ -323,6 +343,13 @@ class CommandIntake:
                                      headers=headers)
         log.warning("scoped control %s -> %s (%s) %s", r.key, c["mode"], c["rule"], c["reason"])
         return future
+
+
+async def _bounded(step: Any, what: str, timeout_s: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except Exception as exc:  # noqa: BLE001 - shutting down: say so and go on
+        log.warning("operator commands: %s did not finish: %r", what, exc)
 
 
 async def _faust_group_offset(settings: TripwireSettings, tp: TopicPartition) -> int | None:

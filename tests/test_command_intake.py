@@ -123,10 +123,10 @@ def test_kill_reaches_guards_while_the_stream_is_jammed_behind_its_sink(stack) -
                   control_keys={CONTROL_KEY[0]: derive_agent_key(CONTROL_KEY[1], agent)},
                   shared_control_keys={CONTROL_KEY[0]: derive_agent_key(CONTROL_KEY[1],
                                                                         SHARED_AGENT)})
-    writer = writer_pid(worker)
     load: Load | None = None
     stopped = False
     try:
+        writer = writer_pid(worker)
         assert guard.start(timeout_s=30)
         assert guard.decide("crm.update", "write").verdict == "allow"
         os.kill(writer, signal.SIGSTOP)
