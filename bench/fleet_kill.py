@@ -43,7 +43,7 @@ CONTROL_KEY = ("bench-ctl", "bench-control-master")
 TARGET_P99_MS = 1000.0
 
 GUARD_CODE = r"""
-import sys, time
+import sys, threading, time
 from tripwire.schemas.command_signing import SHARED_AGENT, derive_agent_key
 from tripwire.sdk.guard import Guard
 bootstrap, agent, key_id, master, check_ms, fetch_ms = sys.argv[1:7]
@@ -51,11 +51,20 @@ g = Guard(bootstrap, agent, staleness_s=30, fetch_max_wait_ms=int(fetch_ms),
           control_keys={key_id: derive_agent_key(master, agent)},
           shared_control_keys={key_id: derive_agent_key(master, SHARED_AGENT)},
           instance_id=f"bench-{agent}")
+# Decide again as soon as a control is applied (and every check_ms anyway): a decision loop
+# spinning every few ms in 100 processes would be the harness's own load, not the guard's.
+applied = threading.Event()
+acknowledge = g.follower.on_applied
+def on_applied(control, key):
+    acknowledge(control, key)
+    applied.set()
+g.follower.on_applied = on_applied
 ok = g.start(timeout_s=120)
 print(f"ready {int(ok)}", flush=True)
 pause = int(check_ms) / 1000
 while g.decide("crm.update", "write").verdict == "allow":
-    time.sleep(pause)
+    applied.wait(pause)
+    applied.clear()
 print(f"refused {time.time_ns() // 1_000_000}", flush=True)
 sys.stdin.read()  # stay up (and acknowledging) until the benchmark closes our stdin
 g.close()
@@ -130,8 +139,9 @@ def steady_load(bootstrap: str, agents: list[str], rate: float, stop: threading.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guards", type=int, default=100)
-    parser.add_argument("--check-ms", type=int, default=20,
-                        help="how often each guard process decides a write call")
+    parser.add_argument("--check-ms", type=int, default=1000,
+                        help="each guard process decides a write call after every control it "
+                        "applies and at least this often")
     parser.add_argument("--fetch-wait-ms", type=int, default=50,
                         help="the guards' fetch_max_wait_ms (the SDK default is 50)")
     parser.add_argument("--load", type=float, default=200.0, help="steps/s of steady load")
