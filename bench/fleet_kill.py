@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tripwire.bench.worker_process import ROOT, WorkerProcess, read_all, worker_env
 from tripwire.schemas import topics
-from tripwire.schemas.codec import command_codec
+from tripwire.schemas.codec import command_codec, control_ack_codec, control_codec
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.streams.broker import EmbeddedBroker, free_port
 
@@ -43,7 +43,7 @@ CONTROL_KEY = ("bench-ctl", "bench-control-master")
 TARGET_P99_MS = 1000.0
 
 GUARD_CODE = r"""
-import sys, time
+import sys, threading, time
 from tripwire.schemas.command_signing import SHARED_AGENT, derive_agent_key
 from tripwire.sdk.guard import Guard
 bootstrap, agent, key_id, master, check_ms, fetch_ms = sys.argv[1:7]
@@ -51,11 +51,20 @@ g = Guard(bootstrap, agent, staleness_s=30, fetch_max_wait_ms=int(fetch_ms),
           control_keys={key_id: derive_agent_key(master, agent)},
           shared_control_keys={key_id: derive_agent_key(master, SHARED_AGENT)},
           instance_id=f"bench-{agent}")
+# Decide again as soon as a control is applied (and every check_ms anyway): a decision loop
+# spinning every few ms in 100 processes would be the harness's own load, not the guard's.
+applied = threading.Event()
+acknowledge = g.follower.on_applied
+def on_applied(control, key):
+    acknowledge(control, key)
+    applied.set()
+g.follower.on_applied = on_applied
 ok = g.start(timeout_s=120)
 print(f"ready {int(ok)}", flush=True)
 pause = int(check_ms) / 1000
 while g.decide("crm.update", "write").verdict == "allow":
-    time.sleep(pause)
+    applied.wait(pause)
+    applied.clear()
 print(f"refused {time.time_ns() // 1_000_000}", flush=True)
 sys.stdin.read()  # stay up (and acknowledging) until the benchmark closes our stdin
 g.close()
@@ -130,8 +139,9 @@ def steady_load(bootstrap: str, agents: list[str], rate: float, stop: threading.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guards", type=int, default=100)
-    parser.add_argument("--check-ms", type=int, default=20,
-                        help="how often each guard process decides a write call")
+    parser.add_argument("--check-ms", type=int, default=1000,
+                        help="each guard process decides a write call after every control it "
+                        "applies and at least this often")
     parser.add_argument("--fetch-wait-ms", type=int, default=50,
                         help="the guards' fetch_max_wait_ms (the SDK default is 50)")
     parser.add_argument("--load", type=float, default=200.0, help="steps/s of steady load")
@@ -188,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.05)
             stop.set()
             load.join(30)
-            issued_at = _issued_at(bootstrap, command_id)
-            published_at = _fleet_control_at(bootstrap, command_id)
+            issued_at, sent_at = _command_times(bootstrap, command_id)
+            fleet = _fleet_control_times(bootstrap, command_id)
+            applied = _applied_times(bootstrap, command_id)
             latencies = [g.refused_ms - issued_at for g in guards if g.refused_ms is not None]
-            if published_at is not None:
-                print(f"the worker published the fleet ceiling {published_at - issued_at} ms "
-                      "after the command was issued (CLI connect + send + worker apply)")
+            _print_path(issued_at, sent_at, fleet, applied,
+                        {g.agent: g.refused_ms for g in guards if g.refused_ms is not None})
             missing = [g.agent for g in guards if g.ready and g.refused_ms is None]
             print(f"steady load: {loaded[0] if loaded else '?'} steps at {args.load:g}/s")
             if latencies:
@@ -221,22 +231,64 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fleet_control_at(bootstrap: str, command_id: str) -> int | None:
-    from tripwire.sdk.operator import read_shared_controls
+def _print_path(issued_at: int, sent_at: int, fleet: tuple[int, int] | None,
+                applied: dict[str, int], refused: dict[str, int]) -> None:
+    """Where the time went, stage by stage (all epoch ms of this machine's clock)."""
+    print(f"path: CLI issued -> command record written: {sent_at - issued_at} ms "
+          "(the CLI's producer connecting and sending)")
+    if fleet is None:
+        print("path: the fleet ceiling carrying this command was not found")
+        return
+    judged_at, written_at = fleet
+    print(f"path: command written -> worker judged it: {judged_at - sent_at} ms "
+          "(the worker's command consumer fetching it)")
+    print(f"path: worker judged -> fleet ceiling written: {written_at - judged_at} ms "
+          "(verify, sign, send)")
+    stages = {
+        "fleet ceiling written -> guard applied it": [a - written_at for a in applied.values()],
+        "guard applied -> guard's decision refused": [
+            refused[a] - applied[a] for a in refused if a in applied],
+    }
+    for name, values in stages.items():
+        if values:
+            print(f"path: {name}: p50 {percentile(values, 0.5):.0f} ms, "
+                  f"p99 {percentile(values, 0.99):.0f} ms, max {max(values):.0f} ms "
+                  f"({len(values)} guards)")
 
-    fleet = asyncio.run(read_shared_controls(bootstrap)).get("fleet")
-    if fleet is None or fleet.get("command_id") != command_id:
-        return None
-    return int(fleet["issued_at"])
+
+def _fleet_control_times(bootstrap: str, command_id: str) -> tuple[int, int] | None:
+    """(issued_at, record timestamp) of the fleet ceiling the command set."""
+    codec = control_codec()
+    for record in asyncio.run(read_all(bootstrap, topics.CONTROLS_SHARED, 1)):
+        if record.value is None:
+            continue
+        control = codec.decode(record.value)
+        if control.get("command_id") == command_id and record.key == b"fleet":
+            return int(control["issued_at"]), int(record.timestamp)
+    return None
 
 
-def _issued_at(bootstrap: str, command_id: str) -> int:
+def _applied_times(bootstrap: str, command_id: str) -> dict[str, int]:
+    """Agent -> when its guard applied a control carrying the command (its acknowledgement)."""
+    codec = control_ack_codec()
+    out: dict[str, int] = {}
+    for record in asyncio.run(read_all(bootstrap, topics.CONTROL_ACKS, PARTITIONS)):
+        ack = codec.decode(record.value)
+        if ack["kind"] == "applied" and ack.get("command_id") == command_id:
+            agent = ack["agent_id"]
+            out[agent] = min(out.get(agent, ack["applied_at"]), ack["applied_at"])
+    return out
+
+
+def _command_times(bootstrap: str, command_id: str) -> tuple[int, int]:
+    """(issued_at, record timestamp) of the command's copy on partition 0, the one that sets
+    the fleet ceiling."""
     codec = command_codec()
     records = asyncio.run(read_all(bootstrap, topics.COMMANDS, PARTITIONS))
     for record in records:
         command = codec.decode(record.value)
-        if command["command_id"] == command_id:
-            return int(command["issued_at"])
+        if command["command_id"] == command_id and record.partition == 0:
+            return int(command["issued_at"]), int(record.timestamp)
     raise LookupError(f"command {command_id} not found on {topics.COMMANDS}")
 
 

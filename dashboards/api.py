@@ -11,7 +11,10 @@ Endpoints:
   rows (see :class:`dashboards.filters.Filters` for every parameter);
 * ``GET /api/filters?range=6h``: agents, workflows and environments for the drop-downs;
 * ``GET /api/evidence/run/{run_id}[?format=markdown]`` and
-  ``GET /api/evidence/agent/{agent_id}?from=..&to=..[&format=markdown]``: incident evidence.
+  ``GET /api/evidence/agent/{agent_id}?from=..&to=..[&format=markdown]``: incident evidence;
+* ``GET /api/evidence/scope?scope=workflow=refunds&from=..[&to=..][&format=markdown]``: the
+  evidence of any scope and window, what ``tripwire evidence --scope`` prints
+  (``dashboards/scope_evidence.py``; ``scope`` in the CLI's syntax, ``fleet`` if absent).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ from aiohttp import web
 from tripwire.dashboards.access import Access, OpenAccess
 from tripwire.dashboards.catalog import DASHBOARDS, Query, catalog, panels
 from tripwire.dashboards.evidence import Evidence, EvidenceNotFound, agent_evidence, run_evidence
-from tripwire.dashboards.filters import Filters, parse_instant
+from tripwire.dashboards.filters import Filters, now_ms, parse_instant
 from tripwire.dashboards.runner import run_query
+from tripwire.dashboards.scope_evidence import ScopeEvidence, scope_evidence
+from tripwire.detectors.standing_rules import StandingPolicy
+from tripwire.sdk.scopes import Scope
 from tripwire.sinks.clickhouse import Client
 
 log = logging.getLogger(__name__)
@@ -73,9 +79,12 @@ def panel_meta(q: Query) -> dict[str, Any]:
 
 
 class DashboardApi:
-    def __init__(self, client: Client, defaults: Defaults | None = None, workers: int = 4):
+    def __init__(self, client: Client, defaults: Defaults | None = None, workers: int = 4,
+                 standing: StandingPolicy | None = None):
         self.client = client
         self.defaults = defaults or Defaults()
+        # The policy's reversibility map groups scope evidence's side effects, as the CLI's.
+        self.standing = standing
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dashboard-q")
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -130,8 +139,21 @@ class DashboardApi:
             raise web.HTTPBadRequest(text=f"from and to are required: {ex}") from None
         return await self._evidence(request, agent_evidence, self.client, agent, lo, hi)
 
-    async def _evidence(self, request: web.Request, fn: Callable[..., Evidence],
-                        *args: Any) -> web.Response:
+    async def scope_evidence(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            scope = Scope.from_key(q.get("scope", "fleet"))
+            lo = parse_instant(q["from"])
+            hi = parse_instant(q["to"]) if q.get("to") else now_ms()
+        except KeyError:
+            raise web.HTTPBadRequest(text="from is required (ISO-8601 UTC or epoch ms)") from None
+        except ValueError as ex:
+            raise web.HTTPBadRequest(text=str(ex)) from None
+        return await self._evidence(request, scope_evidence, self.client, scope, lo, hi,
+                                    self.standing)
+
+    async def _evidence(self, request: web.Request,
+                        fn: Callable[..., Evidence | ScopeEvidence], *args: Any) -> web.Response:
         try:
             ev = await self.blocking(fn, *args)
         except EvidenceNotFound as ex:
@@ -164,7 +186,7 @@ def build_app(client: Client, defaults: Defaults | None = None, access: Access |
     """The app; with ``settings`` (Kafka, keys) also the approval inbox and operator console
     (``dashboards/human_loop.py``). Without ``access`` every request is an anonymous viewer
     (library use); ``tripwire run`` and ``tripwire dashboard`` always pass one."""
-    api = DashboardApi(client, defaults)
+    api = DashboardApi(client, defaults, standing=_standing(settings))
     access = access or OpenAccess()
     app = web.Application(middlewares=[_errors, access.middleware()])
     access.add_routes(app, STATIC_DIR)
@@ -182,6 +204,7 @@ def build_app(client: Client, defaults: Defaults | None = None, access: Access |
     app.router.add_get("/api/filters", api.filter_options)
     app.router.add_get("/api/evidence/run/{run_id}", api.run_evidence)
     app.router.add_get("/api/evidence/agent/{agent_id}", api.agent_evidence)
+    app.router.add_get("/api/evidence/scope", api.scope_evidence)
     app.router.add_get("/healthz", api.health)
 
     async def close_pool(_: web.Application) -> None:
@@ -189,3 +212,13 @@ def build_app(client: Client, defaults: Defaults | None = None, access: Access |
 
     app.on_cleanup.append(close_pool)
     return app
+
+
+def _standing(settings: Any) -> StandingPolicy | None:
+    """The standing rules of the configured policy file (None: the defaults)."""
+    path = getattr(settings, "policy_file", None)
+    if path is None:
+        return None
+    from tripwire.detectors.policy import load_policy
+
+    return load_policy(path).standing

@@ -611,9 +611,21 @@ def command_codec() -> FramedCodec:
     return FramedCodec(COMMAND_SCHEMA, dependencies=[CONTROL_SCHEMA])
 
 
+ACK_IDENTITY_FIELDS = ("agent_version", "workflow", "environment")
+"""Fields ControlAck gained after its first version: the guard's identity, so an operator's
+command can count the guards its scope covers."""
+
+
 def control_ack_codec() -> FramedCodec:
-    """A new codec for dev.tripwire.ControlAck."""
-    return FramedCodec(CONTROL_ACK_SCHEMA)
+    """A new codec for dev.tripwire.ControlAck; reads acks of guards from before
+    :data:`ACK_IDENTITY_FIELDS` too (those fields then None)."""
+    codec = FramedCodec(CONTROL_ACK_SCHEMA)
+    schema = json.loads(CONTROL_ACK_SCHEMA.read_text(encoding="utf-8"))
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in ACK_IDENTITY_FIELDS]
+    codec.register_writer(schema)
+    return codec
+
+
 def approval_request_codec() -> FramedCodec:
     """A new codec for dev.tripwire.ApprovalRequest (defines the ApprovalKind enum)."""
     return FramedCodec(APPROVAL_REQUEST_SCHEMA)

@@ -50,17 +50,36 @@ class AckPublisher:
         instance_id: str | None = None,
         agent_keys: Mapping[str, Secret] | None = None,
         heartbeat_s: float = 30.0,
+        agent_version: str | None = None,
+        workflow: str | None = None,
+        environment: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.agent_id = agent_id
         self.topic = topic
         self.instance_id = instance_id or default_instance_id()
         self.heartbeat_s = heartbeat_s
+        # Sent with every ack, so `tripwire kill --workflow w` counts only w's guards.
+        self.identity: dict[str, str | None] = {
+            "agent_version": agent_version, "workflow": workflow, "environment": environment}
         self._key = next(iter(agent_keys.items())) if agent_keys else None
         self._codec = control_ack_codec()
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._pending: list[dict[str, Any]] = []
+        self._identity_changed = False
         self.sent = 0
+
+    def learn(self, agent_version: str | None, workflow: str | None,
+              environment: str | None) -> None:
+        """Fill in identity the guard was not given, from the first run that states it (a
+        guard's agent runs in one workflow and environment; a later hello carries it)."""
+        identity = self.identity
+        for name, value in (("agent_version", agent_version), ("workflow", workflow),
+                            ("environment", environment)):
+            if value is not None and identity[name] is None:
+                identity[name] = value
+                # Called from agent threads: the ack loop sends the hello that says so.
+                self._identity_changed = True
 
     def applied(self, control: Mapping[str, Any], key: str) -> None:
         """Queue the ack of one applied control (called on the follower's event loop)."""
@@ -74,11 +93,13 @@ class AckPublisher:
             "command_id": control.get("command_id"),
             "issued_at": control.get("issued_at"),
             "applied_at": time.time_ns() // 1_000_000,
+            **self.identity,
         })
 
     def hello(self) -> None:
         self._put({"kind": "hello", "guard_instance": self.instance_id,
-                   "agent_id": self.agent_id, "applied_at": time.time_ns() // 1_000_000})
+                   "agent_id": self.agent_id, "applied_at": time.time_ns() // 1_000_000,
+                   **self.identity})
 
     def _put(self, ack: dict[str, Any]) -> None:
         if self._queue is None:
@@ -106,7 +127,9 @@ class AckPublisher:
                         await asyncio.sleep(1.0)
                         continue
                 now = time.monotonic()
-                if now >= next_hello and (ready is None or ready.is_set()):
+                if (now >= next_hello or self._identity_changed) \
+                        and (ready is None or ready.is_set()):
+                    self._identity_changed = False
                     self.hello()
                     next_hello = now + self.heartbeat_s
                 try:

@@ -194,7 +194,9 @@ class _GuardBase:
         shared_verifier = (ControlVerifier(SHARED_AGENT, shared_control_keys)
                            if shared_control_keys else None)
         self.acks = AckPublisher(bootstrap, agent_id, topic=ack_topic, instance_id=instance_id,
-                                 agent_keys=control_keys) if ack_topic else None
+                                 agent_keys=control_keys, agent_version=agent_version,
+                                 workflow=workflow, environment=environment,
+                                 ) if ack_topic else None
         self.follower = ControlFollower(
             bootstrap,
             self.state,
@@ -263,7 +265,7 @@ class _GuardBase:
         if session is None:
             bound = _BOUND_RUN.get()
             session = bound.session if bound is not None else None
-        return CallContext(
+        call = CallContext(
             agent_id=self.agent_id,
             tool=tool,
             action_class=action_class,
@@ -272,6 +274,9 @@ class _GuardBase:
             workflow=self.workflow or getattr(session, "workflow", None),
             params=params,
         )
+        if session is not None and self.acks is not None:
+            self.acks.learn(call.agent_version, call.workflow, call.environment)
+        return call
 
     def _effective(
         self, run_id: str | None, call: CallContext | None = None

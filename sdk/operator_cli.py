@@ -209,11 +209,9 @@ def _send(args: argparse.Namespace, action: str, **fields: Any) -> int:
           f"{key.key_id}{key_source}, sent to {args.topic} on {bootstrap}", flush=True)
     if args.no_wait:
         return 0
-    agent = scope.agent_id if scope is not None and scope.selectors().keys() == {"agent_id"} \
-        else None
     try:
         report = asyncio.run(wait_for_acks(
-            bootstrap, command["command_id"], command["issued_at"], agent_id=agent,
+            bootstrap, command["command_id"], command["issued_at"], scope=scope,
             timeout_s=args.wait, recent_s=args.recent,
             control_keys=_json_setting(settings, "control_keys") or None))
     except Exception as exc:  # noqa: BLE001 - the command is sent; only the count failed

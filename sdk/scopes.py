@@ -136,6 +136,26 @@ class Scope:
             return self.key()
         return f"{self.agent_id}{AGENT_KEY_SEPARATOR}{self.key()}"
 
+    def covers_guard(self, agent_id: str, identity: Mapping[str, str | None]) -> bool | None:
+        """Whether the guard of ``agent_id`` (its ``agent_version``, ``workflow`` and
+        ``environment`` in ``identity``, None where unknown) must obey this scope's control:
+        True when every agent selector matches, False when one contradicts, None when the
+        scope sets one the guard did not state. Tool and action class do not narrow it: any
+        agent may call any tool."""
+        if self.agent_id is not None and self.agent_id != agent_id:
+            return False
+        unknown = False
+        for name in ("agent_version", "environment", "workflow"):
+            want = getattr(self, name)
+            if want is None:
+                continue
+            have = identity.get(name)
+            if have is None:
+                unknown = True
+            elif have != want:
+                return False
+        return None if unknown else True
+
     def matches(self, call: CallContext) -> bool:
         if self.agent_id is not None and self.agent_id != call.agent_id:
             return False

@@ -36,20 +36,20 @@ from tripwire.detectors.policy import Policy, load_policy
 from tripwire.schemas import topics
 from tripwire.schemas.codec import (
     DecodeError,
-    command_codec,
     control_ack_codec,
     control_codec,
     detection_codec,
 )
 from tripwire.schemas.command_signing import CommandVerifier, sign_control, verify_ack
 from tripwire.sdk.control_follower import key_partition
-from tripwire.sdk.operator import command_key, command_scope
+from tripwire.sdk.operator import command_scope
 from tripwire.sdk.scopes import Scope
 from tripwire.sinks.alerts import AlertNotifier, AlertRoutes
-from tripwire.sinks.control_audit import RecordRef, command_audit_row, control_ack_row
+from tripwire.sinks.control_audit import RecordRef, control_ack_row
 from tripwire.sinks.shadow_sink import shadow_rows
 from tripwire.streams.ack_guard import CommitGapHealer, guard_acks, stored
 from tripwire.streams.agent_states import AgentStates
+from tripwire.streams.command_intake import CommandIntake, JudgedCommand
 from tripwire.streams.consumer_fetch import set_fetch_max_wait
 from tripwire.streams.scope_controls import ScopeControlWriter, ScopedRecord
 from tripwire.streams.settings import TripwireSettings
@@ -95,13 +95,13 @@ class TripwireApp:
         self.counters = StreamCounters()
         s = settings
         set_fetch_max_wait(s.fetch_max_wait_ms)
-        guard_acks({topics.STEPS, topics.COMMANDS, topics.CONTROL_ACKS})
+        # agent-commands is read outside Faust (streams/command_intake.py).
+        guard_acks({topics.STEPS, topics.CONTROL_ACKS})
         # agent-steps bypasses Faust's per-record delivery (see streams/step_feed.py); the
         # Faust agent below still subscribes the topic, so assignment and recovery are Faust's.
         self.feed = StepFeed({topics.STEPS})
         self.feed.install()
-        self._gap_healer = CommitGapHealer({topics.STEPS, topics.COMMANDS,
-                                            topics.CONTROL_ACKS})
+        self._gap_healer = CommitGapHealer({topics.STEPS, topics.CONTROL_ACKS})
         self.app = faust.App(
             s.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in s.bootstrap().split(",")],
@@ -130,11 +130,9 @@ class TripwireApp:
         self.sink = SinkBuffer(store, max_rows=s.sink_batch_rows,
                                flush_seconds=s.sink_flush_seconds,
                                checkpoint=self._checkpoint)
-        self.commands_topic = self.app.topic(topics.COMMANDS, **raw)
         self.verifier = CommandVerifier(
             {k: v.get_secret_value() for k, v in s.operator_keys.items()},
             max_age_s=s.command_max_age_s)
-        self._command_codec = command_codec()
         self._control_key = (
             (s.control_key_id, s.control_keys[s.control_key_id].get_secret_value())
             if s.control_key_id else None)
@@ -160,7 +158,17 @@ class TripwireApp:
         self._processed_to: dict[int, int] = {}
         self.app.agent(self.steps_topic, name="process-steps")(self._process_steps)
         self.app.task(self._consume_steps)
-        self.app.agent(self.commands_topic, name="process-commands")(self._process_commands)
+        # Operator commands never wait behind the step stream: their own consumer, thread and
+        # producer publish shared ceilings at once; this loop applies the per-agent part.
+        self.intake = CommandIntake(s, self.verifier, self._control_key, self._deliver_commands,
+                                    self._intake_failed)
+        self._judged: asyncio.Queue[list[JudgedCommand]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set once Faust has recovered the state of the partitions assigned here.
+        self._states_ready = asyncio.Event()
+        self.app.task(self._apply_commands)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self.acks_topic = self.app.topic(topics.CONTROL_ACKS, **raw)
         self._ack_codec = control_ack_codec()
         self._ack_keys = {k: v.get_secret_value() for k, v in s.control_keys.items()}
@@ -337,54 +345,74 @@ class TripwireApp:
         self.verifier.remember(applied)
         return len(applied)
 
-    async def _process_commands(self, stream: StreamT) -> None:
-        async for events in stream.noack_take(100, within=0.01):
-            await self.handle_commands(stream, events)
+    def _deliver_commands(self, judged: list[JudgedCommand]) -> None:
+        # On the intake's thread: hand over to this loop, never block there.
+        loop, queue = self._loop, self._judged
+        if loop is not None and queue is not None:
+            loop.call_soon_threadsafe(queue.put_nowait, judged)
 
-    async def handle_commands(self, stream: StreamT, events: Sequence[EventT]) -> None:
-        """Verify, audit and apply operator commands, in order with the agents' state."""
+    def _intake_failed(self, exc: BaseException) -> None:
+        # A control the broker refused after the producer's retries: as for the stream's own
+        # publishes, stop; a restart reads the command again (it was never committed).
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.app.crash(exc), loop)
+
+    async def _apply_commands(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop, self._judged = loop, asyncio.Queue()
+        await loop.run_in_executor(None, self.intake.start)
+        try:
+            while True:
+                judged = await self._judged.get()
+                # The per-agent part changes breakers: only once their state is recovered.
+                await self._states_ready.wait()
+                await self.apply_judged(judged)
+        finally:
+            # Blocks this loop briefly at shutdown only: the intake's fetches last
+            # fetch_max_wait_ms, then its clients close.
+            self.intake.stop()
+
+    async def apply_judged(self, judged: Sequence[JudgedCommand]) -> None:
+        """Apply verified commands to the breakers held here (the shared ceilings are out
+        already), audit every command, and let the intake commit them once stored."""
+        # Read before a rebalance took their partition away: the new owner reads them again
+        # from the committed offset; this worker must not touch state it no longer owns.
+        owned = self.intake.wanted
+        judged = [j for j in judged if j.partition in owned]
+        if not judged:
+            return
         audit: list[dict] = []
         dets: list[dict] = []
         controls: list[dict] = []
         shadow: list = []
-        for ev in events:
-            m = ev.message
-            now = int(time.time() * 1000)
-            ref = RecordRef(m.topic, m.partition, m.offset, int((m.timestamp or 0) * 1000),
-                            m.key)
-            try:
-                command = self._command_codec.decode(m.value or b"")
-            except DecodeError as exc:
-                audit.append(command_audit_row(ref, None, rejection="undecodable",
-                                               judged_at_ms=now, detail=exc.reason))
-                continue
-            rejection = self.verifier.verify(command, now, (m.topic, m.partition, m.offset))
-            if rejection is None and not _key_matches(m.key, command):
-                rejection = "key_mismatch"
-            audit.append(command_audit_row(ref, command, rejection=rejection, judged_at_ms=now))
-            if rejection is not None:
-                log.warning("rejected command %s from %s: %s", command.get("command_id"),
-                            command.get("operator"), rejection)
+        for j in judged:
+            audit.append(j.audit)
+            controls += j.scoped
+            self.counters.transitions += len(j.scoped_records)
+            if j.command is None or command_scope(j.command) is not None:
                 continue
             async with self._state_lock:
-                # Scoped ceilings first: a fleet kill's one shared record binds every guard,
-                # the per-agent fan-out after it only updates the breakers this worker holds.
-                c = await self.publish_scoped(
-                    self.scope_writer.for_command(command, m.partition, now))
-                if c:
-                    # Operator commands are rare and a kill must not sit in a send buffer
-                    # behind the stream's traffic: hand it to the broker now.
-                    await self.app.producer.flush()
-                d: list[dict] = []
-                if command_scope(command) is None:
-                    result = self.processor.apply_command(command, m.partition, m.offset, now)
-                    d, fanned = await self._publish(result)
-                    c += fanned
-                    shadow += result.shadow
+                result = self.processor.apply_command(j.command, j.partition, j.offset,
+                                                      j.received_ms)
+                d, fanned = await self._publish(result)
             dets += d
-            controls += c
-        await self.sink.add([], 0, dets, controls, [_acker(stream, ev) for ev in events],
+            controls += fanned
+            shadow += result.shadow
+        await self.sink.add([], 0, dets, controls, [self._command_acker(j) for j in judged],
                             {"operator_commands": audit, **shadow_rows(shadow)})
+
+    def _command_acker(self, judged: JudgedCommand) -> Ack:
+        async def ack() -> None:
+            self.intake.stored(judged.partition, judged.offset)
+
+        return ack
+
+    async def _on_assigned(self, sender: object, assigned: set, **_: object) -> None:
+        self.intake.assign({tp.partition for tp in assigned if tp.topic == topics.STEPS})
+
+    async def _on_rebalance_complete(self, sender: object, **_: object) -> None:
+        self._states_ready.set()
 
     async def _store_acks(self, stream: StreamT) -> None:
         async for events in stream.noack_take(500, within=0.5):
@@ -401,19 +429,6 @@ class TripwireApp:
                 rows.append(control_ack_row(ref, ack, verified=verified))
             await self.sink.add([], 0, [], [], [_acker(stream, ev) for ev in events],
                                 {"control_acks": rows} if rows else None)
-
-    async def publish_scoped(self, records: Sequence[ScopedRecord]) -> list[dict]:
-        """Sign and send scoped controls (operator scopes, fleet ceiling, standing rules)."""
-        producer = self.app.producer
-        for r in records:
-            headers = sign_control(r.control, *self._control_key) if self._control_key else None
-            self._unconfirmed.append(await producer.send(
-                r.topic, r.key.encode(), self._control_codec.encode(r.control), r.partition,
-                None, headers))
-            log.warning("scoped control %s -> %s (%s) %s", r.key, r.control["mode"],
-                        r.control["rule"], r.control["reason"])
-        self.counters.transitions += len(records)
-        return [r.control for r in records]
 
     async def _watch_policy(self) -> None:
         # Standing rules follow the file while the worker runs; the breaker's thresholds are
@@ -483,6 +498,11 @@ class TripwireApp:
         await self._gap_healer.check(self.app.consumer)
 
     async def _on_revoked(self, sender: object, revoked: set, **_: object) -> None:
+        # Commands of these partitions are another worker's from now on; the per-agent part
+        # waits for the state of the next assignment.
+        self._states_ready.clear()
+        gone = {tp.partition for tp in revoked if tp.topic == topics.STEPS}
+        self.intake.assign(self.intake.wanted - gone)
         # Fetched before the rebalance: fetched again from the committed offsets after it.
         self.feed.clear()
         self._processed_to.clear()
@@ -570,13 +590,6 @@ def _acker(stream: StreamT, event: EventT):  # noqa: ANN202 - a zero-arg corouti
         await stream.ack(event)
 
     return ack
-
-
-def _key_matches(key: bytes | None, command: dict) -> bool:
-    # Commands are keyed like the agent's events so they are applied in order with them;
-    # kill_all / release_all are written to every partition under the key "*", commands on a
-    # shared scope under its scope key.
-    return key is not None and key.decode("utf-8", "replace") == command_key(command)
 
 
 def build_app(settings: TripwireSettings, store: Store, policy: Policy) -> TripwireApp:

@@ -129,3 +129,72 @@ def test_evidence_opens_from_a_blocked_run(site, page) -> None:
     api = page.evaluate("run => fetch('/api/evidence/run/' + run).then(r => r.json())", run_id)
     assert steps == len(api["steps"]) and blocked == len(api["blocked_actions"])
     assert page.locator("#evidence-md").get_attribute("href").endswith("format=markdown")
+
+
+def test_evidence_by_scope_and_window_shows_what_the_cli_prints(site, page,
+                                                                ch_migrated: Client) -> None:
+    from tripwire.dashboards.scope_evidence import REVERSIBILITY_ORDER, scope_evidence
+    from tripwire.sdk.scopes import Scope
+
+    url, _ = site
+    end = now_ms() - 60_000
+    since, until = utc_iso(end - 30 * 60_000), utc_iso(end)
+    workflow = ch_migrated.query(
+        "SELECT toString(workflow) FROM steps WHERE workflow != '' AND action_class IN "
+        "('money', 'destructive') GROUP BY workflow ORDER BY count() DESC LIMIT 1"
+    ).result_rows[0][0]
+    page.goto(f"{url}/#/evidence?refresh=0")
+    form = page.locator("#scope-form")
+    form.locator('input[name="workflow"]').fill(workflow)
+    form.locator('input[name="since"]').fill(since)
+    form.locator('input[name="until"]').fill(until)
+    form.locator('button[type="submit"]').click()
+    page.wait_for_function(
+        "() => document.getElementById('evidence-body').dataset.state === 'ready'")
+    assert "scope=workflow%3D" in page.url and workflow in page.url
+    body = page.locator("#evidence-body")
+    assert f"workflow={workflow}" in body.locator('[data-section="summary"]').inner_text()
+
+    # The same content as `tripwire evidence --scope workflow=W --since .. --until ..`.
+    cli = scope_evidence(ch_migrated, Scope(workflow=workflow), parse(since), parse(until))
+    assert cli.steps, "the sample fleet ran steps in that workflow"
+    assert sum(len(v) for v in cli.side_effects.values()) > 0
+    for kind in REVERSIBILITY_ORDER:
+        rows = body.locator(f'[data-section="{kind}"] tbody tr').count()
+        assert rows == len(cli.side_effects.get(kind, [])), kind
+    for what, rows in cli.changes.items():
+        shown = body.locator(f'[data-section="changed: {what}"] tbody tr').count()
+        assert shown == len(rows), what
+    assert body.locator('[data-section="Every step"] tbody tr').count() == len(cli.steps)
+    assert body.locator('[data-section="Mode changes"] tbody tr').count() == \
+        len(cli.mode_changes)
+    irreversible = body.locator('[data-section="irreversible"] tbody').inner_text()
+    assert all(s["tool"] in irreversible for s in cli.side_effects.get("irreversible", []))
+    markdown = page.evaluate("u => fetch(u).then(r => r.text())",
+                             page.locator("#evidence-md").get_attribute("href"))
+    assert markdown == cli.to_markdown()
+
+    # A tool pattern over the whole fleet, straight from a link; a bad scope is a clear error.
+    page.goto(f"{url}/#/evidence?refresh=0&scope=tool%3Dcrm.*&since={since}&until={until}")
+    page.wait_for_function(
+        "() => document.getElementById('evidence-body').dataset.state === 'ready'"
+        " && location.hash.includes('tool')")
+    assert page.locator('#scope-form input[name="tool"]').input_value() == "crm.*"
+    tools = page.locator('[data-section="Every step"] tbody tr td:nth-child(7)').all_inner_texts()
+    assert tools and all(t.startswith("crm.") for t in tools)
+    page.goto(f"{url}/#/evidence?refresh=0&scope=team%3Dx&since={since}")
+    page.wait_for_function(
+        "() => document.getElementById('evidence-body').dataset.state === 'error'")
+    assert "scope part" in page.locator("#evidence-body .error").inner_text()
+
+
+def utc_iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse(text: str) -> int:
+    from tripwire.dashboards.filters import parse_instant
+
+    return parse_instant(text)

@@ -79,6 +79,10 @@ def test_evidence_endpoints(served) -> None:
     agent = get_json(f"{server.url}/api/evidence/agent/agent-overspend-1"
                      f"?from={now_ms() - 3600_000}&to={now_ms()}")
     assert agent["kind"] == "agent"
+    scope = get_json(f"{server.url}/api/evidence/scope?scope=action_class%3Dmoney"
+                     f"&from={now_ms() - 3600_000}")
+    assert scope["kind"] == "scope" and scope["summary"]["scope"] == "action_class=money"
+    assert scope["steps"] and all(s["action_class"] == "money" for s in scope["steps"])
 
 
 def test_bad_requests_are_client_errors(served) -> None:
@@ -88,6 +92,9 @@ def test_bad_requests_are_client_errors(served) -> None:
     assert get(server.url + "/api/panels/safety_summary?range=forever")[0] == 400
     assert get(server.url + "/api/evidence/run/nope")[0] == 404
     assert get(server.url + "/api/evidence/agent/a?from=1")[0] == 400
+    assert get(server.url + "/api/evidence/scope?scope=fleet")[0] == 400  # no window
+    assert get(server.url + "/api/evidence/scope?scope=team%3Dx&from=1")[0] == 400
+    assert get(server.url + "/api/evidence/scope?from=5&to=1")[0] == 400
 
 
 def test_runs_in_its_own_thread_and_stops(ch_migrated: Client) -> None:

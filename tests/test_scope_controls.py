@@ -157,6 +157,31 @@ def test_workflow_scope(plane: Plane) -> None:
     assert verdict(outside, "crm.update", "write") == "allow"
 
 
+def test_workflow_kill_counts_the_acks_of_that_workflows_guards_only(plane: Plane) -> None:
+    wf = uid("ledger")
+    inside = [plane.guard(uid("agent"), workflow=wf) for _ in range(2)]
+    # A guard not told its workflow learns it from its agent's run, and says so in a hello.
+    learner_agent = uid("agent")
+    learner = plane.guard(learner_agent)
+    assert learner.acks is not None
+    sent = learner.acks.sent
+    with Emitter(plane.broker.bootstrap, idempotence=False, linger_ms=1) as em:
+        session = AgentSession(em, learner_agent, workflow=wf, environment="test")
+        assert learner.decide("crm.get", "read", session=session).verdict == "allow"
+    assert eventually(lambda: learner.acks.sent > sent)
+    outside = [plane.guard(uid("agent"), workflow=uid("other")) for _ in range(2)]
+    out = plane.cli("kill", "--workflow", wf, "--reason", "ledger incident", "--wait", "30")
+    # The other workflow's guards (and every other guard of this module) are not counted;
+    # guards that never said their workflow are named apart.
+    assert f"obeyed by 3 of 3 guards of workflow={wf} heard from recently" in out.stdout, \
+        out.stdout
+    for g in inside:
+        assert verdict(g, "crm.update", "write") == "deny"
+    assert verdict(learner, "crm.update", "write", session=session) == "deny"
+    for g in outside:
+        assert verdict(g, "crm.update", "write") == "allow"
+
+
 def test_environment_scope(plane: Plane) -> None:
     env = uid("staging")
     inside = plane.guard(uid("agent"), environment=env)
@@ -221,6 +246,38 @@ def test_run_and_agent_scopes_still_work_through_the_breaker(plane: Plane) -> No
     assert eventually(lambda: verdict(g, "crm.get", "read") == "deny")
     assert g.decide("crm.get", "read").control == agent
     assert verdict(other, "crm.get", "read") == "allow"
+
+
+def test_tool_by_name_scope(plane: Plane) -> None:
+    tool = f"{uid('mail')}.send_bulk"
+    a, b = plane.guard(uid("agent")), plane.guard(uid("agent"))
+    plane.cli("restrict", "--tool", tool, "--mode", "approve_to_act", "--reason", "spam wave",
+              "--no-wait")
+    assert eventually(lambda: verdict(a, tool, "external") == "needs_approval")
+    for g in (a, b):
+        assert g.decide(tool, "external").control == f"tool={tool}"
+        assert verdict(g, tool + "_preview", "external") == "allow"  # a name, not a prefix
+        assert verdict(g, "crm.update", "write") == "allow"
+
+
+def test_run_scope_stops_that_run_only(plane: Plane) -> None:
+    # The breaker's run scope: a runaway run (over the loop detector's step budget, 50) is
+    # stopped; the agent's other runs and its mode are untouched.
+    agent = uid("agent")
+    g = plane.guard(agent)
+    with Emitter(plane.broker.bootstrap, idempotence=False, linger_ms=1) as em:
+        session = AgentSession(em, agent, workflow="loops", environment="test")
+        runaway, other = session.start_run(), session.start_run()
+        for i in range(60):
+            runaway.tool_call("crm.get", "read", {"i": i})
+        other.tool_call("crm.get", "read", {"i": 0})
+        em.flush(10)
+    assert eventually(lambda: runaway.run_id in g.state.stopped_runs(), timeout_s=15)
+    stopped = g.decide("crm.get", "read", runaway.run_id)
+    assert stopped.verdict == "deny" and stopped.rule == "guard.run_stopped"
+    assert g.decide("crm.get", "read", other.run_id).verdict == "allow"
+    assert verdict(g, "crm.update", "write", run_id=other.run_id) == "allow"
+    assert g.status().mode == "autonomous"
 
 
 def test_breaker_restricts_the_denied_tool_before_the_agent(plane: Plane) -> None:

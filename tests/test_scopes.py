@@ -99,6 +99,28 @@ def test_lowest_ceiling_is_the_minimum_over_matching_controls(specs, call) -> No
         assert reference_matches(got.control.scope, call)
 
 
+@settings(max_examples=300, deadline=None)
+@given(scopes, values["agent_id"], st.none() | values["agent_version"],
+       st.none() | values["environment"], st.none() | values["workflow"])
+def test_covers_guard_against_every_completion_of_what_the_guard_did_not_say(
+        scope, agent, version, environment, workflow) -> None:
+    # Covered = some call of that agent matches the scope once tool and action class are
+    # left out (any agent may call any tool); an unknown field is tried with every value.
+    agent_scope = Scope(**{**scope.selectors(), "tool": None, "action_class": None})
+    known = {"agent_version": version, "environment": environment, "workflow": workflow}
+    every = {"agent_version": ["1.0", "2.0"], "environment": ["dev", "prod"],
+             "workflow": ["refunds", "billing"]}  # what ``values`` draws from
+    choices = {name: [value] if value is not None else [*every[name], "other"]
+               for name, value in known.items()}
+    outcomes = {
+        reference_matches(agent_scope, CallContext(agent_id=agent, agent_version=v,
+                                                   environment=e, workflow=w))
+        for v in choices["agent_version"] for e in choices["environment"]
+        for w in choices["workflow"]}
+    expected = outcomes.pop() if len(outcomes) == 1 else None
+    assert scope.covers_guard(agent, known) == expected
+
+
 def test_scope_keys_and_kinds() -> None:
     assert Scope().key() == "fleet" and Scope().kind == "fleet" and Scope().shared
     s = Scope(workflow="refunds", action_class="money")
@@ -290,3 +312,46 @@ def test_the_same_trip_across_a_workflows_agents_restricts_the_workflow() -> Non
     record = ScopeControlWriter(4).workflow_trip(trip)
     assert record.key == "breaker:workflow=refunds" and record.topic == "agent-controls-shared"
     assert record.control["expires_at"] == trip.until and record.control["workflow"] == "refunds"
+
+
+# --- guards' acknowledgements carry the guard's identity ------------------------------------
+
+
+def test_acks_of_guards_from_before_identity_fields_still_decode_and_verify() -> None:
+    from tripwire.schemas.codec import ACK_IDENTITY_FIELDS, CONTROL_ACK_SCHEMA, control_ack_codec
+    from tripwire.schemas.command_signing import sign_ack, verify_ack
+
+    schema = json.loads(CONTROL_ACK_SCHEMA.read_text())
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in ACK_IDENTITY_FIELDS]
+    old = FramedCodec(schema)
+    ack = {"kind": "hello", "guard_instance": "g1", "agent_id": "a1", "applied_at": 5}
+    headers = sign_ack(ack, "k", derive_agent_key("master", "a1"))  # as an old guard signs
+    decoded = control_ack_codec().decode(old.encode(ack))
+    assert all(decoded[n] is None for n in ACK_IDENTITY_FIELDS)
+    assert verify_ack(decoded, headers, {"k": "master"}) is None
+    new = {**ack, "workflow": "billing"}
+    signed = sign_ack(new, "k", derive_agent_key("master", "a1"))
+    assert control_ack_codec().decode(control_ack_codec().encode(new))["workflow"] == "billing"
+    assert verify_ack(new, signed, {"k": "master"}) is None
+    assert verify_ack({**new, "workflow": "other"}, signed, {"k": "master"}) == "bad_signature"
+
+
+def test_ack_report_counts_the_guards_the_scope_covers() -> None:
+    from tripwire.sdk.ack_report import AckReport, format_ack_report
+
+    report = AckReport("c1", 1_000, Scope(workflow="billing"))
+    ids = {"g-in": ("a1", "billing"), "g-in-silent": ("a2", "billing"),
+           "g-out": ("a3", "support"), "g-unknown": ("a4", None)}
+    for instance, (agent, workflow) in ids.items():
+        report.heard[instance] = (agent, {"agent_version": None, "workflow": workflow,
+                                          "environment": None})
+    report.applied.update({"g-in": 40, "g-out": 10})
+    assert report.guards == {"g-in": "a1", "g-in-silent": "a2"}
+    assert report.obeyed == {"g-in": 40} and report.silent == ["g-in-silent"]
+    assert report.unknown == {"g-unknown": "a4"}
+    line = format_ack_report(report)
+    assert line.startswith("obeyed by 1 of 2 guards of workflow=billing heard from recently; "
+                           "slowest applied 40 ms after issue; silent: g-in-silent (a2)")
+    assert "1 more heard from did not say their workflow (not counted)" in line
+    fleet = AckReport("c1", 1_000, None, heard=report.heard, applied=report.applied)
+    assert len(fleet.guards) == 4 and len(fleet.obeyed) == 2

@@ -88,7 +88,9 @@ async function route() {
   document.getElementById("dashboard").hidden = view === "evidence";
   document.getElementById("evidence").hidden = view !== "evidence";
   schedule(params);
-  if (view === "evidence") {
+  if (view === "evidence" && params.has("scope")) {
+    await showScopeEvidence(params.get("scope"), params.get("since") || "", params.get("until") || "");
+  } else if (view === "evidence") {
     await showEvidence(params.get("run") || "");
   } else {
     await loadFilterOptions(params);
@@ -302,7 +304,7 @@ async function showEvidence(run) {
   md.hidden = js.hidden = !run;
   if (!run) {
     out.replaceChildren(el("p", { class: "muted" },
-      "Enter a run id, or open a run from the Safety dashboard's blocked runs table."));
+      "Enter a run id (or open a run from the Safety dashboard's blocked runs table), or a scope and window."));
     return;
   }
   const url = `/api/evidence/run/${encodeURIComponent(run)}`;
@@ -357,15 +359,112 @@ function evidenceView(ev) {
   ];
 }
 
+// --- evidence of a scope and window (what `tripwire evidence --scope` prints) ----------
+
+// Scope selectors in the order, and with the names, of the CLI's scope keys (sdk/scopes.py).
+const SCOPE_FIELDS = [["agent", "agent"], ["version", "version"], ["environment", "environment"],
+  ["workflow", "workflow"], ["tool", "tool"], ["action_class", "action_class"]];
+const REVERSIBILITY = [
+  ["irreversible", "Irreversible side effects: undo by hand, or cannot be undone"],
+  ["compensable", "Compensable side effects: a compensating action exists"],
+  ["reversible", "Reversible side effects: nothing to undo"],
+];
+
+function scopeKeyFromForm(form) {
+  const parts = SCOPE_FIELDS.map(([input, name]) => [name, form.elements[input].value.trim()])
+    .filter(([, v]) => v).map(([name, v]) => `${name}=${v}`);
+  return parts.length ? parts.join(";") : "fleet";
+}
+
+function fillScopeForm(form, scope, since, until) {
+  const values = Object.fromEntries((scope === "fleet" ? "" : scope).split(";").filter(Boolean)
+    .map(part => { const i = part.indexOf("="); return [part.slice(0, i), part.slice(i + 1)]; }));
+  for (const [input, name] of SCOPE_FIELDS) form.elements[input].value = values[name] || "";
+  form.elements.since.value = since;
+  form.elements.until.value = until;
+}
+
+async function showScopeEvidence(scope, since, until) {
+  const form = document.getElementById("scope-form");
+  fillScopeForm(form, scope, since, until);
+  document.getElementById("evidence-form").elements.run.value = "";
+  const out = document.getElementById("evidence-body");
+  const md = document.getElementById("evidence-md"), js = document.getElementById("evidence-json");
+  const q = new URLSearchParams({ scope, from: since || new Date(Date.now() - 15 * 60_000).toISOString() });
+  if (until) q.set("to", until);
+  const url = `/api/evidence/scope?${q}`;
+  md.hidden = js.hidden = false;
+  md.href = `${url}&format=markdown`;
+  js.href = url;
+  out.dataset.state = "loading";
+  try {
+    const ev = await getJson(url);
+    out.replaceChildren(...scopeEvidenceView(ev));
+    out.dataset.state = "ready";
+  } catch (err) {
+    out.replaceChildren(el("div", { class: "error" }, String(err)));
+    out.dataset.state = "error";
+  }
+}
+
+function scopeEvidenceView(ev) {
+  const s = ev.summary;
+  const byTool = kind => Object.entries((s.side_effects_by_tool || {})[kind] || {})
+    .map(([tool, n]) => `${tool} ${n}`).join(", ");
+  const summary = [
+    ["Scope", s.scope],
+    ["Window (UTC)", `${formatCell("t", s.since)} → ${formatCell("t", s.until)}`],
+    ["Agents", `${s.agents.length}: ${s.agents.slice(0, 20).join(", ")}${s.agents.length > 20 ? " …" : ""}`],
+    ["Steps", String(s.steps)],
+    ...REVERSIBILITY.map(([kind]) => [`Side effects, ${kind}`,
+      `${(s.side_effects || {})[kind] || 0}${byTool(kind) ? ` (${byTool(kind)})` : ""}`]),
+  ];
+  const section = (key, title, columns, rows) => el("div", { class: "card", "data-section": key },
+    el("h2", {}, `${title} (${rows.length})`),
+    rows.length ? el("div", { class: "scroll" }, table(columns, rows.map(r => columns.map(c => r[c]))))
+                : el("p", { class: "muted" }, "none"));
+  const effectCols = ["ts", "agent_id", "run_id", "tool", "action_class", "status", "params_hash", "event_id"];
+  const changeCols = ["value", "first_seen", "last_seen", "steps", "agents", "appeared"];
+  const changes = Object.entries(ev.changes_before || {}).map(([what, rows]) =>
+    section(`changed: ${what}`, `What changed just before: ${what}`, changeCols,
+      rows.map(r => ({ ...r, appeared: r.appeared ? "mid-way" : "" }))));
+  return [
+    el("div", { class: "card", "data-section": "summary" },
+      el("h2", {}, "Incident evidence by scope"), table(["what", "value"], summary)),
+    ...REVERSIBILITY.map(([kind, title]) =>
+      section(kind, title, effectCols, (ev.side_effects || {})[kind] || [])),
+    ...changes,
+    section("Mode changes", "Mode changes (controls)",
+      ["issued_at", "agent_id", "scope", "previous_mode", "mode", "rule", "source", "reason"], ev.mode_changes),
+    section("Every step", "Every step",
+      ["ts", "agent_id", "agent_version", "run_id", "step", "kind", "tool", "action_class",
+       "policy_outcome", "status", "model", "event_id"], ev.steps),
+  ];
+}
+
 // --- wiring ----------------------------------------------------------------------------
 
 document.getElementById("filters").addEventListener("change", () => {
   const { view } = parseHash();
   const p = filterParams();
-  if (view === "evidence") { p.set("run", document.getElementById("evidence-form").elements.run.value); }
+  if (view === "evidence") {
+    for (const key of ["run", "scope", "since", "until"]) {
+      if (parseHash().params.get(key)) p.set(key, parseHash().params.get(key));
+    }
+  }
   setHash(view, p);
 });
 document.getElementById("reload").addEventListener("click", () => route());
+document.getElementById("scope-form").addEventListener("submit", ev => {
+  ev.preventDefault();
+  const form = ev.target;
+  const p = filterParams();
+  p.set("scope", scopeKeyFromForm(form));
+  // The window is part of the link: "15 min ago" is pinned to an instant when asked.
+  p.set("since", form.elements.since.value.trim() || new Date(Date.now() - 15 * 60_000).toISOString());
+  if (form.elements.until.value.trim()) p.set("until", form.elements.until.value.trim());
+  setHash("evidence", p);
+});
 document.getElementById("evidence-form").addEventListener("submit", ev => {
   ev.preventDefault();
   const p = filterParams();
