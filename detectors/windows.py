@@ -124,17 +124,30 @@ class BucketRing:
         if idx - head >= size:
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
-        for bucket in range(head + 1, idx + 1):
-            offset = (bucket % size) * width
-            cells[offset] = 0
-            if width == 2:
-                cells[offset + 1] = 0
-        # Recomputed rather than decremented so float rounding cannot accumulate; this runs
-        # once per bucket crossing, not per event.
-        if width == 1:
-            self.total0 = sum(cells)
+        if self.typecode == "I":
+            # Counts are ints: subtracting the dropped buckets is exact, and skips summing
+            # the whole ring (a denial key crosses a bucket on nearly every decision).
+            total0, total1 = self.total0, self.total1
+            for bucket in range(head + 1, idx + 1):
+                offset = (bucket % size) * width
+                total0 -= cells[offset]
+                cells[offset] = 0
+                if width == 2:
+                    total1 -= cells[offset + 1]
+                    cells[offset + 1] = 0
+            self.total0, self.total1 = total0, total1
         else:
-            self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
+            for bucket in range(head + 1, idx + 1):
+                offset = (bucket % size) * width
+                cells[offset] = 0
+                if width == 2:
+                    cells[offset + 1] = 0
+            # Floats: recomputed rather than decremented so rounding cannot accumulate; this
+            # runs once per bucket crossing, not per event.
+            if width == 1:
+                self.total0 = sum(cells)
+            else:
+                self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
         if not (self.total0 or self.total1):
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
@@ -205,6 +218,8 @@ class BucketRing:
             ring.total0 = state[3]
             if width == 2:
                 ring.total1 = state[4]
+            if counts:  # counts stay ints (``advance`` subtracts from them)
+                ring.total0, ring.total1 = int(ring.total0), int(ring.total1)
             ring.cells = array(ring.typecode, state[3 + width :])
         return ring
 
@@ -374,7 +389,9 @@ class CoalescedWindows:
                 self.baseline.add(ts, pending[self.baseline_quantity])
             pending[0] = pending[1] = 0.0
         for ring in self.rings:
-            ring.advance(now)
+            # advance's own first test, inlined: long buckets (an hour, a day) rarely move.
+            if now // ring.bucket_ms > ring.head:
+                ring.advance(now)
         self.bucket = bucket
 
     def to_state(self) -> list:
