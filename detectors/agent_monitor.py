@@ -433,12 +433,16 @@ class AgentMonitor:
         grace = clock.grace_ms
         count_caps = bool(rates.caps)
         out: list[Detection] = []
+        # What the breaker last saw, read again after each call that may change it.
+        wake = breaker.wake_at
+        seen_version = breaker.versions[-1][0] if breaker.versions else None
         for event in events:
             kind = event["kind"]
             version = event.get("agent_version")
             ts: int = event["ts"]
             if autonomy.level is None or (per_version and version != autonomy.version):
                 _earned(breaker, autonomy.begin(version), ts, transitions)
+                wake = breaker.wake_at
             maintenance = self.next_maintenance
             decision = kind == "approval_decision" or kind == "policy_decision"
             if decision and earn:
@@ -481,14 +485,15 @@ class AgentMonitor:
                 found = _NOTHING
             caps = rates.observe(event) if count_caps else _NO_CAPS
             watermark = clock.watermark
-            if found or caps or (earn and decision) or (version is not None and (
-                    not breaker.versions or breaker.versions[-1][0] != version)):
+            if found or caps or (earn and decision) or (
+                    version is not None and version != seen_version):
                 _judge_event(breaker, autonomy, event, found, version, watermark, caps,
                              transitions, True)
-            else:
                 wake = breaker.wake_at
-                if wake is not None and watermark >= wake:
-                    transitions += breaker.tick(watermark)
+                seen_version = breaker.versions[-1][0] if breaker.versions else None
+            elif wake is not None and watermark >= wake:
+                transitions += breaker.tick(watermark)
+                wake = breaker.wake_at
             # A variant without detectors or counters of its own only moves on detections,
             # caps, decisions (earned autonomy) and version changes: other events skip it.
             if shared and (every_event or found or caps or version != last_version

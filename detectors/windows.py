@@ -379,19 +379,34 @@ class CoalescedWindows:
         return all(r.empty for r in self.rings) and not any(self.pending)
 
     def _flush(self, now: int, bucket: int) -> None:
+        # Sparse agents (an event every few seconds) flush at nearly every event, so the
+        # rings' add and advance are inlined for their usual cases (measured: a third of the
+        # spend detector's time on the 10M-step bench dataset). Each ring is independent, so
+        # adding to and advancing one ring before the next is the same as add all, advance all.
         pending = self.pending
         if pending[0] or pending[1]:
             ts = self.bucket * self.fine_ms
             for ring, quantity in zip(self.rings, self.quantities, strict=True):
-                if pending[quantity]:
-                    ring.add(ts, 0, pending[quantity])
-            if pending[self.baseline_quantity]:
-                self.baseline.add(ts, pending[self.baseline_quantity])
+                amount = pending[quantity]
+                if amount:
+                    index = ts // ring.bucket_ms
+                    cells = ring.cells
+                    if index == ring.head and cells is not None:
+                        cells[index % ring.size * ring.width] += amount
+                        ring.total0 += amount
+                    else:
+                        ring.add(ts, 0, amount)
+                if now // ring.bucket_ms > ring.head:
+                    ring.advance(now)
+            amount = pending[self.baseline_quantity]
+            if amount:
+                self.baseline.add(ts, amount)
             pending[0] = pending[1] = 0.0
-        for ring in self.rings:
-            # advance's own first test, inlined: long buckets (an hour, a day) rarely move.
-            if now // ring.bucket_ms > ring.head:
-                ring.advance(now)
+        else:
+            for ring in self.rings:
+                # advance's own first test, inlined: long buckets (an hour, a day) rarely move.
+                if now // ring.bucket_ms > ring.head:
+                    ring.advance(now)
         self.bucket = bucket
 
     def to_state(self) -> list:
