@@ -20,6 +20,8 @@ import time
 import pytest
 
 from tripwire.bench.worker_process import WorkerProcess, wait_caught_up, worker_env
+from tripwire.dashboards.filters import Filters
+from tripwire.dashboards.runner import run_query
 from tripwire.detectors.backtest import Backtest
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import load_policy
@@ -196,6 +198,20 @@ def test_shadow_standing_rule_records_would_be_decisions_and_publishes_no_contro
     assert {(d, m) for d, m, _, _ in rows} == {("standing", "would_approve")}
     assert sorted(ids[0] for _, _, ids, _ in rows) == sorted(writes)
     assert all(SHADOW_STANDING in msg for *_, msg in rows)
+    # The safety dashboard's panel: per agent, beside the enforced standing decisions.
+    client = connect(dsn)
+    try:
+        panel = run_query(client, "safety_shadow_standing", Filters(
+            from_ms=recorded["start"] - 60_000, to_ms=recorded["now"]).values())
+    finally:
+        client.close()
+    got = {(r[0], r[1]): (r[2], r[3]) for r in panel.rows}
+    per_agent: dict[str, int] = {}
+    for e in recorded["events"]:
+        if e["event_id"] in writes:
+            per_agent[e["agent_id"]] = per_agent.get(e["agent_id"], 0) + 1
+    assert got == {(a, SHADOW_STANDING): (n, 0) for a, n in per_agent.items()}
+    assert panel.columns[-1] == "enforced_standing"
 
 
 def test_backtest_reproduces_the_live_worker_and_reports_policy_differences(recorded):
