@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from tripwire.detectors.policy import Policy
 from tripwire.detectors.standing_rules import StandingPolicy
 from tripwire.detectors.standing_shadow import StandingShadow
+from tripwire.streams.scope_controls import ScopeControlWriter
 
 POLICY = {
     "standing": {
@@ -98,3 +99,17 @@ def test_shadow_flag_is_validated_like_any_field() -> None:
     with pytest.raises(ValueError, match="shadow"):
         Policy.model_validate({"standing": {"rules": [
             {"name": "x", "tool": "t", "effect": "deny", "shadow": "sometimes"}]}})
+
+
+def test_marking_a_published_rule_shadow_lifts_it_and_promoting_publishes_it() -> None:
+    """What the worker's policy reload does with the topic (``publish_standing``)."""
+    rule = {"name": "no-drops", "tool": "warehouse.drop_*", "effect": "deny"}
+    enforced = Policy.model_validate({"standing": {"rules": [rule]}})
+    shadowed = Policy.model_validate({"standing": {"rules": [{**rule, "shadow": True}]}})
+    writer = ScopeControlWriter(4)
+    (first,) = writer.standing(enforced.standing.controls(), {}, 1000)
+    assert first.key == "policy:no-drops" and first.control["mode"] == "read_only"
+    (lifted,) = writer.standing(shadowed.standing.controls(), {first.key: first.control}, 2000)
+    assert lifted.key == "policy:no-drops" and lifted.control["mode"] == "autonomous"
+    (again,) = writer.standing(enforced.standing.controls(), {first.key: lifted.control}, 3000)
+    assert again.control["mode"] == "read_only" and again.control["seq"] > lifted.control["seq"]
