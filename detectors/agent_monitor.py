@@ -367,7 +367,8 @@ class AgentMonitor:
     # --- events ---------------------------------------------------------------------------
 
     def feed(self, event: Event) -> list[Detection]:
-        """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
+        """Detections caused by one event; the breaker is not involved (see ``feed_many``,
+        which inlines this for speed: change both)."""
         out: list[Detection] = []
         kind = event["kind"]
         if kind == "approval_decision" or kind == "policy_decision":
@@ -425,7 +426,9 @@ class AgentMonitor:
         last_version: object = _UNSEEN
         # ``feed``, ``_begin`` and ``_judge_event`` inlined for the events that find nothing
         # (nearly all): the same steps in the same order, without three calls and a list per
-        # event (measured: ~25 % of a backtest's time on the 10M-step bench dataset).
+        # event (measured: ~10 % of a replay's CPU on the bench dataset). A change to
+        # ``feed`` must be made here too: tests/test_feed_many_reference.py holds the two
+        # together (a per-event reference built from ``feed`` and ``_judge_event``).
         earn = autonomy.policy.earn
         per_version = autonomy.policy.versions
         loops, spend, denials, injection = self.loops, self.spend, self.denials, self.injection
