@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({rate_cpu / (events / read_cpu):.0%} of the read ceiling)")
         # The replay's own share: the backtest's CPU per event minus the read ceiling's
         # (the read and decode cost the same in both passes).
-        replay_us = cpu / report.events - read_cpu / events
-        print(f"replay alone (backtest minus the read ceiling): {1 / replay_us * 1e6:,.0f} "
-              f"events/s per CPU s ({replay_us:.2f} us an event; read + decode "
-              f"{read_cpu / events * 1e6:.2f} us)" if replay_us > 0 else
+        replay_s = cpu / report.events - read_cpu / events
+        print(f"replay alone (backtest minus the read ceiling): {1 / replay_s:,.0f} "
+              f"events/s per CPU s ({replay_s * 1e6:.2f} us an event; read + decode "
+              f"{read_cpu / events * 1e6:.2f} us)" if replay_s > 0 else
               "replay alone: not measurable (the backtest took no more CPU than the read)")
         print(f"peak memory {peak_mb():,.0f} MB (before the replay {before:,.0f} MB)")
         totals = report.totals("current"), report.totals("candidate")
