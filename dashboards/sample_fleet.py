@@ -148,8 +148,11 @@ def inbox_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 SAMPLE_SHADOW_POLICY = {"defaults": {"denial_rate": {"bands": [
     {"at": 0.15, "severity": "S3", "shadow": True}, {"at": 0.3, "severity": "S3"},
-    {"at": 0.5, "severity": "S2"}, {"at": 0.8, "severity": "S1"}]}}}
-"""A stricter denial-rate band in shadow, so the shadow panel has something to show."""
+    {"at": 0.5, "severity": "S2"}, {"at": 0.8, "severity": "S1"}]}},
+    "standing": {"rules": [{"name": "external-calls-need-human", "action_class": "external",
+                            "environment": "prod", "effect": "approve", "shadow": True}]}}
+"""A stricter denial-rate band and a standing rule in shadow, so the shadow panels have
+something to show."""
 
 
 def _shadow(client: Client, events: list[dict[str, Any]]) -> None:
@@ -158,9 +161,11 @@ def _shadow(client: Client, events: list[dict[str, Any]]) -> None:
     from tripwire.detectors.agent_monitor import AgentMonitor
     from tripwire.detectors.policy import Policy
     from tripwire.detectors.shadow import shadow_records
+    from tripwire.detectors.standing_shadow import StandingShadow
     from tripwire.sinks.shadow_sink import insert_shadow, shadow_rows
 
     policy = Policy.model_validate(SAMPLE_SHADOW_POLICY)
+    standing = StandingShadow(policy.standing)  # as streams/step_processor.py judges them
     by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
         by_agent[event["agent_id"]].append(event)
@@ -169,6 +174,7 @@ def _shadow(client: Client, events: list[dict[str, Any]]) -> None:
         monitor = AgentMonitor(agent_id, policy.for_agent(agent_id, mine[0]["workflow"]))
         detections, transitions = monitor.feed_many(mine)
         records += shadow_records(monitor.take_variant_output(), detections, transitions)
+        records += standing.judge(agent_id, mine)
     for table, rows in shadow_rows(records).items():
         insert_shadow(client, table, rows)
 

@@ -76,6 +76,7 @@ _EARNED_ACTIONS = {"start": "autonomy_start", "promote": "promote", "demote": "d
                    "cap": "autonomy_cap"}
 _DECISIONS = frozenset({"approval_decision", "policy_decision"})
 _NO_CAPS: list[tuple[RateCap, int]] = []
+_NOTHING: list[Detection] = []  # shared "found nothing": never appended to
 _UNSEEN = object()
 
 
@@ -293,6 +294,7 @@ class AgentMonitor:
         "variants",
         "_shared",
         "_every_event",
+        "_variants_earn",
     )
 
     def __init__(
@@ -340,6 +342,9 @@ class AgentMonitor:
         # Whether they need every event (own detectors or rate counter), or only those that
         # can move a breaker that sees no detections of its own.
         self._every_event = any(v.own or v.rates is not None for v in self._shared)
+        # Whether decisions move them (earned autonomy counts them); otherwise a decision is
+        # like any other event to a variant that sees no detections.
+        self._variants_earn = any(v.autonomy.policy.earn for v in self._shared)
 
     def take_variant_output(self) -> list[tuple[str, list[Detection], list[Transition]]]:
         """(name, detections, transitions) of each variant since the last call; the
@@ -362,7 +367,8 @@ class AgentMonitor:
     # --- events ---------------------------------------------------------------------------
 
     def feed(self, event: Event) -> list[Detection]:
-        """Detections caused by one event; the breaker is not involved (see ``feed_many``)."""
+        """Detections caused by one event; the breaker is not involved (see ``feed_many``,
+        which inlines this for speed: change both)."""
         out: list[Detection] = []
         kind = event["kind"]
         if kind == "approval_decision" or kind == "policy_decision":
@@ -416,22 +422,85 @@ class AgentMonitor:
                     v.detections += found_v
                     v.transitions += moved_v
         breaker, autonomy, clock, rates = self.breaker, self.autonomy, self.clock, self.rates
-        every_event = self._every_event
+        every_event, variants_earn = self._every_event, self._variants_earn
         last_version: object = _UNSEEN
+        # ``feed``, ``_begin`` and ``_judge_event`` inlined for the events that find nothing
+        # (nearly all): the same steps in the same order, without three calls and a list per
+        # event (measured: ~10 % of a replay's CPU on the bench dataset). A change to
+        # ``feed`` must be made here too: tests/test_feed_many_reference.py holds the two
+        # together (a per-event reference built from ``feed`` and ``_judge_event``).
+        earn = autonomy.policy.earn
+        per_version = autonomy.policy.versions
+        loops, spend, denials, injection = self.loops, self.spend, self.denials, self.injection
+        scanner = self.scanner
+        grace = clock.grace_ms
+        count_caps = bool(rates.caps)
+        out: list[Detection] = []
+        # What the breaker last saw, read again after each call that may change it.
+        wake = breaker.wake_at
+        seen_version = breaker.versions[-1][0] if breaker.versions else None
         for event in events:
+            kind = event["kind"]
             version = event.get("agent_version")
-            _begin(breaker, autonomy, event, version, transitions)
+            ts: int = event["ts"]
+            if autonomy.level is None or (per_version and version != autonomy.version):
+                _earned(breaker, autonomy.begin(version), ts, transitions)
+                wake = breaker.wake_at
             maintenance = self.next_maintenance
-            found = self.feed(event)
-            caps = rates.observe(event) if rates.caps else _NO_CAPS
-            if found:
+            decision = kind == "approval_decision" or kind == "policy_decision"
+            if decision and earn:
+                autonomy.observe(event)
+            if not (kind == "approval_decision" and (event.get("attributes") or {}).get(
+                    "decided_by") == INBOX):
+                # EventClock.admit, inlined.
+                watermark = clock.watermark
+                if ts > watermark:
+                    clock.watermark = watermark = ts
+                    on_time = True
+                elif ts >= watermark - grace:
+                    on_time = True
+                else:
+                    clock.late_events += 1
+                    on_time = False
+                loops.observe(event, on_time, out)
+                # Each detector only sees the kinds it counts: most events concern one of them.
+                if (
+                    event.get("cost_usd") is not None
+                    or event.get("input_tokens") is not None
+                    or event.get("output_tokens") is not None
+                    or kind == "run_end"
+                ):
+                    spend.observe(event, on_time, out)
+                if on_time:
+                    if kind == "policy_decision":
+                        denials.observe(event, True, out)
+                    if event.get("injection_flagged") or (
+                        scanner is not None and event.get("content")
+                    ):
+                        injection.observe(event, True, out)
+                if watermark >= self.next_maintenance:
+                    self._maintain(watermark, watermark)
+            if out:
+                found = out
+                out = []
                 detections += found
-            _judge_event(breaker, autonomy, event, found, version, clock.watermark, caps,
-                         transitions, True)
+            else:
+                found = _NOTHING
+            caps = rates.observe(event) if count_caps else _NO_CAPS
+            watermark = clock.watermark
+            if found or caps or (earn and decision) or (
+                    version is not None and version != seen_version):
+                _judge_event(breaker, autonomy, event, found, version, watermark, caps,
+                             transitions, True)
+                wake = breaker.wake_at
+                seen_version = breaker.versions[-1][0] if breaker.versions else None
+            elif wake is not None and watermark >= wake:
+                transitions += breaker.tick(watermark)
+                wake = breaker.wake_at
             # A variant without detectors or counters of its own only moves on detections,
             # caps, decisions (earned autonomy) and version changes: other events skip it.
             if shared and (every_event or found or caps or version != last_version
-                           or event["kind"] in _DECISIONS):
+                           or (decision and variants_earn)):
                 self._step_variants(event, found, version, caps,
                                     maintenance != self.next_maintenance)
             last_version = version

@@ -233,6 +233,8 @@ class Breaker:
     def wake_at(self) -> int | None:
         """When the breaker next changes something on its own: its deadline or the earliest
         tool restriction lifting."""
+        if not self.tool_limits:
+            return self.deadline  # the usual case: read after every event of every agent
         times = [lifts for _, _, lifts, _ in self.tool_limits]
         if self.deadline is not None:
             times.append(self.deadline)

@@ -15,6 +15,10 @@ The ``standing`` section of the policy file::
           tool: payments.refund
           when: {param: amount, above: 500}
           effect: approve
+        - name: external-email-needs-human
+          tool: email.send
+          effect: approve
+          shadow: true               # judged on live calls, not published (see below)
       reversibility:                 # tool name or pattern -> how its effects are undone
         "payments.*": irreversible
         "crm.update_*": reversible
@@ -28,6 +32,11 @@ read that topic before their first decision, so a brand-new agent's first call i
 bound. Parameter conditions are checked by the guard on the call's own parameters; unknown
 parameters meet the condition (fail closed). ``deny`` caps at read_only: side effects are
 refused, reads still run (a read has nothing to undo).
+
+A rule marked ``shadow: true`` is not published, so no guard enforces it; the worker judges
+it on every tool call step instead and records the calls it would have sent to a human or
+refused (``detectors/standing_shadow.py``). Deleting the flag promotes it: the worker
+publishes it at its next policy reload.
 
 Rate caps (calls per minute per agent) are the breaker's, on the stream, since a guard
 cannot count across an agent's processes: ``breaker.containment.rate_caps`` in
@@ -103,6 +112,11 @@ class StandingRule(_Model):
     when: ParamConditionRule | None = Field(
         None, description="Only calls whose parameters meet this condition.")
     reason: str = Field("", description="Shown in the decision; defaults to a description.")
+    shadow: bool = Field(
+        False, description="Judge the rule on live tool calls without publishing it: no guard "
+        "enforces it, and each call it would have sent to a human or refused is recorded in "
+        "shadow_detections (detectors/standing_shadow.py). Promote by deleting it. Off by "
+        "default.")
 
     @model_validator(mode="after")
     def _narrow(self) -> StandingRule:
@@ -159,8 +173,9 @@ class StandingPolicy(_Model):
         return rules
 
     def controls(self) -> list[StandingControl]:
-        """Every standing ceiling to publish: the rules, then the irreversible tools."""
-        out = [rule.control() for rule in self.rules]
+        """Every standing ceiling to publish: the enforced rules (not those marked shadow),
+        then the irreversible tools."""
+        out = [rule.control() for rule in self.rules if not rule.shadow]
         if self.irreversible_effect != "none":
             for pattern, kind in sorted(self.reversibility.items()):
                 if kind != "irreversible":
@@ -171,6 +186,10 @@ class StandingPolicy(_Model):
                     EFFECT_CEILING[self.irreversible_effect],
                     f"{pattern} is irreversible: {what} (standing.irreversible_effect)"))
         return out
+
+    def shadow_controls(self) -> list[StandingControl]:
+        """The rules marked shadow, as the ceilings they would publish once promoted."""
+        return [rule.control() for rule in self.rules if rule.shadow]
 
     def reversibility_of(self, tool: str | None, action_class: str | None) -> Reversibility:
         """How a step's effect is undone, for evidence: the listed tool pattern, else by class."""

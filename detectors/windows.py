@@ -124,17 +124,30 @@ class BucketRing:
         if idx - head >= size:
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
-        for bucket in range(head + 1, idx + 1):
-            offset = (bucket % size) * width
-            cells[offset] = 0
-            if width == 2:
-                cells[offset + 1] = 0
-        # Recomputed rather than decremented so float rounding cannot accumulate; this runs
-        # once per bucket crossing, not per event.
-        if width == 1:
-            self.total0 = sum(cells)
+        if self.typecode == "I":
+            # Counts are ints: subtracting the dropped buckets is exact, and skips summing
+            # the whole ring (a denial key crosses a bucket on nearly every decision).
+            total0, total1 = self.total0, self.total1
+            for bucket in range(head + 1, idx + 1):
+                offset = (bucket % size) * width
+                total0 -= cells[offset]
+                cells[offset] = 0
+                if width == 2:
+                    total1 -= cells[offset + 1]
+                    cells[offset + 1] = 0
+            self.total0, self.total1 = total0, total1
         else:
-            self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
+            for bucket in range(head + 1, idx + 1):
+                offset = (bucket % size) * width
+                cells[offset] = 0
+                if width == 2:
+                    cells[offset + 1] = 0
+            # Floats: recomputed rather than decremented so rounding cannot accumulate; this
+            # runs once per bucket crossing, not per event.
+            if width == 1:
+                self.total0 = sum(cells)
+            else:
+                self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
         if not (self.total0 or self.total1):
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
@@ -205,6 +218,8 @@ class BucketRing:
             ring.total0 = state[3]
             if width == 2:
                 ring.total1 = state[4]
+            if counts:  # counts stay ints (``advance`` subtracts from them)
+                ring.total0, ring.total1 = int(ring.total0), int(ring.total1)
             ring.cells = array(ring.typecode, state[3 + width :])
         return ring
 
@@ -364,17 +379,34 @@ class CoalescedWindows:
         return all(r.empty for r in self.rings) and not any(self.pending)
 
     def _flush(self, now: int, bucket: int) -> None:
+        # Sparse agents (an event every few seconds) flush at nearly every event, so the
+        # rings' add and advance are inlined for their usual cases (measured: a third of the
+        # spend detector's time on the 10M-step bench dataset). Each ring is independent, so
+        # adding to and advancing one ring before the next is the same as add all, advance all.
         pending = self.pending
         if pending[0] or pending[1]:
             ts = self.bucket * self.fine_ms
             for ring, quantity in zip(self.rings, self.quantities, strict=True):
-                if pending[quantity]:
-                    ring.add(ts, 0, pending[quantity])
-            if pending[self.baseline_quantity]:
-                self.baseline.add(ts, pending[self.baseline_quantity])
+                amount = pending[quantity]
+                if amount:
+                    index = ts // ring.bucket_ms
+                    cells = ring.cells
+                    if index == ring.head and cells is not None:
+                        cells[index % ring.size * ring.width] += amount
+                        ring.total0 += amount
+                    else:
+                        ring.add(ts, 0, amount)
+                if now // ring.bucket_ms > ring.head:
+                    ring.advance(now)
+            amount = pending[self.baseline_quantity]
+            if amount:
+                self.baseline.add(ts, amount)
             pending[0] = pending[1] = 0.0
-        for ring in self.rings:
-            ring.advance(now)
+        else:
+            for ring in self.rings:
+                # advance's own first test, inlined: long buckets (an hour, a day) rarely move.
+                if now // ring.bucket_ms > ring.head:
+                    ring.advance(now)
         self.bucket = bucket
 
     def to_state(self) -> list:

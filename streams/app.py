@@ -33,6 +33,7 @@ from tripwire.detectors.breaker import Transition
 from tripwire.detectors.fleet_containment import AGENT_TRIPS, WorkflowContainment
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy, load_policy
+from tripwire.detectors.standing_shadow import StandingShadow
 from tripwire.schemas import topics
 from tripwire.schemas.codec import (
     DecodeError,
@@ -442,6 +443,7 @@ class TripwireApp:
         except (OSError, ValueError) as exc:
             log.error("policy file changed but is not valid, standing rules unchanged: %s", exc)
             return
+        self.processor.standing = StandingShadow(self.policy.standing)
         try:
             controls = await publish_standing(self.settings, self.policy, self.scope_writer,
                                               int(time.time() * 1000))

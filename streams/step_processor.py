@@ -14,6 +14,7 @@ from typing import Any
 from tripwire.detectors.breaker import Transition
 from tripwire.detectors.detection import Detection
 from tripwire.detectors.shadow import ShadowRecord, shadow_records
+from tripwire.detectors.standing_shadow import StandingShadow
 from tripwire.schemas.codec import MAGIC, _is_json
 from tripwire.schemas.step_columns import DecodedSteps
 from tripwire.streams.agent_states import AgentStates
@@ -57,6 +58,9 @@ class StepProcessor:
         # it would decode event by event, so their events are handed over decoded.
         self._batch_header = MAGIC + codec.batch_codec.fingerprint
         self._fields = tuple(f["name"] for f in codec.event_codec._schema["fields"])
+        # Standing rules marked shadow, judged on each agent's new tool calls; they follow
+        # the policy file like the published ones (the app replaces this on a reload).
+        self.standing = StandingShadow(states.policy.standing)
 
     def process(self, records: Sequence[RecordTuple]) -> BatchResult:
         out = BatchResult()
@@ -110,6 +114,8 @@ class StepProcessor:
             if monitor.variants:
                 out.shadow += shadow_records(monitor.take_variant_output(), detections,
                                              transitions)
+            if self.standing:
+                out.shadow += self.standing.judge(agent, events)
             partition, offset = last[agent]
             states.update(agent, monitor, partition, str(partition), offset)
         return out

@@ -20,3 +20,4 @@ def test_backtest_bench_prints_every_figure(change: str, capsys) -> None:
     assert re.search(r"backtest \(\w+ change\): 20,000 events in .* events/s wall, "
                      r"[\d,]+ per CPU s", out), out
     assert re.search(r"peak memory [\d,]+ MB", out) and "target >= 200,000" in out, out
+    assert "replay alone" in out, out

@@ -20,11 +20,14 @@ import time
 import pytest
 
 from tripwire.bench.worker_process import WorkerProcess, wait_caught_up, worker_env
+from tripwire.dashboards.filters import Filters
+from tripwire.dashboards.runner import run_query
 from tripwire.detectors.backtest import Backtest
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import load_policy
 from tripwire.schemas import topics
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
+from tripwire.sdk.operator import read_shared_controls
 from tripwire.simulator.fleet import fleet_events, scenario_of
 from tripwire.sinks.clickhouse import connect
 from tripwire.sinks.step_history import agent_chunks
@@ -55,7 +58,13 @@ defaults:
       - {name: harmful, severity: S1, target: read_only}
       - {name: repeated_or_costly, severity: S2, target: suggest_only}
       - {name: local_quality, severity: S3, target: approve_to_act}
+standing:
+  rules:
+    - {name: prod-destructive-needs-human, action_class: destructive, environment: prod,
+       effect: approve}
+    - {name: writes-need-human, action_class: write, effect: approve, shadow: true}
 """
+SHADOW_STANDING = "writes-need-human"
 STRICTER = """
 defaults:
   denial_rate:
@@ -94,10 +103,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             asyncio.run(emit(bootstrap, events))
             asyncio.run(wait_caught_up(bootstrap, "tripwire", topics.STEPS, PARTITIONS, worker))
             time.sleep(1.5)  # a last sink flush for the breaker tables
+            # What guards would enforce: the shared topic's controls, read as a guard does.
+            shared = asyncio.run(read_shared_controls(bootstrap, timeout_s=10.0))
         finally:
             assert worker.stop() == 0, worker.log()[-3000:]
     return {"tmp": tmp, "env": env, "events": events, "start": start, "now": now,
-            "dsn": env["TRIPWIRE_CLICKHOUSE_URL"]}
+            "dsn": env["TRIPWIRE_CLICKHOUSE_URL"], "shared": shared}
 
 
 def query(dsn: str, sql: str) -> list[tuple]:
@@ -168,6 +179,39 @@ def test_shadow_rules_record_would_be_trips_and_change_no_control(recorded):
                    for rows in live.values() for *_, m, _p, _s, _r, r in rows)
     report = backtest(recorded, "live.yaml")
     assert replayed_transitions(report) == live
+
+
+def test_shadow_standing_rule_records_would_be_decisions_and_publishes_no_control(recorded):
+    # The enforced standing rule is on the shared topic for guards; the shadow one is not.
+    keys = set(recorded["shared"])
+    assert "policy:prod-destructive-needs-human" in keys, keys
+    assert f"policy:{SHADOW_STANDING}" not in keys, keys
+    dsn = recorded["dsn"]
+    assert not query(dsn, "SELECT count() FROM mode_changes WHERE rule = "
+                          f"'standing.{SHADOW_STANDING}'")[0][0]
+    # One would-be approval per write tool call the worker saw, each citing its step.
+    writes = {e["event_id"] for e in recorded["events"]
+              if e["kind"] == "tool_call" and e.get("action_class") == "write"}
+    assert writes, "the scenarios make write calls"
+    rows = query(dsn, "SELECT detector, metric, evidence_event_ids, message FROM "
+                      f"shadow_detections FINAL WHERE shadow_rule = '{SHADOW_STANDING}'")
+    assert {(d, m) for d, m, _, _ in rows} == {("standing", "would_approve")}
+    assert sorted(ids[0] for _, _, ids, _ in rows) == sorted(writes)
+    assert all(SHADOW_STANDING in msg for *_, msg in rows)
+    # The safety dashboard's panel: per agent, beside the enforced standing decisions.
+    client = connect(dsn)
+    try:
+        panel = run_query(client, "safety_shadow_standing", Filters(
+            from_ms=recorded["start"] - 60_000, to_ms=recorded["now"]).values())
+    finally:
+        client.close()
+    got = {(r[0], r[1]): (r[2], r[3]) for r in panel.rows}
+    per_agent: dict[str, int] = {}
+    for e in recorded["events"]:
+        if e["event_id"] in writes:
+            per_agent[e["agent_id"]] = per_agent.get(e["agent_id"], 0) + 1
+    assert got == {(a, SHADOW_STANDING): (n, 0) for a, n in per_agent.items()}
+    assert panel.columns[-1] == "enforced_standing"
 
 
 def test_backtest_reproduces_the_live_worker_and_reports_policy_differences(recorded):
