@@ -23,8 +23,10 @@ log = logging.getLogger("tripwire.sink")
 # many rows: an insert into chDB costs ~65 ms of fixed work (the steps part, then each rollup
 # view's part) besides ~4-6 us a row, so a lagging writer that took its queue one 20,000-row
 # batch at a time spent ~7.2 us a row, and ~4.4 us in 50,000-row inserts (CPU of the insert,
-# bench fleet, chDB 26.9). When the writer keeps up, batches go one at a time as sealed.
-MAX_COALESCED_ROWS = 100_000
+# bench fleet, chDB 26.9; 4.2 us in 100,000-row inserts: most of the gain is had by 50,000,
+# and a bigger insert holds back the acks, and so the commits, of every batch in it).
+# When the writer keeps up, batches go one at a time as sealed.
+MAX_COALESCED_ROWS = 50_000
 
 
 class Store(Protocol):
