@@ -57,8 +57,6 @@ class StepProcessor:
         # The writer's column reader takes records framed as this StepBatch schema; the rest
         # it would decode event by event, so their events are handed over decoded.
         self._batch_header = MAGIC + codec.batch_codec.fingerprint
-        # Bare StepEvent frames of the contract's own schema: the writer's codec reads them too.
-        self._event_header = MAGIC + codec.event_codec.fingerprint
         self._fields = tuple(f["name"] for f in codec.event_codec._schema["fields"])
 
     def process(self, records: Sequence[RecordTuple]) -> BatchResult:
@@ -72,7 +70,7 @@ class StepProcessor:
         # compared with what earlier batches applied, so the copy would be counted twice.
         seen: set[tuple[int, int]] = set()
         decoded = DecodedSteps([], [], [])
-        fields, header, event_header = self._fields, self._batch_header, self._event_header
+        fields, header = self._fields, self._batch_header
         for key, value, headers, topic, partition, offset in records:
             if (partition, offset) in seen:
                 out.duplicate_records += 1
@@ -85,13 +83,10 @@ class StepProcessor:
             if not events:
                 continue
             out.accepted += len(events)
-            # JSON records and bare StepEvent frames go as they are too: the writer decodes
-            # them again (msgspec, streams/step_json.py; the compiled Avro reader), which costs
-            # it less than building and pickling rows here cost this process (~3 us an event of
-            # the worker's interpreter, its bound on such backlogs). Only frames of other
-            # schema versions, which only this process's codec may know, go as rows.
-            if not (ctype and _is_json(ctype)) and not value.startswith(header) \
-                    and not value.startswith(event_header):
+            # JSON records go as they are too: the writer decodes them again with msgspec
+            # (streams/step_json.py), which costs it less than building and pickling rows
+            # here cost this process (~3 us an event of the worker's interpreter, measured).
+            if not (ctype and _is_json(ctype)) and not value.startswith(header):
                 # Rows taken before the detectors see the events: exactly what was decoded.
                 decoded.rows.extend(tuple(map(ev.get, fields)) for ev in events)
                 decoded.partitions.extend([partition] * len(events))
