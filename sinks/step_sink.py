@@ -158,7 +158,12 @@ class StepSink:
                     column_oriented=True,
                     # A replayed backlog can span many days (one partition each); the
                     # default limit of 100 would make such a batch fail forever.
-                    settings={"max_partitions_per_insert_block": 0},
+                    settings={"max_partitions_per_insert_block": 0,
+                              # Merging the block's equal sorting keys on insert finds nothing
+                              # here: the batch holds each event_id once and every rollup
+                              # view's block is already grouped by its table's key. Skipping
+                              # it cut the insert's CPU by ~15 % (7.1 -> 6.1 us a row).
+                              "optimize_on_insert": 0},
                 )
             except BaseException:
                 # Some of the insert's parts may have been written: check these again.

@@ -177,6 +177,7 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     from tripwire.sinks.migrations import migrate
     from tripwire.sinks.step_sink import StepSink
     from tripwire.streams.step_decoding import is_routed
+    from tripwire.streams.step_json import FastJsonStepBatchCodec
 
     try:
         client = _open(connect, dsn)
@@ -199,7 +200,7 @@ def serve(conn: Connection, dsn: str, retention_days: int,
         return
     conn.send(("ready", dashboard.url if dashboard is not None else None))
     steps, breaker, audit = StepSink(client), BreakerSink(client), AuditSink(client)
-    decoder = StepColumnDecoder()
+    decoder = StepColumnDecoder(FastJsonStepBatchCodec())
     # What start-up built lives as long as the process: out of the collector's way. Batches
     # make no reference cycles, so young collections only need to run now and then.
     gc.collect()

@@ -48,7 +48,9 @@ class TripwireSettings(BaseSettings):
     # Each insert costs ~100 ms however small (the rollup views' planning and new parts,
     # measured with chDB): 5,000-row inserts spent more on that than on the rows.
     sink_batch_rows: int = Field(
-        20_000, ge=1, le=1_000_000, description="Most rows in one ClickHouse insert."
+        20_000, ge=1, le=1_000_000,
+        description="Rows that seal a ClickHouse batch; a writer that falls behind inserts the "
+        "batches queued meanwhile together, up to 50,000 rows.",
     )
     sink_flush_seconds: float = Field(
         1.0, gt=0, le=60, description="Longest wait before a partial batch is inserted."

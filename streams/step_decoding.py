@@ -9,6 +9,7 @@ from __future__ import annotations
 from tripwire.schemas.codec import DecodeError, StepBatchCodec
 from tripwire.schemas.validation import check_batch_key, check_event
 from tripwire.streams.dead_letters import CONTENT_TYPE, DeadLetter, header_map
+from tripwire.streams.step_json import FastJsonStepBatchCodec
 
 ROUTED_CONTENT_TYPE = "application/avro; source=otlp-router"
 """Content type of the OTLP router's StepBatch records (``streams/otlp_router.py``): Avro
@@ -29,7 +30,8 @@ def content_type(headers: object) -> str | None:
 
 class StepRecordDecoder:
     def __init__(self, codec: StepBatchCodec | None = None) -> None:
-        self.codec = codec or StepBatchCodec()
+        # JSON through msgspec where it can (streams/step_json.py: the same dicts and verdicts).
+        self.codec = codec or FastJsonStepBatchCodec()
 
     def decode(
         self,

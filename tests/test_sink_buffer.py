@@ -1,0 +1,93 @@
+"""SinkBuffer: batches sealed while the writer is busy go into one insert, acked in seal order
+only after it; nothing is acked before its rows are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tripwire.streams import sink_buffer
+from tripwire.streams.sink_buffer import SinkBuffer
+
+
+class HeldStore:
+    """Records each insert; the first one blocks until released (a busy writer)."""
+
+    def __init__(self) -> None:
+        self.inserts: list[list[tuple]] = []
+        self.breaker: list[tuple[list, list]] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def insert_steps(self, records: Sequence[tuple]) -> int:
+        self.entered.set()
+        self.release.wait(30)
+        self.inserts.append(list(records))
+        return len(records)
+
+    def recheck(self) -> None:
+        pass
+
+    def insert_breaker(self, detections: Sequence[Mapping[str, Any]],
+                       controls: Sequence[Mapping[str, Any]]) -> None:
+        self.breaker.append((list(detections), list(controls)))
+
+    def insert_audit(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        return len(rows)
+
+    def applied_nonces(self, since_ms: int) -> list[dict[str, Any]]:
+        return []
+
+
+def test_batches_queued_behind_a_busy_insert_go_in_one_and_ack_in_order() -> None:
+    async def scenario() -> tuple[HeldStore, list[int], list[int]]:
+        store = HeldStore()
+        buf = SinkBuffer(store, max_rows=2, flush_seconds=60)
+        acked: list[int] = []
+        acked_when_stored: list[int] = []
+
+        def ack_of(n: int) -> Any:
+            async def ack() -> None:
+                acked_when_stored.append(len(store.inserts))
+                acked.append(n)
+            return ack
+
+        # Batch 0 is sealed and its insert holds the writer; 1-3 are sealed meanwhile.
+        await buf.add([("r", 0), ("r", 1)], 2, [{"d": 0}], [], [ack_of(0)])
+        await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 30)
+        for n in (1, 2, 3):
+            await buf.add([("r", 2 * n), ("r", 2 * n + 1)], 2, [{"d": n}], [], [ack_of(n)])
+        assert acked == []
+        store.release.set()
+        await buf.flush()
+        buf.close()
+        return store, acked, acked_when_stored
+
+    store, acked, acked_when_stored = asyncio.run(scenario())
+    assert [len(i) for i in store.inserts] == [2, 6]
+    assert [r[1] for r in store.inserts[1]] == [2, 3, 4, 5, 6, 7]  # seal order kept
+    assert [d for ds, _ in store.breaker for d in ds] == [{"d": n} for n in range(4)]
+    assert acked == [0, 1, 2, 3]
+    assert acked_when_stored == [1, 2, 2, 2]  # each ack only after its rows were inserted
+
+
+def test_a_coalesced_insert_stays_under_its_row_cap(monkeypatch) -> None:
+    monkeypatch.setattr(sink_buffer, "MAX_COALESCED_ROWS", 4)
+
+    async def scenario() -> HeldStore:
+        store = HeldStore()
+        buf = SinkBuffer(store, max_rows=2, flush_seconds=60)
+        await buf.add([("r", 0), ("r", 1)], 2, [], [], [])
+        await asyncio.get_running_loop().run_in_executor(None, store.entered.wait, 30)
+        for n in (1, 2, 3):
+            await buf.add([("r", 2 * n), ("r", 2 * n + 1)], 2, [], [], [])
+        store.release.set()
+        await buf.flush()
+        buf.close()
+        return store
+
+    store = asyncio.run(scenario())
+    assert [len(i) for i in store.inserts] == [2, 4, 2]
+    assert [r[1] for i in store.inserts for r in i] == list(range(8))
