@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tripwire.dashboards.commands import _dsn, add_clickhouse_arguments
+
 DEFAULT_SINCE = "7d"
 
 
@@ -44,10 +46,7 @@ def add_parsers(sub: Any) -> None:
                     help="exit 1 if the new policy downgrades an agent the current one did not")
     bt.add_argument("--dashboard-url", help="link evidence to these dashboards (base URL)")
     bt.add_argument("--output", "-o", type=Path, help="write the report here, not stdout")
-    bt.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    bt.add_argument("--data-dir", type=Path,
-                    help="embedded data dir (read through `tripwire run` while it runs "
-                    "there)")
+    add_clickhouse_arguments(bt)
     bt.set_defaults(handler=backtest_command)
 
     from tripwire.dashboards.gate_command import add_gate_parser
@@ -119,7 +118,6 @@ def backtest_command(args: argparse.Namespace) -> int:
             from_ms, to_ms = window(args, DEFAULT_SINCE)
         except ValueError as exc:
             return _fail("backtest", str(exc))
-        from tripwire.dashboards.commands import _dsn
         from tripwire.sinks.clickhouse import connect, redact
         from tripwire.sinks.step_history import agent_chunks
 

@@ -42,10 +42,7 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--export", type=Path, metavar="REPLAY.jsonl",
                     help="also write the steps as a replay set (JSON lines in the contract's "
                     "shape) for `tripwire backtest --replay` and tests")
-    ev.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    ev.add_argument("--data-dir", type=Path,
-                    help="embedded data dir (read through `tripwire run` while it runs "
-                    "there)")
+    add_clickhouse_arguments(ev)
     ev.set_defaults(handler=evidence_command)
 
     dash = sub.add_parser(
@@ -54,10 +51,7 @@ def add_parsers(sub: Any) -> None:
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int,
                       help=f"default: TRIPWIRE_DASHBOARD_PORT or {DEFAULT_PORT}")
-    dash.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    dash.add_argument("--data-dir", type=Path,
-                      help="embedded data dir (read through `tripwire run` while it runs "
-                      "there)")
+    add_clickhouse_arguments(dash)
     dash.add_argument("--daily-budget-usd", type=float,
                       help="an agent's daily spend budget for 'spend against budget'")
     dash.add_argument("--sla-ms", type=int, help="latency SLA for 'SLA adherence' (default 2000)")
@@ -65,6 +59,14 @@ def add_parsers(sub: Any) -> None:
                       help="first fill the database with a simulated fleet (for a look around)")
     dash.add_argument("--duration", type=float, help="stop after SECONDS")
     dash.set_defaults(handler=dashboard_command)
+
+
+def add_clickhouse_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--clickhouse-url`` and ``--data-dir``, the two a reading command's :func:`_dsn` uses."""
+    parser.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="embedded data dir (read through `tripwire run` while it runs "
+                        "there)")
 
 
 def _dsn(args: argparse.Namespace) -> tuple[str, Any]:

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tripwire.dashboards.commands import _dsn, add_clickhouse_arguments
+
 DEFAULT_WINDOW = "24h"
 EXIT = {"pass": 0, "fail": 1, "insufficient": 3}
 
@@ -40,16 +42,12 @@ def add_gate_parser(sub: Any) -> None:
                    "TRIPWIRE_POLICY_FILE, else built-in)")
     g.add_argument("--format", choices=("md", "markdown", "json"), default="md")
     g.add_argument("--output", "-o", type=Path, help="write the report here, not stdout")
-    g.add_argument("--clickhouse-url", help="ClickHouse DSN (default: configured)")
-    g.add_argument("--data-dir", type=Path,
-                   help="embedded data dir (read through `tripwire run` while it runs "
-                   "there)")
+    add_clickhouse_arguments(g)
     g.set_defaults(handler=gate_command)
 
 
 def gate_command(args: argparse.Namespace) -> int:
     from tripwire.dashboards.change_commands import window
-    from tripwire.dashboards.commands import _dsn
     from tripwire.detectors.policy import Policy, load_policy
     from tripwire.detectors.release_gate import compare
     from tripwire.sinks.clickhouse import connect, redact
