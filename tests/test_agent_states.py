@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
+
+from changelog_table import ChangelogTable
 
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy
@@ -14,15 +15,6 @@ from tripwire.simulator.fleet import fleet_events, scenario_of
 from tripwire.simulator.scenarios import SCENARIOS
 from tripwire.streams.agent_states import AgentStates
 from tripwire.streams.step_processor import StepProcessor
-
-
-class ChangelogTable:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.changelog: list[tuple[int, str, Any]] = []
-
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
 
 
 def records(events: list[dict], partition: int = 0, first_offset: int = 0) -> list[tuple]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from changelog_table import ChangelogTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,15 +39,6 @@ def keyword_scanner(text: str, source_trust: str | None) -> tuple[float, list[st
     """The fixture's stand-in scanner (scripts/make_state_v1_fixture.py), same verdicts."""
     hit = "ignore" in text.lower() or "instructions" in text.lower()
     return (0.9 if hit else 0.0), (["keyword"] if hit else [])
-
-
-class ChangelogTable:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.changelog: list[tuple[int, str, Any]] = []
-
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        self.changelog.append((partition, key, value))
 
 
 def restored_table(changelog: list[list[Any]]) -> ChangelogTable:
