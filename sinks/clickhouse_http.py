@@ -140,14 +140,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _answer(self) -> None:
-        params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
         try:
             body = _decompress(self._read_body(),
                                self.headers.get("Content-Encoding", "").strip().lower())
         except (ValueError, OSError, RuntimeError) as exc:
             self._fail(400, f"cannot read the request body: {exc}")
             return
-        if urlsplit(self.path).path == "/ping":
+        if url.path == "/ping":
             self._send(b"Ok.\n")
             return
         if not self._authorised(params):
