@@ -1,0 +1,77 @@
+"""The worker's shortcuts in ``streams/step_decoding.py`` against the plain steps they skip:
+``content_type`` read in place against the header dict it used to build, and the JSON fast path
+of ``StepRecordDecoder.decode`` against the general path (``_decode``), on generated input."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_step_json import events, mutated_events
+
+from tripwire.schemas import validation
+from tripwire.streams.dead_letters import CONTENT_TYPE, header_map
+from tripwire.streams.step_decoding import StepRecordDecoder, content_type
+
+
+def reference_content_type(headers: object) -> str | None:
+    raw = header_map(headers).get(CONTENT_TYPE)
+    return raw.decode("latin-1").strip().lower() if raw else None
+
+
+names = st.one_of(st.sampled_from([CONTENT_TYPE, "Content-Type", "x-other", ""]),
+                  st.text(max_size=6), st.just(CONTENT_TYPE.encode()))
+values = st.one_of(
+    st.sampled_from([b"application/json", b" Application/JSON; charset=utf-8 ", b"",
+                     b"application/avro", b"\xff\xfe"]),
+    st.binary(max_size=12))
+pairs = st.lists(st.tuples(names, values), max_size=4)
+header_shapes = st.one_of(st.none(), pairs, pairs.map(tuple),
+                          pairs.map(lambda p: {str(k): v for k, v in p}))
+
+
+@settings(max_examples=500, deadline=None)
+@given(header_shapes)
+def test_content_type_reads_what_the_header_dict_says(headers: Any) -> None:
+    # Twice: the second answer may come from the cache of normalised values.
+    assert content_type(headers) == reference_content_type(headers)
+    assert content_type(headers) == reference_content_type(headers)
+
+
+DECODER = StepRecordDecoder()
+
+
+def _verdict(result: tuple[list[dict], list[Any]]) -> tuple[Any, ...]:
+    accepted, dead = result
+    return ([[(k, type(v).__name__, repr(v)) for k, v in ev.items()] for ev in accepted],
+            [(d.reason, d.event_index, d.value, d.key) for d in dead])
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(mutated_events(), events.map(json.dumps)),
+       st.lists(st.one_of(mutated_events(), events.map(json.dumps)), max_size=3),
+       st.booleans(), st.one_of(st.none(), st.sampled_from([b"a", b"\xff"]), st.binary(max_size=3)),
+       st.sampled_from(["application/json", "application/json; charset=utf-8"]))
+def test_json_fast_path_gives_the_general_paths_verdict(
+        one: str, many: list[str], as_array: bool, key: bytes | None, ctype: str) -> None:
+    value = (f"[{','.join(many)}]" if as_array else one).encode("utf-8", "surrogatepass")
+    if key == b"a":  # the key of the events' agent, when they have one
+        try:
+            parsed = json.loads(value)
+            first = parsed[0] if isinstance(parsed, list) and parsed else parsed
+            key = str(first["agent_id"]).encode("utf-8", "surrogatepass")
+        except Exception:  # noqa: BLE001 - any other value keeps the key it has
+            pass
+    # One clock for both paths: a refusal for a future ts quotes the time it was judged at.
+    now_ns = time.time_ns()
+    real, validation.time = validation.time, SimpleNamespace(time_ns=lambda: now_ns)
+    try:
+        fast = DECODER.decode(key, value, ctype, "agent-steps", 3, 7)
+        general = DECODER._decode(key, value, ctype, "agent-steps", 3, 7)
+    finally:
+        validation.time = real
+    assert _verdict(fast) == _verdict(general)
