@@ -31,6 +31,8 @@ Pinned to faust-streaming 0.15.x on aiokafka 0.14.x: this relies on ``Consumer``
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,11 @@ from faust.types.tuples import ack_lock
 
 _original_wait_next_records = Consumer._wait_next_records
 _feed: StepFeed | None = None
+log = logging.getLogger("tripwire.streams")
+
+FIRST_TAKE = "first agent-steps records taken at wall time"
+"""Logged once per process with ``time.time()``: where ``tripwire bench`` starts timing a drain
+(``bench/pipeline.py: drain_rate``)."""
 
 
 @dataclass(slots=True)
@@ -63,6 +70,7 @@ class StepFeed:
         # Faust's fetcher with it, as Faust's own stream buffer would hold it.
         self._queue: asyncio.Queue[FetchedBatch] = asyncio.Queue(max_pending)
         self.dropped_records = 0
+        self._first_taken = False
 
     def install(self) -> None:
         """Tap every Faust consumer of this process (idempotent)."""
@@ -88,6 +96,9 @@ class StepFeed:
                 if n >= max_records or self._queue.empty():
                     break
                 batch = self._queue.get_nowait()
+        if not self._first_taken:
+            self._first_taken = True
+            log.info("%s %.3f", FIRST_TAKE, time.time())
         return out
 
     def clear(self) -> int:
