@@ -9,7 +9,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_step_json import events, mutated_events
 
@@ -75,3 +75,36 @@ def test_json_fast_path_gives_the_general_paths_verdict(
     finally:
         validation.time = real
     assert _verdict(fast) == _verdict(general)
+
+
+def _judged(key: bytes | None, value: bytes, ctype: str | None) -> tuple[Any, Any]:
+    now_ns = time.time_ns()
+    real, validation.time = validation.time, SimpleNamespace(time_ns=lambda: now_ns)
+    try:
+        return (_verdict(DECODER.decode(key, value, ctype, "agent-steps", 3, 7)),
+                _verdict(DECODER._decode(key, value, ctype, "agent-steps", 3, 7)))
+    finally:
+        validation.time = real
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events, min_size=1, max_size=3), st.booleans(), st.data())
+def test_avro_fast_path_gives_the_general_paths_verdict(
+        batch: list[dict[str, Any]], bare: bool, data: st.DataObject) -> None:
+    codec = DECODER.codec
+    try:
+        value = codec.event_codec.encode(batch[0]) if bare else codec.encode(batch)
+    except Exception:  # noqa: BLE001 - not encodable (an ISO ts, a long out of range): skip
+        assume(False)
+    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "append"]))
+    if mutation == "cut":
+        value = value[:data.draw(st.integers(0, len(value) - 1))]
+    elif mutation == "flip":
+        i = data.draw(st.integers(0, len(value) - 1))
+        value = value[:i] + bytes([value[i] ^ data.draw(st.integers(1, 255))]) + value[i + 1:]
+    elif mutation == "append":
+        value += data.draw(st.binary(min_size=1, max_size=3))
+    key = data.draw(st.one_of(st.none(), st.just(batch[0]["agent_id"].encode(
+        "utf-8", "surrogatepass")), st.binary(max_size=3)))
+    fast, general = _judged(key, value, data.draw(st.sampled_from([None, "application/avro"])))
+    assert fast == general
