@@ -40,6 +40,8 @@ from typing import Any
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 
+from tripwire.streams.ack_guard import learn_start
+
 _original_wait_next_records = Consumer._wait_next_records
 _feed: StepFeed | None = None
 log = logging.getLogger("tripwire.streams")
@@ -71,6 +73,8 @@ class StepFeed:
         self._queue: asyncio.Queue[FetchedBatch] = asyncio.Queue(max_pending)
         self.dropped_records = 0
         self._first_taken = False
+        self._learning: set[Any] = set()
+        """Partitions whose never-committed start is being looked up (``learn_start``)."""
 
     def install(self) -> None:
         """Tap every Faust consumer of this process (idempotent)."""
@@ -101,6 +105,12 @@ class StepFeed:
             log.info("%s %.3f", FIRST_TAKE, time.time())
         return out
 
+    def _learned(self, tp: Any, task: asyncio.Future[int]) -> None:
+        self._learning.discard(tp)
+        if not task.cancelled() and task.exception() is not None:
+            # The healer's next check asks again; nothing is committed there meanwhile.
+            log.warning("could not read the log start of %s: %r", tp, task.exception())
+
     def clear(self) -> int:
         """Forget queued fetches (partitions were revoked); the number of records dropped."""
         n = 0
@@ -130,6 +140,10 @@ class StepFeed:
                 await _record_gaps(consumer, tp, r_offset, recs)
             read_offset[tp] = recs[-1].offset
             taken[tp] = recs
+            if consumer._committed_offset.get(tp) is None and tp not in self._learning:
+                self._learning.add(tp)
+                task = asyncio.ensure_future(learn_start(consumer, tp))
+                task.add_done_callback(lambda t, tp=tp: self._learned(tp, t))
         if taken:
             await self._queue.put(FetchedBatch(generation, taken))
 
