@@ -348,6 +348,13 @@ class CommandIntake:
 async def _bounded(step: Any, what: str, timeout_s: float = 5.0) -> None:
     try:
         await asyncio.wait_for(step, timeout_s)
+    except asyncio.CancelledError as exc:
+        # With the broker gone, aiokafka's consumer stop re-raises the CancelledError of the
+        # fetch task it cancelled; only a cancellation of this task itself is passed on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("operator commands: %s did not finish: %r", what, exc)
     except Exception as exc:  # noqa: BLE001 - shutting down: say so and go on
         log.warning("operator commands: %s did not finish: %r", what, exc)
 

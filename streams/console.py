@@ -7,6 +7,11 @@ rebalances) goes to ``<data dir>/worker.log`` with everything else, at the confi
 
 ``TRIPWIRE_LOG_FORMAT=json`` makes each console line one JSON object (``ts``, ``level``,
 ``logger``, ``message``) for log shippers.
+
+A library error that repeats prints once a minute: with its broker gone, aiokafka logs three
+errors per reconnect attempt (connect failed, metadata failed, fetch failed), ~150 lines a
+minute on the console (measured), which buried the worker's own lines. Each repeat still
+goes to the log file; the next console line of the kind says how many it stood for.
 """
 
 from __future__ import annotations
@@ -14,21 +19,62 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 LOGGER = "tripwire"
 LOG_FILE = "worker.log"
+REPEAT_WINDOW_S = 60.0
+"""A library error of the same kind (logger and message template) prints at most once in
+this long; an outage is still visible each minute, and the log file has every line."""
+
+
+class RepeatLimiter:
+    """Which of a stream of (time, kind) to let through: the first of a kind, then the first
+    one at least ``window_s`` after the last one let through, each with the count of those
+    held back in between."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        self.window_s = window_s
+        # kind -> (time the last one was let through, how many were held back since)
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def admit(self, kind: tuple[str, str], now: float) -> int | None:
+        """None: hold this one back; otherwise let it through, and how many were held back
+        since the last one of its kind that was."""
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self.window_s:
+            self._last[kind] = (last[0], last[1] + 1)
+            return None
+        self._last[kind] = (now, 0)
+        return 0 if last is None else last[1]
 
 
 class ConsoleFilter(logging.Filter):
-    """Tripwire's records at the handler's level; other libraries' only from ERROR up."""
+    """Tripwire's records at the handler's level; other libraries' only from ERROR up, and
+    each kind of those at most once a :data:`REPEAT_WINDOW_S`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._repeats = RepeatLimiter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == LOGGER or record.name.startswith(LOGGER + "."):
             return True
-        return record.levelno >= logging.ERROR
+        if record.levelno < logging.ERROR:
+            return False
+        held = self._repeats.admit((record.name, str(record.msg)), self._clock())
+        if held is None:
+            return False
+        if held:
+            # The console's copy only: the file handler formats the record on its own.
+            record.tripwire_repeats = held
+        return True
 
 
 class TextFormatter(logging.Formatter):
@@ -41,6 +87,7 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             # The traceback goes to the log file only: the console keeps one line per event.
             message += f" ({type(record.exc_info[1]).__name__}; traceback in {LOG_FILE})"
+        message += _repeats_note(record)
         return "tripwire: " + " ".join(message.splitlines())
 
 
@@ -54,7 +101,17 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["error"] = repr(record.exc_info[1])
+        held = getattr(record, "tripwire_repeats", 0)
+        if held:
+            line["repeats_not_shown"] = held
         return json.dumps(line, ensure_ascii=False)
+
+
+def _repeats_note(record: logging.LogRecord) -> str:
+    held = getattr(record, "tripwire_repeats", 0)
+    if not held:
+        return ""
+    return f" ({held} more like it since its last line here, in {LOG_FILE})"
 
 
 def console_handler(fmt: Literal["text", "json"], level: str) -> logging.Handler:
@@ -79,4 +136,19 @@ def setup_console(fmt: Literal["text", "json"], level: str, data_dir: Path) -> l
                                         "[%(name)s] %(message)s"))
     root.addHandler(file)
     root.setLevel(level.upper())
+    threading.excepthook = _log_thread_failure
     return handler
+
+
+def _log_thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A library thread's uncaught exception as one console line (traceback in the file),
+    not a bare traceback on stderr: aiokafka's consumer thread raises one when it is stopped
+    with its broker gone."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    why = str(args.exc_value) if args.exc_value is not None else ""
+    logging.getLogger(LOGGER).error(
+        "thread %s failed%s", name, f": {why}" if why else "",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+        if args.exc_value is not None else None)

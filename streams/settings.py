@@ -197,6 +197,13 @@ class TripwireSettings(BaseSettings):
         "(what `tripwire run` always does). Never in production: anyone who can read that file "
         "can issue commands.",
     )
+    stop_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Longest a stopping worker waits for an orderly stop (final inserts and "
+        "commit) before exiting anyway with status 3. A healthy worker stops in ~2 s; one "
+        "whose broker is gone would otherwise wait minutes. Nothing is lost: uncommitted "
+        "records are delivered again and deduplicated.",
+    )
     kafka_connect_timeout_s: float = Field(
         10.0, gt=0, le=600,
         description="How long start-up and commands retry an unreachable broker before "

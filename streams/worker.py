@@ -27,6 +27,7 @@ from tripwire.streams.broker import EmbeddedBroker, free_port
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
 from tripwire.streams.console import LOG_FILE, setup_console
 from tripwire.streams.settings import TripwireSettings
+from tripwire.streams.shutdown_deadline import ShutdownDeadline
 from tripwire.streams.standing_publisher import publish_standing
 
 log = logging.getLogger("tripwire")
@@ -129,6 +130,25 @@ def stop_after(seconds: float) -> None:
     t.start()
 
 
+class _Worker(faust.Worker):
+    """Faust's worker, whose stop is bounded by a :class:`ShutdownDeadline`."""
+
+    deadline: ShutdownDeadline | None = None
+
+    async def on_stop(self) -> None:
+        # Every stop passes here once, whether a signal, `duration` or a crash started it.
+        if self.deadline is not None:
+            self.deadline.arm()
+        await super().on_stop()
+
+
+def stop_deadline(settings: TripwireSettings) -> ShutdownDeadline:
+    return ShutdownDeadline(
+        settings.stop_timeout_s,
+        f"waiting on Kafka at {settings.bootstrap()} or on ClickHouse; "
+        "TRIPWIRE_STOP_TIMEOUT_S sets how long")
+
+
 def run_worker(
     settings: TripwireSettings,
     duration: float | None = None,
@@ -136,9 +156,12 @@ def run_worker(
     serve_dashboards: bool = False,
     dev_keys: bool = False,
     clickhouse_http: HttpAddress | None = None,
+    deadline: ShutdownDeadline | None = None,
 ) -> int:
     """The Faust worker until stopped. ``dev_keys``: complete missing keys with the data
-    dir's development keys (``tripwire run``, ``--insecure-dev-keys``) instead of refusing."""
+    dir's development keys (``tripwire run``, ``--insecure-dev-keys``) instead of refusing.
+    ``deadline``: bounds the stop (made from the settings if not given)."""
+    deadline = deadline or stop_deadline(settings)
     data_dir = prepare_data_dir(settings)
     console = setup_console(settings.log_format, settings.log_level, data_dir)
     # The Faust producer, consumer and this loop share one interpreter lock; a shorter switch
@@ -208,8 +231,11 @@ def run_worker(
         from tripwire.streams.otlp_router import RouterProcess
 
         router = RouterProcess(settings).start()
-    worker = faust.Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
-                          redirect_stdouts=False, logfile=str(data_dir / LOG_FILE))
+        deadline.on_abandon(router.stop)
+    worker = _Worker(tw.app, loglevel=settings.log_level.upper(), quiet=True,
+                     redirect_stdouts=False, logfile=str(data_dir / LOG_FILE))
+    # The writer needs no cleanup: it exits when its pipe closes, as when a worker is killed.
+    worker.deadline = deadline
     code = 0
     try:
         worker.execute_from_commandline()
@@ -219,6 +245,7 @@ def run_worker(
         if router is not None:
             router.stop()
         writer.close()
+        deadline.disarm()
     log.info("worker stopped: %s", tw.summary())
     return code
 
@@ -230,10 +257,13 @@ def run_embedded(settings: TripwireSettings, duration: float | None,
     finds it (see :mod:`tripwire.sdk.local_stack`)."""
     data_dir = prepare_data_dir(settings)
     setup_console(settings.log_format, settings.log_level, data_dir)
+    deadline = stop_deadline(settings)
+    deadline.on_abandon(lambda: remove_stack(data_dir))
     broker: EmbeddedBroker | None = None
     if settings.embedded_broker:
         broker = EmbeddedBroker(settings.broker_port, log_path=data_dir / "broker.log")
         broker.start()
+        deadline.on_abandon(broker.stop)
     try:
         stop_demo: Callable[[], None] | None = None
 
@@ -249,11 +279,12 @@ def run_embedded(settings: TripwireSettings, duration: float | None,
                         clickhouse_http=clickhouse_http.dsn if clickhouse_http else None)
             if demo is not None:
                 stop_demo = demo(settings.bootstrap())
+                deadline.on_abandon(stop_demo)
                 log.info("demo fleet        started")
 
         code = run_worker(settings, duration=duration, on_started=started,
                           serve_dashboards=True, dev_keys=True,
-                          clickhouse_http=clickhouse_http)
+                          clickhouse_http=clickhouse_http, deadline=deadline)
         if stop_demo is not None:
             stop_demo()
         return code
