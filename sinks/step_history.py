@@ -6,10 +6,15 @@ block whatever the window's size, and each block is turned into event dicts in o
 
 What a stored row gives back, and what it cannot:
 
-* Absent optional fields are stored as '' or 0 (``sinks/sql/0001_steps.sql``); they are read
-  back as None (``nullIf``), which is what the detectors test for. An event that really
-  carried a cost or token count of exactly 0 is read as "no cost" — the spend detector treats
-  both alike except on a ``run_end``, where a stored 0 marks the run ended as None does.
+* Absent optional fields are stored as '' or 0 (``sinks/sql/0001_steps.sql``); the event read
+  back simply has no such key (the query returns a presence mask per row), and the detectors
+  read every optional field with ``event.get``, so it reads as None, which is what they test
+  for (``tests/test_sparse_events.py`` holds the monitor to the same decisions on such events
+  as on the stream's full ones). An event that really carried a cost or token count of
+  exactly 0 is read as "no cost" — the spend detector treats both alike except on a
+  ``run_end``, where a stored 0 marks the run ended as None does.
+* Only the keys the caller asks for are read (``keys``: ``detectors.backtest.event_keys``
+  names those the two policies read, e.g. no ``action_class`` without rate caps).
 * ``content`` is stored masked, so the injection scanner sees the masked text.
 * Only ``attributes.decided_by`` and ``attributes.decline_reason`` are read: the attributes
   the monitor looks at (``detectors/denial_rate.py``, the approval inbox's decisions, and
