@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tripwire.bench.backtest [--steps 10000000] [--agents 500] [--days 2]
                                         [--change breaker|detectors|none]
+                                        [--data-dir DIR]
 
 Generates the dashboard benchmark's dataset (``bench/dashboard_queries.py``: 10M steps of
 500 agents over 2 days by default) in a temporary chDB dir, then runs the backtest exactly as
@@ -31,8 +32,7 @@ import tempfile
 import time
 
 from tripwire.bench.dashboard_queries import generate, settle
-from tripwire.dashboards.filters import now_ms
-from tripwire.detectors.backtest import Backtest
+from tripwire.detectors.backtest import Backtest, event_keys
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy
 from tripwire.sinks.clickhouse import connect
@@ -70,24 +70,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=500)
     p.add_argument("--days", type=float, default=2.0)
     p.add_argument("--change", choices=sorted(CANDIDATES), default="breaker")
+    p.add_argument("--data-dir", help="keep the generated dataset in this chDB dir and reuse "
+                   "it on later runs (generating 10M steps takes minutes); default: a "
+                   "temporary dir, removed at the end")
     args = p.parse_args(argv)
 
-    data = tempfile.mkdtemp(prefix="tripwire-bench-backtest-")
+    data = args.data_dir or tempfile.mkdtemp(prefix="tripwire-bench-backtest-")
     client = connect(f"chdb://{data}")
     try:
         migrate(client, 90)
-        elapsed = generate(client, args.steps, args.agents, args.days)
-        print(f"generated {args.steps:,} steps of {args.agents} agents over {args.days:g} days "
-              f"in {elapsed:.0f} s; merges settled after {settle(client):.0f} s")
-        end = now_ms() + 1
-        # The dataset ends at "now" of its generation, which took `elapsed` seconds.
-        start = end - int(args.days * 86_400_000) - int(elapsed * 1000) - 60_000
+        stored = client.query("SELECT count() FROM steps").result_rows[0][0]
+        if stored and args.data_dir:
+            print(f"reusing {stored:,} steps in {data}")
+        else:
+            elapsed = generate(client, args.steps, args.agents, args.days)
+            print(f"generated {args.steps:,} steps of {args.agents} agents over "
+                  f"{args.days:g} days in {elapsed:.0f} s; merges settled after "
+                  f"{settle(client):.0f} s")
+        # The whole dataset, however long ago it was generated.
+        first, last = client.query("SELECT toUnixTimestamp64Milli(min(ts)), "
+                                   "toUnixTimestamp64Milli(max(ts)) FROM steps").result_rows[0]
+        start, end = int(first), int(last) + 1
         current = Policy()
         candidate = Policy.model_validate(CANDIDATES[args.change])
 
+        keys = event_keys(current, candidate, scanner=scan_text)
         t0, c0 = time.perf_counter(), time.process_time()
         events = 0
-        for _, _, chunk, _ in agent_chunks(client, start, end):
+        for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):
             events += len(chunk)
         read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"ceiling (read + decode only): {events:,} events in {read_s:.1f} s = "
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         before = peak_mb()
         bt = Backtest(current, candidate, scanner=scan_text, from_ms=start, to_ms=end)
         t0, c0 = time.perf_counter(), time.process_time()
-        for agent, workflow, chunk, ts in agent_chunks(client, start, end):
+        for agent, workflow, chunk, ts in agent_chunks(client, start, end, keys=keys):
             bt.feed(agent, workflow, chunk, ts)
         report = bt.finish()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -122,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         client.close()
-        shutil.rmtree(data, ignore_errors=True)
+        if not args.data_dir:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

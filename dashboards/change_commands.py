@@ -89,7 +89,7 @@ def load_policies(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def backtest_command(args: argparse.Namespace) -> int:
-    from tripwire.detectors.backtest import Backtest
+    from tripwire.detectors.backtest import Backtest, event_keys
     from tripwire.detectors.injection import scan_text
 
     try:
@@ -128,8 +128,9 @@ def backtest_command(args: argparse.Namespace) -> int:
             return _fail("backtest", f"cannot reach ClickHouse at {redact(dsn)}: {exc}")
         bt = Backtest(current, candidate, scanner=scan_text, from_ms=from_ms, to_ms=to_ms)
         try:
-            for agent, workflow, chunk, ts in agent_chunks(client, from_ms, to_ms, args.agent,
-                                                           args.workflow):
+            for agent, workflow, chunk, ts in agent_chunks(
+                    client, from_ms, to_ms, args.agent, args.workflow,
+                    keys=event_keys(current, candidate, scanner=scan_text)):
                 bt.feed(agent, workflow, chunk, ts)
         except Exception as exc:  # noqa: BLE001 - e.g. no steps table: say so in one line
             return _fail("backtest", f"cannot read steps from {redact(dsn)}: {exc}")

@@ -294,6 +294,7 @@ class AgentMonitor:
         "variants",
         "_shared",
         "_every_event",
+        "_own_kinds",
         "_variants_earn",
     )
 
@@ -342,6 +343,21 @@ class AgentMonitor:
         # Whether they need every event (own detectors or rate counter), or only those that
         # can move a breaker that sees no detections of its own.
         self._every_event = any(v.own or v.rates is not None for v in self._shared)
+        # The event kinds those own detectors and counters can see at all, or None for any
+        # kind (loops see every event; spend and injection look at fields, not kinds). A
+        # backtest candidate that changes only the denial-rate bands then steps its variant
+        # on policy decisions only (plus the events that move any variant, and sweeps).
+        kinds: set[str] | None = set()
+        for v in self._shared:
+            if kinds is not None and ("loops" in v.own or "spend" in v.own
+                                      or "injection" in v.own):
+                kinds = None
+            elif kinds is not None:
+                if "denials" in v.own:
+                    kinds.add("policy_decision")
+                if v.rates is not None:
+                    kinds.add("tool_call")
+        self._own_kinds = frozenset(kinds) if kinds is not None else None
         # Whether decisions move them (earned autonomy counts them); otherwise a decision is
         # like any other event to a variant that sees no detections.
         self._variants_earn = any(v.autonomy.policy.earn for v in self._shared)
@@ -423,6 +439,7 @@ class AgentMonitor:
                     v.transitions += moved_v
         breaker, autonomy, clock, rates = self.breaker, self.autonomy, self.clock, self.rates
         every_event, variants_earn = self._every_event, self._variants_earn
+        own_kinds = self._own_kinds
         last_version: object = _UNSEEN
         # ``feed``, ``_begin`` and ``_judge_event`` inlined for the events that find nothing
         # (nearly all): the same steps in the same order, without three calls and a list per
@@ -499,7 +516,10 @@ class AgentMonitor:
                 wake = breaker.wake_at
             # A variant without detectors or counters of its own only moves on detections,
             # caps, decisions (earned autonomy) and version changes: other events skip it.
-            if shared and (every_event or found or caps or version != last_version
+            # One with its own only needs, besides those, the kinds they see and the sweeps.
+            if shared and ((every_event and (own_kinds is None or kind in own_kinds
+                                             or maintenance != self.next_maintenance))
+                           or found or caps or version != last_version
                            or (decision and variants_earn)):
                 self._step_variants(event, found, version, caps,
                                     maintenance != self.next_maintenance)

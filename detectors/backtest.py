@@ -289,6 +289,36 @@ class Backtest:
         self._agent = self._monitor = self._result = None
 
 
+EVENT_KEYS = frozenset({
+    "event_id", "ts", "run_id", "step", "kind", "tool", "params_hash", "policy_outcome",
+    "input_tokens", "output_tokens", "cost_usd", "source_trust", "injection_flagged",
+    "attributes", "agent_version"})
+"""Event keys the monitor reads under any policy: the loop, spend, denial-rate and injection
+detectors' inputs, ``attributes`` (the inbox's and the guard's decisions) and
+``agent_version`` (version containment)."""
+
+
+def event_keys(*policies: Policy, scanner: Scanner | None = None) -> frozenset[str]:
+    """The event keys a backtest of ``policies`` reads (with ``scanner``), for the reader to
+    leave the others out: ``content`` only with a scanner, ``action_class`` only if some
+    agent's enforced policy has rate caps, ``approver`` and ``approved`` only if some earns
+    autonomy. Every agent and workflow override is resolved, so whichever agent shows up is
+    covered."""
+    keys = set(EVENT_KEYS)
+    if scanner is not None:
+        keys.add("content")
+    for policy in policies:
+        for agent in (*policy.agents, None):
+            for workflow in (*policy.workflows, None):
+                resolved = enforced_policy(policy.for_agent(
+                    agent if agent is not None else "", workflow))
+                if resolved.breaker.containment.rate_caps:
+                    keys.add("action_class")
+                if resolved.autonomy.earn:
+                    keys.update(("approver", "approved"))
+    return frozenset(keys)
+
+
 def _first_timeout(policy: ResolvedPolicy) -> int:
     """The soonest a run's never-ending check can fall after the event that opens it (a late
     event, up to the grace behind, opens it that much earlier)."""

@@ -22,7 +22,7 @@ import pytest
 from tripwire.bench.worker_process import WorkerProcess, wait_caught_up, worker_env
 from tripwire.dashboards.filters import Filters
 from tripwire.dashboards.runner import run_query
-from tripwire.detectors.backtest import Backtest
+from tripwire.detectors.backtest import Backtest, event_keys
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import load_policy
 from tripwire.schemas import topics
@@ -146,10 +146,13 @@ def backtest(recorded: dict, candidate: str):
     client = connect(recorded["dsn"])
     try:
         last = max(e["ts"] for e in recorded["events"]) + 1
-        bt = Backtest(load_policy(policies / "live.yaml"), load_policy(policies / candidate),
-                      scanner=scan_text, from_ms=recorded["start"] - 60_000, to_ms=last,
-                      keep_transitions=10_000)
-        for agent, workflow, chunk, ts in agent_chunks(client, recorded["start"] - 60_000, last):
+        live, new = load_policy(policies / "live.yaml"), load_policy(policies / candidate)
+        bt = Backtest(live, new, scanner=scan_text, from_ms=recorded["start"] - 60_000,
+                      to_ms=last, keep_transitions=10_000)
+        # Only the keys the two policies read, as `tripwire backtest` reads them.
+        for agent, workflow, chunk, ts in agent_chunks(
+                client, recorded["start"] - 60_000, last,
+                keys=event_keys(live, new, scanner=scan_text)):
             bt.feed(agent, workflow, chunk, ts)
         return bt.finish()
     finally:

@@ -125,5 +125,7 @@ def test_feed_many_decides_what_the_per_event_reference_decides(
 def test_the_reference_cases_exercise_variants_and_earned_autonomy() -> None:
     shadow = AgentMonitor("a", POLICIES["shadow"], fake_scanner)
     assert shadow._shared and shadow._every_event  # an own-detector variant
+    # ... stepped on policy decisions only (and on what moves any variant, and sweeps).
+    assert shadow._own_kinds == frozenset({"policy_decision"})
     earned = AgentMonitor("a", POLICIES["earned"], fake_scanner)
     assert earned._shared and not earned._every_event and earned._variants_earn

@@ -6,7 +6,8 @@ import itertools
 import time
 
 from tripwire.simulator.fleet import fleet_events
-from tripwire.sinks.step_history import agent_chunks, count_steps
+from tripwire.sinks import step_history
+from tripwire.sinks.step_history import KEYS, agent_chunks, count_steps
 from tripwire.sinks.step_sink import StepSink
 
 READ = ("event_id", "ts", "run_id", "step", "kind", "tool", "params_hash", "policy_outcome",
@@ -42,11 +43,15 @@ def test_stored_steps_stream_back_per_agent_in_order_without_duplicates(ch_migra
                 want = orig.get(field)
                 if field in ("input_tokens", "output_tokens", "cost_usd") and not want:
                     want = None  # stored as 0: read back as "none"
-                assert back[field] == want, (field, back[field], want)
-            assert bool(back["injection_flagged"]) == bool(orig.get("injection_flagged"))
+                assert back.get(field) == want, (field, back.get(field), want)
+                # Only the fields with a value are keys: the detectors read them with get.
+                assert (field in back) == (want is not None), (field, back)
+            assert back.get("injection_flagged") is (True if orig.get("injection_flagged")
+                                                     else None)
             attributes = {k: v for k, v in (orig.get("attributes") or {}).items()
                           if k in ("decided_by", "decline_reason") and v}
-            assert back["attributes"] == (attributes or None)
+            assert back.get("attributes") == (attributes or None)
+            assert set(back) <= set(KEYS)
     assert sum(len(v) for v in got.values()) == len(events)
 
 
@@ -62,3 +67,32 @@ def test_one_agent_or_one_workflow(ch_migrated) -> None:
     workflow = events[0]["workflow"]
     flow = list(agent_chunks(ch_migrated, end - 7200_000, end, workflow=workflow))
     assert {w for _, w, _, _ in flow} == {workflow}
+
+
+def test_only_the_keys_asked_for(ch_migrated) -> None:
+    end = int(time.time() * 1000) - 60_000
+    events = [e for e in itertools.islice(fleet_events(seed=7, agents=4, start_ms=end - 3600_000),
+                                          2000) if e["ts"] < end]
+    StepSink(ch_migrated, check_stored=False).insert(events)
+    keys = frozenset({"tool", "cost_usd", "agent_version"})
+    everything = list(agent_chunks(ch_migrated, end - 7200_000, end))
+    some = list(agent_chunks(ch_migrated, end - 7200_000, end, keys=keys))
+    assert [(a, w, ts) for a, w, _, ts in some] == [(a, w, ts) for a, w, _, ts in everything]
+    for (_, _, mine, _), (_, _, whole, _) in zip(some, everything, strict=True):
+        for back, full in zip(mine, whole, strict=True):
+            assert back == {k: v for k, v in full.items()
+                            if k in keys or k in ("event_id", "ts", "run_id", "step", "kind")}
+
+
+def test_rare_presence_patterns_build_the_same_events(ch_migrated, monkeypatch) -> None:
+    """Patterns beyond the generated displays go through the per-key fallback: same events."""
+    end = int(time.time() * 1000) - 60_000
+    events = [e for e in itertools.islice(fleet_events(
+        seed=8, agents=4, scenarios=["injection", "denial_storm"], start_ms=end - 3600_000),
+        2000) if e["ts"] < end]
+    StepSink(ch_migrated, check_stored=False).insert(events)
+    chained = list(agent_chunks(ch_migrated, end - 7200_000, end))
+    monkeypatch.setattr(step_history, "CHAINED_PATTERNS", 1)
+    assert list(agent_chunks(ch_migrated, end - 7200_000, end)) == chained
+    monkeypatch.setattr(step_history, "CHAINED_PATTERNS", 0)
+    assert list(agent_chunks(ch_migrated, end - 7200_000, end)) == chained
