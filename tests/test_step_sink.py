@@ -207,8 +207,8 @@ class CountingClient:
         self.queries += 1
         return self.client.query(*args, **kwargs)
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
-        return self.client.insert(*args, **kwargs)
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.insert_arrow(*args, **kwargs)
 
 
 def from_kafka(events: list[dict[str, Any]], partition: int, first_offset: int) -> StepColumns:
@@ -252,8 +252,8 @@ def test_a_failed_insert_has_its_partitions_checked_again(ch_migrated: Client):
     class SecondInsertFails(CountingClient):
         inserts = 0
 
-        def insert(self, *args: Any, **kwargs: Any) -> Any:
-            result = self.client.insert(*args, **kwargs)
+        def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+            result = self.client.insert_arrow(*args, **kwargs)
             self.inserts += 1
             if self.inserts == 2:  # stored, but reported failed
                 raise RuntimeError("connection reset")
