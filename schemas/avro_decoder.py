@@ -36,6 +36,7 @@ __all__ = [
     "ColumnReader",
     "Reader",
     "compile_column_reader",
+    "compile_record_column_reader",
     "compile_reader",
     "generate_source",
 ]
@@ -526,9 +527,10 @@ class _Gen:
             lines += [*self.read(schema, "v", ind), f"{ind}return v, pos"]
         self.body.extend([*lines, ""])
 
-    def emit_columns(self, schema: Mapping[str, Any]) -> str:
+    def emit_columns(self, schema: Mapping[str, Any], one: bool = False) -> str:
         """A function reading an array of ``schema`` records into one list per field: no dict
-        per record, for a consumer (the ClickHouse sink) that wants columns anyway."""
+        per record, for a consumer (the ClickHouse sink) that wants columns anyway. With
+        ``one``, a single record (a bare event frame's body) instead of an array."""
         ind = "    "
         fields = schema["fields"]
         appends = [self.fresh("a") for _ in fields]
@@ -544,23 +546,26 @@ class _Gen:
 
         self.inlining.append(schema["name"])
         try:
-            lines += [
-                f"{ind}if buf[pos] == 0:",
-                f"{ind}    return pos + 1",
-                *self._blocks(self.min_size(schema), ind, per_item),
-                f"{ind}return pos",
-            ]
+            if one:
+                lines += [*per_item(ind), f"{ind}return pos"]
+            else:
+                lines += [
+                    f"{ind}if buf[pos] == 0:",
+                    f"{ind}    return pos + 1",
+                    *self._blocks(self.min_size(schema), ind, per_item),
+                    f"{ind}return pos",
+                ]
         finally:
             self.inlining.pop()
         self.body.extend([*lines, ""])
         return "_read_columns"
 
-    def module(self, schema: Any, columns: bool = False) -> str:
+    def module(self, schema: Any, columns: bool = False, one: bool = False) -> str:
         resolved = self.resolve(schema)
         if columns:
             if not (isinstance(resolved, dict) and resolved.get("type") in ("record", "error")):
                 raise ValueError("a column reader needs a record schema")
-            top = self.emit_columns(resolved)
+            top = self.emit_columns(resolved, one)
             signature, args = "read(buf, pos, cols)", "buf, pos, cols"
         elif isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
             top = self.function(resolved["name"], resolved, "record")
@@ -598,12 +603,12 @@ def _build(source: str) -> Any:
 
 
 def generate_source(schema: Any, named: Mapping[str, Any] | None = None,
-                    columns: bool = False) -> str:
-    """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``)
-    would exec for ``schema`` (for debugging)."""
+                    columns: bool = False, one: bool = False) -> str:
+    """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``, and
+    ``one`` for a single record) would exec for ``schema`` (for debugging)."""
     if named is None:
         named = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
-    return _Gen(named).module(schema, columns)
+    return _Gen(named).module(schema, columns, one)
 
 
 def compile_reader(schema: Any, named: Mapping[str, Any] | None = None) -> Reader:
@@ -623,4 +628,12 @@ def compile_column_reader(record: Any, named: Mapping[str, Any] | None = None) -
     malformed input raises AvroDecodeError the same way.
     """
     reader: ColumnReader = _build(generate_source(record, named, columns=True))
+    return reader
+
+
+def compile_record_column_reader(record: Any,
+                                 named: Mapping[str, Any] | None = None) -> ColumnReader:
+    """Like :func:`compile_column_reader`, for a body that is one ``record`` rather than an
+    array of them (a framed bare StepEvent): its fields are appended to the columns."""
+    reader: ColumnReader = _build(generate_source(record, named, columns=True, one=True))
     return reader

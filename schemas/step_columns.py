@@ -16,7 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from tripwire.schemas.avro_decoder import AvroDecodeError, compile_column_reader
+from tripwire.schemas.avro_decoder import (
+    AvroDecodeError,
+    compile_column_reader,
+    compile_record_column_reader,
+)
 from tripwire.schemas.codec import HEADER_SIZE, MAGIC, DecodeError, StepBatchCodec, _is_json
 
 
@@ -102,6 +106,11 @@ class StepColumnDecoder:
         self._fast = batch_fields == ["events"]
         self._header = MAGIC + self.codec.batch_codec.fingerprint
         self._read = compile_column_reader(event_schema, event_schema.get("__named_schemas"))
+        # A bare StepEvent frame in the current schema (one event per record, from producers
+        # other than the SDK) is read the same way, one record instead of an array.
+        self._event_header = event_header(self.codec)
+        self._read_one = compile_record_column_reader(event_schema,
+                                                      event_schema.get("__named_schemas"))
 
     def new_batch(self) -> StepColumns:
         return StepColumns(self.fields)
@@ -112,16 +121,19 @@ class StepColumnDecoder:
         """Append the record's events except those at the ``refused`` indices; how many were
         appended. DecodeError (and nothing appended) if the value cannot be decoded."""
         before = len(out)
-        if self._fast and value[:HEADER_SIZE] == self._header and not (
+        header = value[:HEADER_SIZE]
+        if (header == self._event_header or self._fast and header == self._header) and not (
                 content_type and _is_json(content_type)):
+            one = header == self._event_header
+            what = "StepEvent" if one else "StepBatch"
             try:
-                end = self._read(value, HEADER_SIZE, out.columns)
+                end = (self._read_one if one else self._read)(value, HEADER_SIZE, out.columns)
             except AvroDecodeError as exc:
                 out.truncate(before)
-                raise DecodeError(f"avro body does not match StepBatch: {exc.reason}") from exc
+                raise DecodeError(f"avro body does not match {what}: {exc.reason}") from exc
             if end != len(value):
                 out.truncate(before)
-                raise DecodeError(f"avro body does not match StepBatch: {len(value) - end} "
+                raise DecodeError(f"avro body does not match {what}: {len(value) - end} "
                                   "trailing bytes")
             out.add_sources(len(out.columns[0]) - before, partition, offset)
         else:
@@ -130,3 +142,10 @@ class StepColumnDecoder:
             dropped = {before + i for i in refused}
             out.keep([i for i in range(len(out)) if i not in dropped])
         return len(out) - before
+
+
+def event_header(codec: StepBatchCodec) -> bytes:
+    """The frame header of a bare StepEvent in ``codec``'s current schema: records starting
+    with it are read straight into columns, so the stream hands them to the ClickHouse writer
+    as they are (see :data:`~streams.step_processor.StoredRecord`)."""
+    return MAGIC + codec.event_codec.fingerprint

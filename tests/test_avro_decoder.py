@@ -20,6 +20,7 @@ from tripwire.schemas.avro_decoder import (
     AvroDecodeError,
     compile_column_reader,
     compile_reader,
+    compile_record_column_reader,
     generate_source,
 )
 from tripwire.schemas.codec import (
@@ -566,6 +567,64 @@ def test_column_reader_rejects_what_the_record_reader_rejects(body: bytes) -> No
     else:
         assert got is not None
         assert got == (as_columns(schema, whole[0]["events"]), whole[1])
+
+
+def one_record_columns_or_error(schema: Any, body: bytes) -> tuple[list[list[Any]], int] | None:
+    """What the one-record column reader appends to fresh columns, or None when it rejects."""
+    columns: list[list[Any]] = [[] for _ in schema["fields"]]
+    try:
+        end = compile_record_column_reader(schema)(body, 0, columns)
+    except AvroDecodeError as exc:
+        assert exc.reason
+        return None
+    return columns, end
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_one_record_column_reader_gives_the_record_readers_values(data: st.DataObject) -> None:
+    fields = data.draw(st.lists(avro_schemas(), max_size=6))
+    top = {"type": "record", "name": "?",
+           "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(fields)]}
+    schema = parse_schema(with_unique_names(top))
+    record = data.draw(values(schema, schema.get("__named_schemas", {})))
+    body = encode(schema, record) + b"tail"
+    expected, end = compile_reader(schema)(body, 0)
+    got = one_record_columns_or_error(schema, body)
+    assert got is not None
+    assert same(got[0], as_columns(schema, [expected]))
+    assert got[1] == end == len(body) - 4
+
+
+@settings(max_examples=200)
+@given(events=st.lists(contract_values("StepEvent"), min_size=1, max_size=8))
+def test_one_record_column_reader_appends_step_events_like_the_batch_reader(
+        events: list[dict[str, Any]]) -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    one: list[list[Any]] = [[] for _ in schema["fields"]]
+    read = compile_record_column_reader(schema)
+    for event in events:
+        body = encode(schema, event)
+        assert read(body, 0, one) == len(body)
+    batch = encode(CONTRACT["StepBatch"]._schema, {"events": events})
+    got = columns_or_error(schema, batch)
+    assert got is not None
+    assert same(one, got[0])  # NaN costs compare equal here
+    assert got[1] == len(batch)
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=300))
+def test_one_record_column_reader_rejects_what_the_record_reader_rejects(body: bytes) -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    whole = decode_or_error(compile_reader(schema), body)
+    got = one_record_columns_or_error(schema, body)
+    if whole is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert same(got[0], as_columns(schema, [whole[0]]))
+        assert got[1] == whole[1]
 
 
 def test_column_reader_needs_a_record_schema() -> None:

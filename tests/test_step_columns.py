@@ -32,12 +32,24 @@ def test_batches_decode_to_the_codecs_events_in_order() -> None:
     assert batch.offsets == [100] * 30 + [101] * 30 + [102] * 30
 
 
-def test_json_and_bare_event_frames_take_the_codec_path_with_the_same_values() -> None:
+def test_json_and_bare_event_frames_give_the_codecs_values() -> None:
     decoder = StepColumnDecoder(CODEC)
     batch = decoder.new_batch()
     decoder.add(batch, json.dumps(EVENTS[:2]).encode(), "application/json", 0, 1)
-    decoder.add(batch, CODEC.event_codec.encode(EVENTS[2]), None, 0, 2)
-    assert rows(decoder, batch) == EVENTS[:3]
+    for i in range(2, 40):  # read straight into columns, like a batch
+        assert decoder.add(batch, CODEC.event_codec.encode(EVENTS[i]), None, 1, i) == 1
+    assert rows(decoder, batch) == EVENTS[:40]
+    assert batch.partitions == [0, 0] + [1] * 38
+    assert batch.offsets == [1, 1] + list(range(2, 40))
+
+
+def test_bare_event_frames_under_another_fingerprint_take_the_codec_path() -> None:
+    decoder = StepColumnDecoder(CODEC)
+    batch = decoder.new_batch()
+    variant = next(fp for fp in CODEC.event_codec._writers if fp != CODEC.event_codec.fingerprint)
+    body = CODEC.event_codec.encode(EVENTS[0])[10:]
+    assert decoder.add(batch, b"\xc3\x01" + variant + body, None, 0, 1) == 1
+    assert rows(decoder, batch) == EVENTS[:1]
 
 
 def test_refused_events_are_left_out() -> None:
@@ -53,6 +65,8 @@ def test_refused_events_are_left_out() -> None:
     (CODEC.encode(EVENTS[:4])[:-7], "truncated"),
     (CODEC.encode(EVENTS[:4]) + b"\x00", "trailing bytes"),
     (b"\xc3\x01" + b"\x00" * 8, "unknown schema fingerprint"),
+    (CODEC.event_codec.encode(EVENTS[0])[:-3], "StepEvent: truncated"),
+    (CODEC.event_codec.encode(EVENTS[0]) + b"\x00", "StepEvent: 1 trailing bytes"),
 ])
 def test_a_bad_value_raises_and_leaves_the_batch_as_it_was(value: bytes, reason: str) -> None:
     decoder = StepColumnDecoder(CODEC)
