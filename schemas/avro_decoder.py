@@ -36,8 +36,8 @@ __all__ = [
     "ColumnReader",
     "Reader",
     "compile_column_reader",
-    "compile_record_column_reader",
     "compile_reader",
+    "compile_row_reader",
     "generate_source",
 ]
 
@@ -527,10 +527,9 @@ class _Gen:
             lines += [*self.read(schema, "v", ind), f"{ind}return v, pos"]
         self.body.extend([*lines, ""])
 
-    def emit_columns(self, schema: Mapping[str, Any], one: bool = False) -> str:
+    def emit_columns(self, schema: Mapping[str, Any]) -> str:
         """A function reading an array of ``schema`` records into one list per field: no dict
-        per record, for a consumer (the ClickHouse sink) that wants columns anyway. With
-        ``one``, a single record (a bare event frame's body) instead of an array."""
+        per record, for a consumer (the ClickHouse sink) that wants columns anyway."""
         ind = "    "
         fields = schema["fields"]
         appends = [self.fresh("a") for _ in fields]
@@ -546,26 +545,45 @@ class _Gen:
 
         self.inlining.append(schema["name"])
         try:
-            if one:
-                lines += [*per_item(ind), f"{ind}return pos"]
-            else:
-                lines += [
-                    f"{ind}if buf[pos] == 0:",
-                    f"{ind}    return pos + 1",
-                    *self._blocks(self.min_size(schema), ind, per_item),
-                    f"{ind}return pos",
-                ]
+            lines += [
+                f"{ind}if buf[pos] == 0:",
+                f"{ind}    return pos + 1",
+                *self._blocks(self.min_size(schema), ind, per_item),
+                f"{ind}return pos",
+            ]
         finally:
             self.inlining.pop()
         self.body.extend([*lines, ""])
         return "_read_columns"
 
-    def module(self, schema: Any, columns: bool = False, one: bool = False) -> str:
+    def emit_row(self, schema: Mapping[str, Any]) -> str:
+        """A function reading one ``schema`` record as a tuple of its fields in schema order:
+        no dict, and no append per field (a caller transposes many rows at once)."""
+        ind = "    "
+        lines = ["def _read_row(buf, pos, zw):", f"{ind}end = len(buf)"]
+        names = []
+        self.inlining.append(schema["name"])
+        try:
+            for field in schema["fields"]:
+                f = self.fresh("f")
+                names.append(f)
+                lines += self.read(field["type"], f, ind)
+        finally:
+            self.inlining.pop()
+        lines.append(f"{ind}return ({''.join(f'{n}, ' for n in names)}), pos")
+        self.body.extend([*lines, ""])
+        return "_read_row"
+
+    def module(self, schema: Any, columns: bool = False, row: bool = False) -> str:
         resolved = self.resolve(schema)
-        if columns:
+        if columns or row:
             if not (isinstance(resolved, dict) and resolved.get("type") in ("record", "error")):
                 raise ValueError("a column reader needs a record schema")
-            top = self.emit_columns(resolved, one)
+        if row:
+            top = self.emit_row(resolved)
+            signature, args = "read(buf, pos)", "buf, pos"
+        elif columns:
+            top = self.emit_columns(resolved)
             signature, args = "read(buf, pos, cols)", "buf, pos, cols"
         elif isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
             top = self.function(resolved["name"], resolved, "record")
@@ -603,12 +621,12 @@ def _build(source: str) -> Any:
 
 
 def generate_source(schema: Any, named: Mapping[str, Any] | None = None,
-                    columns: bool = False, one: bool = False) -> str:
-    """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``, and
-    ``one`` for a single record) would exec for ``schema`` (for debugging)."""
+                    columns: bool = False, row: bool = False) -> str:
+    """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``,
+    ``compile_row_reader`` with ``row``) would exec for ``schema`` (for debugging)."""
     if named is None:
         named = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
-    return _Gen(named).module(schema, columns, one)
+    return _Gen(named).module(schema, columns, row)
 
 
 def compile_reader(schema: Any, named: Mapping[str, Any] | None = None) -> Reader:
@@ -631,9 +649,10 @@ def compile_column_reader(record: Any, named: Mapping[str, Any] | None = None) -
     return reader
 
 
-def compile_record_column_reader(record: Any,
-                                 named: Mapping[str, Any] | None = None) -> ColumnReader:
-    """Like :func:`compile_column_reader`, for a body that is one ``record`` rather than an
-    array of them (a framed bare StepEvent): its fields are appended to the columns."""
-    reader: ColumnReader = _build(generate_source(record, named, columns=True, one=True))
+def compile_row_reader(record: Any, named: Mapping[str, Any] | None = None) -> Reader:
+    """A :data:`Reader` of one ``record`` (a parsed record schema) as a tuple of its field
+    values in schema order, each as :func:`compile_reader` would put it in the record's dict:
+    for a caller that gathers many records and transposes them into columns at once (bare
+    StepEvent frames in the ClickHouse writer). Malformed input raises AvroDecodeError."""
+    reader: Reader = _build(generate_source(record, named, row=True))
     return reader

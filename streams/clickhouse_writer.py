@@ -250,25 +250,49 @@ def serve(conn: Connection, dsn: str, retention_days: int,
 
 def _columns_of(decoder: Any, records: Sequence[Any]) -> Any:
     """The StepColumns of the accepted events of a batch's records (see ``insert_steps``)."""
-    from tripwire.schemas.codec import DecodeError
+    from tripwire.schemas.codec import HEADER_SIZE, DecodeError
     from tripwire.schemas.step_columns import DecodedSteps
     from tripwire.streams.step_decoding import is_routed
 
     batch = decoder.new_batch()
-    for record in records:
-        if isinstance(record, DecodedSteps):
-            batch.add_rows(record)
-            continue
-        value, ctype, partition, offset, refused = record
+    bare = decoder.event_header
+    run: list[tuple[bytes, int | None, int]] = []  # consecutive bare StepEvent frames
+
+    def add(value: bytes, ctype: str | None, partition: int | None, offset: int,
+            refused: tuple[int, ...]) -> None:
         try:
-            # Routed records can repeat under new offsets: no partition, so every one of
-            # their rows is checked against stored ids.
-            decoder.add(batch, value, ctype, None if is_routed(ctype) else partition, offset,
-                        refused)
+            decoder.add(batch, value, ctype, partition, offset, refused)
         except DecodeError as exc:
             # The stream accepted it, so this is not the producer's fault; the detectors saw
             # its events, and only the storage misses them.
             log.error("cannot store record %d@%d: %s", offset, partition, exc.reason)
+
+    def add_run() -> None:
+        try:
+            decoder.add_bare_events(batch, *zip(*run, strict=True))
+        except DecodeError:
+            for value, partition, offset in run:  # find and report the bad one
+                add(value, None, partition, offset, ())
+        run.clear()
+
+    for record in records:
+        if isinstance(record, DecodedSteps):
+            if run:
+                add_run()
+            batch.add_rows(record)
+            continue
+        value, ctype, partition, offset, refused = record
+        # Routed records can repeat under new offsets: no partition, so every one of their
+        # rows is checked against stored ids.
+        partition = None if is_routed(ctype) else partition
+        if ctype is None and not refused and value[:HEADER_SIZE] == bare:
+            run.append((value, partition, offset))
+            continue
+        if run:
+            add_run()
+        add(value, ctype, partition, offset, refused)
+    if run:
+        add_run()
     return batch
 
 
