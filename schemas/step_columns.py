@@ -4,7 +4,8 @@ The sink wants one list per field; decoding into a dict per event and then pulli
 back out of every dict cost the ClickHouse writer about as much again as the decode itself
 (measured on the bench fleet: ~12 us an event for decode + validation + column building, ~5 us
 for the column decode here). Records in the codec's own StepBatch schema (all SDK traffic) take
-that path; JSON records, bare StepEvent frames and other schema versions go through
+that path, and bare StepEvent frames in the current schema are read as rows and transposed into
+the columns a run at a time; JSON records and other schema versions go through
 :class:`~schemas.codec.StepBatchCodec` and are appended field by field, with the same values.
 
 No validation happens here: the stream worker has already refused what is impossible and says
@@ -23,10 +24,9 @@ from tripwire.schemas.codec import HEADER_SIZE, MAGIC, DecodeError, StepBatchCod
 class DecodedSteps(NamedTuple):
     """Events the stream worker has decoded already, as rows in :class:`StepColumns` field
     order, with the partition and offset of the record each came in. The worker sends these
-    instead of records the writer could only decode field by field (JSON, bare StepEvent
-    frames): it holds the same canonical values, and re-decoding one JSON event per record
-    (pydantic, then a dict per event) took ~45 % of the writer's time (py-spy, bench JSON
-    backlog)."""
+    for bare StepEvent frames of other schema versions (which the writer could only decode
+    field by field): they hold the same canonical values. JSON records and frames in the
+    current schema go as they are (see :data:`~streams.step_processor.StoredRecord`)."""
 
     rows: list[tuple[Any, ...]]
     partitions: list[int]

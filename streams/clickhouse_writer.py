@@ -1,10 +1,11 @@
 """The ClickHouse writer: a child process of the worker that owns the ClickHouse client.
 
-Storing steps costs Python work per row (re-decoding, masking, building columns, the driver's
-serialisation: ~15 us a row holding the GIL). In the worker's own process that work shared
-one interpreter lock with the detectors and took 45 % of the throughput (measured on the bench
-backlog: 21,700 events/s with it, 39,000 without). In a process of its own it runs on another
-core, and the stream only pickles the raw Kafka records it hands over.
+Storing steps costs Python work per row (re-decoding, masking, building columns: ~8-10 us a
+row holding the GIL, plus chDB's own work for the insert and its rollup views). In the
+worker's own process that work shared one interpreter lock with the detectors and took 45 %
+of the throughput (measured on the bench backlog: 21,700 events/s with it, 39,000 without).
+In a process of its own it runs on another core, and the stream only pickles the raw Kafka
+records it hands over.
 
 The stream sends the records themselves, not decoded events, with the indices of any events
 it refused: the writer decodes them again, straight into columns
