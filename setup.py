@@ -38,6 +38,9 @@ SERVER_REQUIREMENTS = [
     "opentelemetry-proto>=1.45,<1.46",
     # The injection scanner's multi-pattern matcher (detectors/injection_families.py).
     "hyperscan>=0.7,<0.10",
+    # The step sink's inserts (sinks/step_sink.py): columns converted in C, sent as Arrow.
+    # chdb depends on it too; named here because the sink imports it.
+    "pyarrow>=17,<27",
 ]
 
 

@@ -4,7 +4,8 @@ The sink wants one list per field; decoding into a dict per event and then pulli
 back out of every dict cost the ClickHouse writer about as much again as the decode itself
 (measured on the bench fleet: ~12 us an event for decode + validation + column building, ~5 us
 for the column decode here). Records in the codec's own StepBatch schema (all SDK traffic) take
-that path; JSON records, bare StepEvent frames and other schema versions go through
+that path, and bare StepEvent frames in the current schema are read as rows and transposed into
+the columns a run at a time; JSON records and other schema versions go through
 :class:`~schemas.codec.StepBatchCodec` and are appended field by field, with the same values.
 
 No validation happens here: the stream worker has already refused what is impossible and says
@@ -16,17 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from tripwire.schemas.avro_decoder import AvroDecodeError, compile_column_reader
+from tripwire.schemas.avro_decoder import AvroDecodeError, compile_column_reader, compile_row_reader
 from tripwire.schemas.codec import HEADER_SIZE, MAGIC, DecodeError, StepBatchCodec, _is_json
 
 
 class DecodedSteps(NamedTuple):
     """Events the stream worker has decoded already, as rows in :class:`StepColumns` field
     order, with the partition and offset of the record each came in. The worker sends these
-    instead of records the writer could only decode field by field (JSON, bare StepEvent
-    frames): it holds the same canonical values, and re-decoding one JSON event per record
-    (pydantic, then a dict per event) took ~45 % of the writer's time (py-spy, bench JSON
-    backlog)."""
+    for bare StepEvent frames of other schema versions (which the writer could only decode
+    field by field): they hold the same canonical values. JSON records and frames in the
+    current schema go as they are (see :data:`~streams.step_processor.StoredRecord`)."""
 
     rows: list[tuple[Any, ...]]
     partitions: list[int]
@@ -102,6 +102,11 @@ class StepColumnDecoder:
         self._fast = batch_fields == ["events"]
         self._header = MAGIC + self.codec.batch_codec.fingerprint
         self._read = compile_column_reader(event_schema, event_schema.get("__named_schemas"))
+        # A bare StepEvent frame in the current schema (one event per record, from producers
+        # other than the SDK) is read as a row: a run of them is transposed into the columns
+        # at once (see add_bare_events).
+        self.event_header = event_header(self.codec)
+        self._read_row = compile_row_reader(event_schema, event_schema.get("__named_schemas"))
 
     def new_batch(self) -> StepColumns:
         return StepColumns(self.fields)
@@ -112,7 +117,10 @@ class StepColumnDecoder:
         """Append the record's events except those at the ``refused`` indices; how many were
         appended. DecodeError (and nothing appended) if the value cannot be decoded."""
         before = len(out)
-        if self._fast and value[:HEADER_SIZE] == self._header and not (
+        header = value[:HEADER_SIZE]
+        if header == self.event_header and not (content_type and _is_json(content_type)):
+            out.add_rows(DecodedSteps([self._row(value)], [partition], [offset]))
+        elif self._fast and header == self._header and not (
                 content_type and _is_json(content_type)):
             try:
                 end = self._read(value, HEADER_SIZE, out.columns)
@@ -130,3 +138,30 @@ class StepColumnDecoder:
             dropped = {before + i for i in refused}
             out.keep([i for i in range(len(out)) if i not in dropped])
         return len(out) - before
+
+    def add_bare_events(self, out: StepColumns, values: Sequence[bytes],
+                        partitions: Sequence[int | None], offsets: Sequence[int | None]) -> None:
+        """Append the events of bare StepEvent frames that start with :attr:`event_header`,
+        one per value, as :meth:`add` would, but transposed into the columns at once: a call
+        and an append per field of each one-event record cost the writer ~1.5 us an event
+        more (writer replay of the bench's Avro backlog). DecodeError (and nothing appended)
+        if one cannot be decoded."""
+        rows = list(map(self._row, values))
+        out.add_rows(DecodedSteps(rows, list(partitions), list(offsets)))
+
+    def _row(self, value: bytes) -> tuple[Any, ...]:
+        try:
+            row, end = self._read_row(value, HEADER_SIZE)
+        except AvroDecodeError as exc:
+            raise DecodeError(f"avro body does not match StepEvent: {exc.reason}") from exc
+        if end != len(value):
+            raise DecodeError(f"avro body does not match StepEvent: {len(value) - end} "
+                              "trailing bytes")
+        return row  # type: ignore[no-any-return]
+
+
+def event_header(codec: StepBatchCodec) -> bytes:
+    """The frame header of a bare StepEvent in ``codec``'s current schema: records starting
+    with it are read straight into columns, so the stream hands them to the ClickHouse writer
+    as they are (see :data:`~streams.step_processor.StoredRecord`)."""
+    return MAGIC + codec.event_codec.fingerprint

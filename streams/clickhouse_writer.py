@@ -1,10 +1,11 @@
 """The ClickHouse writer: a child process of the worker that owns the ClickHouse client.
 
-Storing steps costs Python work per row (re-decoding, masking, building columns, the driver's
-serialisation: ~15 us a row holding the GIL). In the worker's own process that work shared
-one interpreter lock with the detectors and took 45 % of the throughput (measured on the bench
-backlog: 21,700 events/s with it, 39,000 without). In a process of its own it runs on another
-core, and the stream only pickles the raw Kafka records it hands over.
+Storing steps costs Python work per row (re-decoding, masking, building columns: ~8-10 us a
+row holding the GIL, plus chDB's own work for the insert and its rollup views). In the
+worker's own process that work shared one interpreter lock with the detectors and took 45 %
+of the throughput (measured on the bench backlog: 21,700 events/s with it, 39,000 without).
+In a process of its own it runs on another core, and the stream only pickles the raw Kafka
+records it hands over.
 
 The stream sends the records themselves, not decoded events, with the indices of any events
 it refused: the writer decodes them again, straight into columns
@@ -169,14 +170,12 @@ def serve(conn: Connection, dsn: str, retention_days: int,
     # which reports it in one line (without this the child's records print bare on stderr).
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     # Imported here: the parent only needs the proxy, and the child pays for the rest.
-    from tripwire.schemas.codec import DecodeError
-    from tripwire.schemas.step_columns import DecodedSteps, StepColumnDecoder
+    from tripwire.schemas.step_columns import StepColumnDecoder
     from tripwire.sinks.breaker_sink import BreakerSink
     from tripwire.sinks.clickhouse import connect, redact
     from tripwire.sinks.control_audit import AuditSink
     from tripwire.sinks.migrations import migrate
     from tripwire.sinks.step_sink import StepSink
-    from tripwire.streams.step_decoding import is_routed
     from tripwire.streams.step_json import FastJsonStepBatchCodec
 
     try:
@@ -220,23 +219,16 @@ def serve(conn: Connection, dsn: str, retention_days: int,
                     records, recheck = payload
                     if recheck:
                         steps.recheck()
-                    batch = decoder.new_batch()
-                    for record in records:
-                        if isinstance(record, DecodedSteps):
-                            batch.add_rows(record)
-                            continue
-                        value, ctype, partition, offset, refused = record
-                        try:
-                            # Routed records can repeat under new offsets: no partition,
-                            # so every one of their rows is checked against stored ids.
-                            decoder.add(batch, value, ctype,
-                                        None if is_routed(ctype) else partition, offset, refused)
-                        except DecodeError as exc:
-                            # The stream accepted it, so this is not the producer's fault; the
-                            # detectors saw its events, and only the storage misses them.
-                            log.error("cannot store record %d@%d: %s", offset, partition,
-                                      exc.reason)
-                    result: Any = steps.insert_columns(batch)
+                    # No collection while a batch is built: its tens of thousands of new
+                    # containers (attribute maps, the unpickled records) set off young and
+                    # middle collections that found nothing to free and took ~5 % of the
+                    # writer's samples (py-spy, 900,000 SDK-shaped events); the collector
+                    # runs again once the batch is stored and its objects are gone.
+                    gc.disable()
+                    try:
+                        result: Any = steps.insert_columns(_columns_of(decoder, records))
+                    finally:
+                        gc.enable()
                 elif kind == "breaker":
                     result = breaker.insert(*payload)
                 elif kind == "audit":
@@ -255,6 +247,54 @@ def serve(conn: Connection, dsn: str, retention_days: int,
         if http_interface is not None:
             http_interface.stop()
         client.close()
+
+
+def _columns_of(decoder: Any, records: Sequence[Any]) -> Any:
+    """The StepColumns of the accepted events of a batch's records (see ``insert_steps``)."""
+    from tripwire.schemas.codec import HEADER_SIZE, DecodeError
+    from tripwire.schemas.step_columns import DecodedSteps
+    from tripwire.streams.step_decoding import is_routed
+
+    batch = decoder.new_batch()
+    bare = decoder.event_header
+    run: list[tuple[bytes, int | None, int]] = []  # consecutive bare StepEvent frames
+
+    def add(value: bytes, ctype: str | None, partition: int | None, offset: int,
+            refused: tuple[int, ...]) -> None:
+        try:
+            decoder.add(batch, value, ctype, partition, offset, refused)
+        except DecodeError as exc:
+            # The stream accepted it, so this is not the producer's fault; the detectors saw
+            # its events, and only the storage misses them.
+            log.error("cannot store record %d@%d: %s", offset, partition, exc.reason)
+
+    def add_run() -> None:
+        try:
+            decoder.add_bare_events(batch, *zip(*run, strict=True))
+        except DecodeError:
+            for value, partition, offset in run:  # find and report the bad one
+                add(value, None, partition, offset, ())
+        run.clear()
+
+    for record in records:
+        if isinstance(record, DecodedSteps):
+            if run:
+                add_run()
+            batch.add_rows(record)
+            continue
+        value, ctype, partition, offset, refused = record
+        # Routed records can repeat under new offsets: no partition, so every one of their
+        # rows is checked against stored ids.
+        partition = None if is_routed(ctype) else partition
+        if ctype is None and not refused and value[:HEADER_SIZE] == bare:
+            run.append((value, partition, offset))
+            continue
+        if run:
+            add_run()
+        add(value, ctype, partition, offset, refused)
+    if run:
+        add_run()
+    return batch
 
 
 def _open(connect: Any, dsn: str) -> Any:

@@ -165,8 +165,9 @@ def test_a_record_twice_in_one_batch_counts_once() -> None:
 
 
 def test_the_writer_stores_the_same_rows_from_decoded_steps_as_from_records() -> None:
-    """JSON and bare-event records reach the writer as the rows the stream decoded; the
-    columns are those the writer's own decode of the records gives, refused events left out."""
+    """JSON, StepBatch and current-schema bare-event records reach the writer as they are,
+    bare events framed under another fingerprint as the rows the stream decoded; the columns
+    are those the writer's own decode of the records gives, refused events left out."""
     import json as json_module
 
     from tripwire.schemas.step_columns import DecodedSteps, StepColumnDecoder
@@ -181,7 +182,11 @@ def test_the_writer_stores_the_same_rows_from_decoded_steps_as_from_records() ->
     raw.append((None, json_module.dumps([events[20], impossible | {
         "agent_id": events[20]["agent_id"]}]).encode(), js, "agent-steps", 0, 20))
     raw += [(None, codec.event_codec.encode(events[i]), [], "agent-steps", 0, i)
-            for i in range(21, 40)]
+            for i in range(21, 30)]
+    # The same schema's canonical form as another library writes it: another fingerprint.
+    variant = next(fp for fp in codec.event_codec._writers if fp != codec.event_codec.fingerprint)
+    raw += [(None, b"\xc3\x01" + variant + codec.event_codec.encode(events[i])[10:], [],
+             "agent-steps", 0, i) for i in range(30, 40)]
     raw.append((None, codec.encode(events[40:60]), [], "agent-steps", 0, 40))
     result = StepProcessor(AgentStates(ChangelogTable(), Policy(), scan_text)).process(raw)
 
@@ -197,7 +202,7 @@ def test_the_writer_stores_the_same_rows_from_decoded_steps_as_from_records() ->
         ctype = "application/json" if headers else None
         refused = (1,) if offset == 20 else ()
         decoder.add(from_records, value, ctype, partition, offset, refused)
-    assert sum(isinstance(i, DecodedSteps) for i in result.stored) == 1
+    assert [len(i.rows) for i in result.stored if isinstance(i, DecodedSteps)] == [10]
     assert len(from_stream) == len(from_records) == 60
     assert sorted(zip(*from_stream.columns, from_stream.partitions, from_stream.offsets,
                       strict=True)) == sorted(

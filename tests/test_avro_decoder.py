@@ -20,6 +20,7 @@ from tripwire.schemas.avro_decoder import (
     AvroDecodeError,
     compile_column_reader,
     compile_reader,
+    compile_row_reader,
     generate_source,
 )
 from tripwire.schemas.codec import (
@@ -566,6 +567,64 @@ def test_column_reader_rejects_what_the_record_reader_rejects(body: bytes) -> No
     else:
         assert got is not None
         assert got == (as_columns(schema, whole[0]["events"]), whole[1])
+
+
+def row_or_error(schema: Any, body: bytes) -> tuple[tuple[Any, ...], int] | None:
+    """What the row reader reads from ``body``, or None when it rejects it."""
+    try:
+        return compile_row_reader(schema)(body, 0)  # type: ignore[return-value]
+    except AvroDecodeError as exc:
+        assert exc.reason
+        return None
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_row_reader_gives_the_record_readers_values_in_field_order(data: st.DataObject) -> None:
+    fields = data.draw(st.lists(avro_schemas(), max_size=6))
+    top = {"type": "record", "name": "?",
+           "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(fields)]}
+    schema = parse_schema(with_unique_names(top))
+    record = data.draw(values(schema, schema.get("__named_schemas", {})))
+    body = encode(schema, record) + b"tail"
+    expected, end = compile_reader(schema)(body, 0)
+    got = row_or_error(schema, body)
+    assert got is not None
+    assert same(list(got[0]), [expected[f["name"]] for f in schema["fields"]])
+    assert got[1] == end == len(body) - 4
+
+
+@settings(max_examples=200)
+@given(events=st.lists(contract_values("StepEvent"), min_size=1, max_size=8))
+def test_step_event_rows_transposed_are_the_batch_readers_columns(
+        events: list[dict[str, Any]]) -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    read = compile_row_reader(schema)
+    rows = []
+    for event in events:
+        body = encode(schema, event)
+        row, end = read(body, 0)
+        assert end == len(body)
+        rows.append(row)
+    batch = encode(CONTRACT["StepBatch"]._schema, {"events": events})
+    got = columns_or_error(schema, batch)
+    assert got is not None
+    assert same([list(c) for c in zip(*rows, strict=True)], got[0])  # NaN costs compare equal
+    assert got[1] == len(batch)
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=300))
+def test_row_reader_rejects_what_the_record_reader_rejects(body: bytes) -> None:
+    schema = CONTRACT["StepEvent"]._schema
+    whole = decode_or_error(compile_reader(schema), body)
+    got = row_or_error(schema, body)
+    if whole is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert same(list(got[0]), [whole[0][f["name"]] for f in schema["fields"]])
+        assert got[1] == whole[1]
 
 
 def test_column_reader_needs_a_record_schema() -> None:

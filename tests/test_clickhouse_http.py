@@ -62,3 +62,29 @@ def test_readers_use_the_running_stack_and_only_its_dir(tmp_path: Path) -> None:
     configured = TripwireSettings(data_dir=tmp_path, clickhouse_url="http://u:p@server:8123/db")
     assert reading_dsn(configured) == "http://u:p@server:8123/db"
 
+
+
+def test_the_step_sink_inserts_arrow_over_http(interface: HttpAddress, ch_client) -> None:
+    """The sink's insert (Arrow IPC in the request body) the way it reaches a ClickHouse
+    server in production: over HTTP, masked, absent fields stored as their defaults."""
+    import time
+    import uuid
+
+    from tripwire.sinks.migrations import migrate
+    from tripwire.sinks.step_sink import StepSink
+
+    migrate(ch_client, 90)
+    client = clickhouse_connect.get_client(dsn=interface.dsn, autogenerate_session_id=False)
+    now = int(time.time() * 1000)
+    events = [{"event_id": str(uuid.uuid4()), "ts": now + i, "agent_id": f"agent-{i % 3}",
+               "run_id": "run-1", "step": i, "kind": "tool_call",
+               "content": "mail bob@example.com" if i % 3 == 0 else None,
+               "attributes": {"api_token": "t0k3n", "region": "eu"} if i % 2 else {}}
+              for i in range(3_000)]
+    assert StepSink(client).insert(events) == 3_000
+    assert StepSink(client).insert(events[:10]) == 0  # already stored
+    assert ch_client.query(
+        "SELECT count(), countIf(content = 'mail [EMAIL]'), countIf(content = ''),"
+        " countIf(attributes['api_token'] = '[SECRET]'), countIf(attributes = map()),"
+        " sum(input_tokens), countIf(latency_ms IS NULL), countIf(tool = '') FROM steps"
+    ).result_rows == [(3_000, 1_000, 2_000, 1_500, 1_500, 0, 3_000, 3_000)]

@@ -5,6 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tripwire.schemas.step_columns import StepColumns
 from tripwire.sinks.clickhouse import Client
@@ -207,8 +209,8 @@ class CountingClient:
         self.queries += 1
         return self.client.query(*args, **kwargs)
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
-        return self.client.insert(*args, **kwargs)
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.insert_arrow(*args, **kwargs)
 
 
 def from_kafka(events: list[dict[str, Any]], partition: int, first_offset: int) -> StepColumns:
@@ -252,8 +254,8 @@ def test_a_failed_insert_has_its_partitions_checked_again(ch_migrated: Client):
     class SecondInsertFails(CountingClient):
         inserts = 0
 
-        def insert(self, *args: Any, **kwargs: Any) -> Any:
-            result = self.client.insert(*args, **kwargs)
+        def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+            result = self.client.insert_arrow(*args, **kwargs)
             self.inserts += 1
             if self.inserts == 2:  # stored, but reported failed
                 raise RuntimeError("connection reset")
@@ -267,3 +269,81 @@ def test_a_failed_insert_has_its_partitions_checked_again(ch_migrated: Client):
         sink.insert_columns(from_kafka(events[100:], 0, 100))
     assert sink.insert_columns(from_kafka(events[100:], 0, 100)) == 0, "the retry finds them"
     assert count(ch_migrated) == 200
+
+
+# --- the Arrow insert against the column rules as a reference -------------------------------
+
+_TEXTS = st.one_of(st.none(), st.text(max_size=12))
+_SECRETS = st.sampled_from(["", "mail bob@example.com now", "password=hunter2",
+                            "card 4111 1111 1111 1111", "key AKIAIOSFODNN7EXAMPLE x"])
+
+
+@st.composite
+def stored_events(draw: st.DrawFn) -> dict[str, Any]:
+    """StepEvents as the stream hands them to the sink: any mix of absent and present
+    optional fields, free text with and without secrets."""
+    event = step_event(
+        event_id=draw(st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()),
+                                st.text(min_size=1, max_size=8))),
+        ts=NOW_MS - draw(st.integers(0, 10 * 86_400_000)),
+        agent_id=draw(st.text(min_size=1, max_size=6)),
+        run_id=draw(st.text(max_size=6)),
+        step=draw(st.integers(-(2**31), 2**31 - 1)),
+        kind=draw(st.sampled_from(["tool_call", "model_call", "run_end"])),
+        attributes=draw(st.one_of(st.none(), st.dictionaries(
+            st.sampled_from(["region", "api_token", "note", ""]),
+            st.one_of(st.text(max_size=8), _SECRETS), max_size=3))),
+    )
+    for name in ("agent_version", "workflow", "owner", "environment", "tool", "action_class",
+                 "params_hash", "policy_outcome", "policy_rule", "model", "status", "outcome",
+                 "approver", "source_trust"):
+        event[name] = draw(_TEXTS)
+    for name in ("input_tokens", "output_tokens", "latency_ms", "wait_ms"):
+        event[name] = draw(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)))
+    event["cost_usd"] = draw(st.one_of(st.none(), st.floats(allow_nan=False)))
+    event["approved"] = draw(st.one_of(st.none(), st.booleans()))
+    event["injection_flagged"] = draw(st.one_of(st.none(), st.booleans()))
+    event["content"] = draw(st.one_of(st.none(), st.text(max_size=20), _SECRETS))
+    return event
+
+
+def reference_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """The stored row by the rules the sink applied before Arrow (its list columns for the
+    driver's Native format): absent text '' and absent numbers 0, Nullable columns keep
+    None, content and attribute values masked."""
+    import uuid as uuid_module
+
+    from tripwire.sinks.masking import mask, mask_attributes
+    from tripwire.sinks.step_sink import _event_key
+
+    row: list[Any] = [uuid_module.UUID(_event_key(event["event_id"])), event["ts"],
+                      event["agent_id"], event["run_id"], event["step"], event["kind"]]
+    row += [event[name] or "" for name in ("agent_version", "workflow", "owner", "environment",
+                                           "tool", "action_class", "params_hash",
+                                           "policy_outcome", "policy_rule", "model", "status",
+                                           "outcome", "approver", "source_trust")]
+    row += [event[name] or 0 for name in ("input_tokens", "output_tokens", "cost_usd")]
+    row += [event["latency_ms"], event["approved"], event["wait_ms"]]
+    row += [mask(event["content"]) if event["content"] else "",
+            bool(event["injection_flagged"]), mask_attributes(event["attributes"])]
+    return tuple(row)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(events=st.lists(stored_events(), min_size=1, max_size=12,
+                       unique_by=lambda e: e["event_id"].lower()))
+def test_stored_rows_follow_the_column_rules(ch_migrated: Client,
+                                             events: list[dict[str, Any]]) -> None:
+    ch_migrated.command("TRUNCATE TABLE steps")
+    assert StepSink(ch_migrated, check_stored=False).insert(events) == len(
+        {reference_row(e)[0] for e in events})
+    stored = ch_migrated.query(
+        "SELECT event_id, toUnixTimestamp64Milli(ts), agent_id, run_id, step, kind,"
+        " agent_version, workflow, owner, environment, tool, action_class, params_hash,"
+        " policy_outcome, policy_rule, model, status, outcome, approver, source_trust,"
+        " input_tokens, output_tokens, cost_usd, latency_ms, approved, wait_ms, content,"
+        " injection_flagged, attributes FROM steps").result_rows
+    expected = {reference_row(e)[0]: reference_row(e) for e in events}
+    assert sorted(stored, key=lambda r: str(r[0])) == sorted(
+        expected.values(), key=lambda r: str(r[0]))
