@@ -2,7 +2,7 @@
 
 Before: with the broker gone, a SIGTERM'd `tripwire worker` was still running after 60 s and
 then exited 1 with a traceback, having printed three aiokafka errors per reconnect attempt
-(~150 lines a minute). Now its stop is bounded by TRIPWIRE_STOP_TIMEOUT_S (exit status 3),
+(~120 lines a second). Now its stop is bounded by TRIPWIRE_STOP_TIMEOUT_S (exit status 3),
 each kind of library error prints once a minute, and a library thread's failure is one line.
 """
 
