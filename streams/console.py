@@ -11,8 +11,9 @@ rebalances) goes to ``<data dir>/worker.log`` with everything else, at the confi
 A library error that repeats prints once a minute: with its broker gone, aiokafka logs three
 errors per reconnect attempt (connect failed, metadata failed, fetch failed): ~120 lines a
 second (measured: 2,509 in the 35 s between stopping the broker and the worker's exit, in
-its log file), which buried the worker's own lines; the console now showed 9 of them. Each repeat still
-goes to the log file; the next console line of the kind says how many it stood for.
+its log file), which buried the worker's own lines; the console now showed 9 of them. Each
+repeat still goes to the log file; the next console line of the kind says how many it stood
+for.
 """
 
 from __future__ import annotations
