@@ -74,7 +74,7 @@ class ConsoleFilter(logging.Filter):
         if held is None:
             return False
         if held:
-            # The console's copy only: the file handler formats the record on its own.
+            # Read by the console's formatters only; the file handler's ignores it.
             record.tripwire_repeats = held
         return True
 
