@@ -138,7 +138,7 @@ class TripwireApp:
         self.processor = StepProcessor(self.states)
         self.sink = SinkBuffer(store, max_rows=s.sink_batch_rows,
                                flush_seconds=s.sink_flush_seconds,
-                               checkpoint=self._checkpoint)
+                               checkpoint=self._checkpoint, after_acks=self._commit_stored)
         self.verifier = CommandVerifier(
             {k: v.get_secret_value() for k, v in s.operator_keys.items()},
             max_age_s=s.command_max_age_s)
@@ -207,6 +207,10 @@ class TripwireApp:
                 await self.handle_records(records, [_offsets_acker(consumer, offsets)])
                 for tp, recs in chunk.items():
                     self._processed_to[tp.partition] = recs[-1].offset + 1
+                # Nothing above waits while fetched records are queued, so without this the
+                # loop's other tasks (the fetcher's next requests, the sink's acks and
+                # commits, heartbeats) ran only once the backlog queued here was gone.
+                await asyncio.sleep(0)
 
     async def _process_steps(self, stream: StreamT) -> None:
         # Only reached if the feed is not installed: the feed takes every agent-steps record
@@ -318,6 +322,14 @@ class TripwireApp:
             partitions = self.states.checkpoint()
             sent, self._unconfirmed = self._unconfirmed, []
         return asyncio.ensure_future(self._confirm(partitions, sent))
+
+    async def _commit_stored(self) -> None:
+        """Commit what the sink has just acked (Faust's own commit path: only offsets every
+        record below which is acked, as on its timer)."""
+        try:
+            await self.app.consumer.commit()
+        except Exception as exc:  # noqa: BLE001 - the commit timer tries again within 1 s
+            log.debug("commit after a stored batch failed: %r", exc)
 
     async def _confirm(self, partitions: set[int], sent: list[asyncio.Future]) -> None:
         # The stream goes on meanwhile: its new changelog writes only follow these.

@@ -90,7 +90,8 @@ class SinkBuffer:
     """
 
     def __init__(self, store: Store, *, max_rows: int, flush_seconds: float, max_inflight: int = 8,
-                 checkpoint: Callable[[], Awaitable[Awaitable[None]]] | None = None) -> None:
+                 checkpoint: Callable[[], Awaitable[Awaitable[None]]] | None = None,
+                 after_acks: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.store = store
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
@@ -100,6 +101,11 @@ class SinkBuffer:
         # awaitable for that durability, which the batch's insert does not wait for (the
         # stream and the insert go on while the broker confirms), only its acks.
         self._checkpoint = checkpoint
+        # Runs once a stored group's acks are done: the stream commits them then rather than
+        # at its next commit timer (up to 1 s later: on a 4-5 s bench drain that wait alone
+        # was 10-20 % of the time from the first take to the commit of the last event, and
+        # what a crash meanwhile would have re-delivered).
+        self._after_acks = after_acks
         self._pending = _Pending()
         self._space = asyncio.Semaphore(max_inflight)
         # Sealed batches not yet taken by the insert thread, in seal order; guarded by
@@ -176,6 +182,8 @@ class SinkBuffer:
                         await batch.durable
                     for ack in batch.acks:
                         await ack()
+                if self._after_acks is not None:
+                    await self._after_acks()
             finally:
                 for _ in group:
                     self._space.release()

@@ -117,3 +117,28 @@ def test_a_coalesced_insert_stays_under_its_row_cap(monkeypatch) -> None:
     store = asyncio.run(scenario())
     assert [len(i) for i in store.inserts] == [2, 4, 2]
     assert [r[1] for i in store.inserts for r in i] == list(range(8))
+
+
+def test_the_commit_hook_runs_after_each_stored_groups_acks() -> None:
+    async def scenario() -> list[str]:
+        store = HeldStore()
+        store.release.set()
+        seen: list[str] = []
+
+        async def commit() -> None:
+            seen.append(f"commit after {len(store.inserts)} inserts")
+
+        buf = SinkBuffer(store, max_rows=2, flush_seconds=60, after_acks=commit)
+
+        async def ack() -> None:
+            seen.append("ack")
+
+        await buf.add([("r", 0), ("r", 1)], 2, [], [], [ack])
+        await buf.flush()
+        await buf.add([("r", 2), ("r", 3)], 2, [], [], [ack])
+        await buf.flush()
+        buf.close()
+        return seen
+
+    assert asyncio.run(scenario()) == ["ack", "commit after 1 inserts",
+                                       "ack", "commit after 2 inserts"]
