@@ -481,21 +481,23 @@ class AgentMonitor:
                     on_time = False
                 loops.observe(event, on_time, out)
                 # Each detector only sees the kinds it counts: most events concern one of them.
+                # (``feed``'s ``get`` tests as ``in`` tests first: the same answers, and a key
+                # the event lacks, as most of a stored step's optional keys, costs no call.)
                 if (
-                    event.get("cost_usd") is not None
-                    or event.get("input_tokens") is not None
-                    or event.get("output_tokens") is not None
+                    ("cost_usd" in event and event["cost_usd"] is not None)
+                    or ("input_tokens" in event and event["input_tokens"] is not None)
+                    or ("output_tokens" in event and event["output_tokens"] is not None)
                     or kind == "run_end"
                 ):
                     spend.observe(event, on_time, out)
                 if on_time:
                     if kind == "policy_decision":
                         denials.observe(event, True, out)
-                    if event.get("injection_flagged") or (
-                        scanner is not None and event.get("content")
+                    if ("injection_flagged" in event and event["injection_flagged"]) or (
+                        scanner is not None and "content" in event and event["content"]
                     ):
                         injection.observe(event, True, out)
-                if watermark >= self.next_maintenance:
+                if watermark >= maintenance:
                     self._maintain(watermark, watermark)
             if out:
                 found = out

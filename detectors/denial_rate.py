@@ -114,7 +114,19 @@ class DenialRateDetector(StreamDetector):
         # bucket has not changed: the usual case.)
         if key.advance(now) if now // key.bucket_ms > key.head else key.cells is None:
             key.forget()
-        if not key.add2(ts, 1, 1 if denied else 0):
+        # add2(ts, 1, denied), inlined for its usual case: the event lands in the newest
+        # bucket of a window that holds something (with the count rings' cheaper crossing:
+        # denial rate 0.66 -> 0.57 us an event on the bench dataset's first 20 agents).
+        cells = key.cells
+        bucket = ts // key.bucket_ms
+        if bucket == key.head and cells is not None:
+            offset = bucket % key.size * 2
+            cells[offset] += 1
+            key.total0 += 1
+            if denied:
+                cells[offset + 1] += 1
+                key.total1 += 1
+        elif not key.add2(ts, 1, 1 if denied else 0):
             return
         if denied:
             evidence = key.evidence

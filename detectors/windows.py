@@ -398,7 +398,10 @@ class CoalescedWindows:
             self._flush(now, bucket)
         if now >= self.baseline.fold_at:
             self.baseline.advance(now)
-        return all(r.empty for r in self.rings) and not any(self.pending)
+        for ring in self.rings:
+            if ring.cells is not None:
+                return False
+        return not any(self.pending)
 
     def _flush(self, now: int, bucket: int) -> None:
         # Sparse agents (an event every few seconds) flush at nearly every event, so the
