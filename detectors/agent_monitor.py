@@ -469,7 +469,7 @@ class AgentMonitor:
                 _earned(breaker, autonomy.begin(version), ts, transitions)
                 wake = breaker.wake_at
             maintenance = self.next_maintenance
-            decision = kind == "approval_decision" or kind == "policy_decision"
+            decision = kind in _DECISIONS
             if decision and earn:
                 autonomy.observe(event)
             if not (kind == "approval_decision" and (event.get("attributes") or {}).get(

@@ -174,7 +174,7 @@ class LoopSettings:
 class LoopDetector(StreamDetector):
     name = "loop"
 
-    __slots__ = ("settings", "runs", "entries", "next_deadline")
+    __slots__ = ("settings", "runs", "entries", "step_next", "next_deadline")
 
     def __init__(
         self, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
@@ -183,6 +183,7 @@ class LoopDetector(StreamDetector):
         settings = self.settings = policy.compiled("loops", LoopSettings)
         self.runs: RunTable[RunLoops] = RunTable(settings.max_open_runs)
         self.entries = self.runs.entries  # the same dict, one attribute lookup closer
+        self.step_next = settings.step_next
         self.next_deadline = NO_DEADLINE  # earliest never-ending-run threshold among open runs
 
     def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
@@ -213,7 +214,7 @@ class LoopDetector(StreamDetector):
             run.steps = steps
             # Steps only grow, so there is nothing to re-arm: one comparison with the next
             # band's threshold (infinite past the last band).
-            if steps >= self.settings.step_next[run.step_level]:
+            if steps >= self.step_next[run.step_level]:
                 run.step_level = self.settings.step_bands.rise(steps, run.step_level)
                 out.append(self._step_detection(run_id, run, event))
         if run.symbols is not None:  # still open
