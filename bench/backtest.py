@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tripwire.bench.backtest [--steps 10000000] [--agents 500] [--days 2]
                                         [--change breaker|detectors|none]
-                                        [--data-dir DIR]
+                                        [--data-dir DIR] [--limit EVENTS]
 
 Generates the dashboard benchmark's dataset (``bench/dashboard_queries.py``: 10M steps of
 500 agents over 2 days by default) in a temporary chDB dir, then runs the backtest exactly as
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="keep the generated dataset in this chDB dir and reuse "
                    "it on later runs (generating 10M steps takes minutes); default: a "
                    "temporary dir, removed at the end")
+    p.add_argument("--limit", type=int, help="replay only the first agents' steps, up to "
+                   "about this many events (whole chunks), for a quick run while developing; "
+                   "default: the whole dataset")
     args = p.parse_args(argv)
 
     data = args.data_dir or tempfile.mkdtemp(prefix="tripwire-bench-backtest-")
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         events = 0
         for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):
             events += len(chunk)
+            if args.limit is not None and events >= args.limit:
+                break
         read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"ceiling (read + decode only): {events:,} events in {read_s:.1f} s = "
               f"{events / read_s:,.0f} events/s wall, {events / read_cpu:,.0f} per CPU s; "
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         t0, c0 = time.perf_counter(), time.process_time()
         for agent, workflow, chunk, ts in agent_chunks(client, start, end, keys=keys):
             bt.feed(agent, workflow, chunk, ts)
+            if args.limit is not None and bt.events >= args.limit:
+                break
         report = bt.finish()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         rate_cpu = report.events / cpu

@@ -452,6 +452,11 @@ class AgentMonitor:
         scanner = self.scanner
         grace = clock.grace_ms
         count_caps = bool(rates.caps)
+        # Whether an event that finds nothing can skip straight to the deadline test: no
+        # counters to feed (rate caps, a variant's own detectors or counters), and what
+        # earns autonomy (decisions) taken per event below.
+        quiet = not count_caps and not every_event
+        earning = earn or variants_earn
         out: list[Detection] = []
         # What the breaker last saw, read again after each call that may change it.
         wake = breaker.wake_at
@@ -464,7 +469,7 @@ class AgentMonitor:
                 _earned(breaker, autonomy.begin(version), ts, transitions)
                 wake = breaker.wake_at
             maintenance = self.next_maintenance
-            decision = kind == "approval_decision" or kind == "policy_decision"
+            decision = kind in _DECISIONS
             if decision and earn:
                 autonomy.observe(event)
             if not (kind == "approval_decision" and (event.get("attributes") or {}).get(
@@ -481,21 +486,23 @@ class AgentMonitor:
                     on_time = False
                 loops.observe(event, on_time, out)
                 # Each detector only sees the kinds it counts: most events concern one of them.
+                # (``feed``'s ``get`` tests as ``in`` tests first: the same answers, and a key
+                # the event lacks, as most of a stored step's optional keys, costs no call.)
                 if (
-                    event.get("cost_usd") is not None
-                    or event.get("input_tokens") is not None
-                    or event.get("output_tokens") is not None
+                    ("cost_usd" in event and event["cost_usd"] is not None)
+                    or ("input_tokens" in event and event["input_tokens"] is not None)
+                    or ("output_tokens" in event and event["output_tokens"] is not None)
                     or kind == "run_end"
                 ):
                     spend.observe(event, on_time, out)
                 if on_time:
                     if kind == "policy_decision":
                         denials.observe(event, True, out)
-                    if event.get("injection_flagged") or (
-                        scanner is not None and event.get("content")
+                    if ("injection_flagged" in event and event["injection_flagged"]) or (
+                        scanner is not None and "content" in event and event["content"]
                     ):
                         injection.observe(event, True, out)
-                if watermark >= self.next_maintenance:
+                if watermark >= maintenance:
                     self._maintain(watermark, watermark)
             if out:
                 found = out
@@ -503,6 +510,16 @@ class AgentMonitor:
                 detections += found
             else:
                 found = _NOTHING
+                if quiet and not (decision and earning) and version == last_version and (
+                        version is None or version == seen_version):
+                    # Nothing found, no counters, nothing earned and the same version as
+                    # before: no breaker (the enforced one or a variant's) can move except on
+                    # a due deadline. The tests below, decided at once (most events: 643 -> 620
+                    # bytecodes an event replayed on the bench dataset).
+                    if wake is not None and clock.watermark >= wake:
+                        transitions += breaker.tick(clock.watermark)
+                        wake = breaker.wake_at
+                    continue
             caps = rates.observe(event) if count_caps else _NO_CAPS
             watermark = clock.watermark
             if found or caps or (earn and decision) or (

@@ -33,6 +33,40 @@ class DenialKey(BucketRing):
         self.level = 0
         self.evidence: EvidenceRing | None = None
 
+    def advance(self, now_ms: int) -> bool:
+        """``BucketRing.advance`` for a denial key, whose buckets never hold more denials
+        than decisions (each decision adds 1, and 1 or 0): a dropped bucket without
+        decisions is skipped without reading its denials (a sparse key's usual dropped
+        bucket: 620 -> 603 bytecodes an event replayed on the bench dataset)."""
+        idx = now_ms // self.bucket_ms
+        head = self.head
+        if idx <= head:
+            return self.cells is None
+        self.head = idx
+        cells = self.cells
+        if cells is None:
+            return True
+        size = self.size
+        if idx - head >= size:
+            self.cells, self.total0, self.total1 = None, 0, 0
+            return True
+        total0 = self.total0
+        for bucket in range(head + 1, idx + 1):
+            offset = bucket % size * 2
+            decided = cells[offset]
+            if decided:
+                total0 -= decided
+                cells[offset] = 0
+                denied = cells[offset + 1]
+                if denied:
+                    self.total1 -= denied
+                    cells[offset + 1] = 0
+        self.total0 = total0
+        if not (total0 or self.total1):
+            self.cells, self.total0, self.total1 = None, 0, 0
+            return True
+        return False
+
     def forget(self) -> None:
         self.level = 0
         self.evidence = None
@@ -114,7 +148,19 @@ class DenialRateDetector(StreamDetector):
         # bucket has not changed: the usual case.)
         if key.advance(now) if now // key.bucket_ms > key.head else key.cells is None:
             key.forget()
-        if not key.add2(ts, 1, 1 if denied else 0):
+        # add2(ts, 1, denied), inlined for its usual case: the event lands in the newest
+        # bucket of a window that holds something (with the count rings' cheaper crossing:
+        # denial rate 0.66 -> 0.57 us an event on the bench dataset's first 20 agents).
+        cells = key.cells
+        bucket = ts // key.bucket_ms
+        if bucket == key.head and cells is not None:
+            offset = bucket % key.size * 2
+            cells[offset] += 1
+            key.total0 += 1
+            if denied:
+                cells[offset + 1] += 1
+                key.total1 += 1
+        elif not key.add2(ts, 1, 1 if denied else 0):
             return
         if denied:
             evidence = key.evidence

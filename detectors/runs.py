@@ -53,11 +53,13 @@ class RunTable(Generic[EntryT]):
         """Add a new run, first dropping ended runs past their TTL: a run start is the
         natural moment (a few per minute), so finished runs do not wait for a sweep."""
         entries = self.entries
-        dead = [
-            r for r, e in entries.items() if e.ended and e.ended_ts + ttl_after_end_ms <= watermark
-        ]
-        for r in dead:
-            del entries[r]
+        if entries:
+            # ``ended_ts`` compared directly rather than through the ``ended`` property: this
+            # runs at every run start, for every run kept.
+            ended_by = watermark - ttl_after_end_ms
+            dead = [r for r, e in entries.items() if NOT_ENDED != e.ended_ts <= ended_by]
+            for r in dead:
+                del entries[r]
         if len(entries) >= self.max_open:
             # Ended runs go first (they are only kept for stragglers), then the one that has
             # been quiet longest. O(n) but only when the cap is hit.
@@ -75,11 +77,16 @@ class RunTable(Generic[EntryT]):
         the run's end, and the TTL is validated to exceed the grace, so a run is never
         forgotten while its on-time stragglers can still show up.
         """
+        entries = self.entries
+        if not entries:
+            return
+        # The bounds computed once, not per run (times are ints: the same comparisons).
+        ended_by = watermark - ttl_after_end_ms
+        idle_by = (now_ms if now_ms > watermark else watermark) - idle_ms
         dead = [
             run_id
-            for run_id, entry in self.entries.items()
-            if (entry.ended and entry.ended_ts + ttl_after_end_ms <= watermark)
-            or entry.last_ts + idle_ms <= max(now_ms, watermark)
+            for run_id, entry in entries.items()
+            if NOT_ENDED != entry.ended_ts <= ended_by or entry.last_ts <= idle_by
         ]
         for run_id in dead:
-            del self.entries[run_id]
+            del entries[run_id]

@@ -120,34 +120,52 @@ class BucketRing:
         cells = self.cells
         if cells is None:
             return True
-        size, width = self.size, self.width
+        size = self.size
         if idx - head >= size:
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
-        if self.typecode == "I":
+        counts = self.typecode == "I"
+        if counts and self.width == 2:
             # Counts are ints: subtracting the dropped buckets is exact, and skips summing
-            # the whole ring (a denial key crosses a bucket on nearly every decision).
+            # the whole ring (a denial key crosses a bucket on nearly every decision). A
+            # sparse key mostly drops empty buckets: those are neither subtracted nor
+            # rewritten (denial rate detector 0.66 -> 0.60 us an event, bench dataset).
             total0, total1 = self.total0, self.total1
             for bucket in range(head + 1, idx + 1):
-                offset = (bucket % size) * width
-                total0 -= cells[offset]
-                cells[offset] = 0
-                if width == 2:
-                    total1 -= cells[offset + 1]
+                offset = (bucket % size) * 2
+                value = cells[offset]
+                if value:
+                    total0 -= value
+                    cells[offset] = 0
+                value = cells[offset + 1]
+                if value:
+                    total1 -= value
                     cells[offset + 1] = 0
             self.total0, self.total1 = total0, total1
-        else:
+        elif self.width == 2:
             for bucket in range(head + 1, idx + 1):
-                offset = (bucket % size) * width
-                cells[offset] = 0
-                if width == 2:
-                    cells[offset + 1] = 0
-            # Floats: recomputed rather than decremented so rounding cannot accumulate; this
-            # runs once per bucket crossing, not per event.
-            if width == 1:
-                self.total0 = sum(cells)
+                offset = (bucket % size) * 2
+                cells[offset] = cells[offset + 1] = 0
+            # Floats: recomputed rather than decremented so rounding cannot accumulate;
+            # this runs once per bucket crossing, not per event.
+            self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
+        elif counts:
+            total0 = self.total0
+            for bucket in range(head + 1, idx + 1):
+                offset = bucket % size
+                value = cells[offset]
+                if value:
+                    total0 -= value
+                    cells[offset] = 0
+            self.total0 = total0
+        else:
+            if idx == head + 1:  # the usual crossing: one bucket
+                cells[idx % size] = 0
             else:
-                self.total0, self.total1 = sum(cells[0::2]), sum(cells[1::2])
+                for bucket in range(head + 1, idx + 1):
+                    cells[bucket % size] = 0
+            # Floats: recomputed, as above.
+            self.total0 = sum(cells)
         if not (self.total0 or self.total1):
             self.cells, self.total0, self.total1 = None, 0, 0
             return True
@@ -329,6 +347,7 @@ class CoalescedWindows:
         "fine_ms",
         "bucket",
         "pending",
+        "pairs",
     )
 
     def __init__(
@@ -338,8 +357,11 @@ class CoalescedWindows:
         baseline: EwmaBaseline,
         baseline_quantity: int,
     ) -> None:
+        if any(r.width != 1 or r.typecode == "I" for r in rings):
+            raise ValueError("coalesced windows are rings of one float quantity each")
         self.rings = rings
         self.quantities = quantities  # quantity (0 or 1) each ring sums
+        self.pairs = tuple(zip(rings, quantities, strict=True))
         self.baseline = baseline
         self.baseline_quantity = baseline_quantity
         self.fine_ms = reduce(gcd, [r.bucket_ms for r in rings], baseline.period_ms)
@@ -376,29 +398,37 @@ class CoalescedWindows:
             self._flush(now, bucket)
         if now >= self.baseline.fold_at:
             self.baseline.advance(now)
-        return all(r.empty for r in self.rings) and not any(self.pending)
+        for ring in self.rings:
+            if ring.cells is not None:
+                return False
+        return not any(self.pending)
 
     def _flush(self, now: int, bucket: int) -> None:
         # Sparse agents (an event every few seconds) flush at nearly every event, so the
         # rings' add and advance are inlined for their usual cases (measured: a third of the
-        # spend detector's time on the 10M-step bench dataset). Each ring is independent, so
-        # adding to and advancing one ring before the next is the same as add all, advance all.
+        # spend detector's time on the 10M-step bench dataset; iterating prebuilt (ring,
+        # quantity) pairs instead of a strict zip: spend 1.25 -> 1.11 us an event). Each ring
+        # is independent, so adding to and advancing one ring before the next is the same as
+        # add all, advance all.
+        # Every ring holds one float quantity (checked in __init__): cell ``index % size``.
         pending = self.pending
-        if pending[0] or pending[1]:
+        first, second = pending
+        if first or second:
             ts = self.bucket * self.fine_ms
-            for ring, quantity in zip(self.rings, self.quantities, strict=True):
-                amount = pending[quantity]
+            for ring, quantity in self.pairs:
+                amount = second if quantity else first
+                bucket_ms = ring.bucket_ms
                 if amount:
-                    index = ts // ring.bucket_ms
+                    index = ts // bucket_ms
                     cells = ring.cells
                     if index == ring.head and cells is not None:
-                        cells[index % ring.size * ring.width] += amount
+                        cells[index % ring.size] += amount
                         ring.total0 += amount
                     else:
                         ring.add(ts, 0, amount)
-                if now // ring.bucket_ms > ring.head:
+                if now // bucket_ms > ring.head:
                     ring.advance(now)
-            amount = pending[self.baseline_quantity]
+            amount = second if self.baseline_quantity else first
             if amount:
                 self.baseline.add(ts, amount)
             pending[0] = pending[1] = 0.0
@@ -431,5 +461,6 @@ class CoalescedWindows:
             )
             for ring_state, ring in zip(rings, self.rings, strict=True)
         )
+        self.pairs = tuple(zip(self.rings, self.quantities, strict=True))
         base = self.baseline
         self.baseline = EwmaBaseline.from_state(state[5], base.period_ms, base.alpha, base.grace_ms)

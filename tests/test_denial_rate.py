@@ -10,8 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tripwire.detectors.denial_rate import DenialRateDetector
+from tripwire.detectors.denial_rate import DenialKey, DenialRateDetector
 from tripwire.detectors.policy import DenialRatePolicy, EventTimePolicy, RateBand, ResolvedPolicy
+from tripwire.detectors.windows import BucketRing
 
 FIELDS = [
     f["name"]
@@ -303,3 +304,25 @@ def test_the_guards_own_refusals_do_not_count_as_the_agents_denials() -> None:
     assert feed_all(detector, guard_refusals) == []
     own = [decision(n, 30_000 + n * 1000) for n in range(30, 40)]
     assert feed_all(detector, own), "the agent's own denials still count"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3_000), st.booleans(), st.booleans()), max_size=80),
+       st.sampled_from([(1_000, 10), (300, 3), (2_000, 7)]))
+def test_a_denial_keys_advance_matches_the_rings(
+    steps: list[tuple[int, bool, bool]], geometry: tuple[int, int]
+) -> None:
+    """DenialKey.advance skips the denials of buckets without decisions: the same window,
+    totals and cells as BucketRing.advance, which reads every dropped cell."""
+    window_ms, buckets = geometry
+    key = DenialKey(window_ms, buckets)
+    ring = BucketRing(window_ms, buckets, width=2, counts=True)
+    now = 0
+    for delta, denied, sweep in steps:
+        now += delta
+        if sweep:
+            assert key.advance(now) == ring.advance(now)
+        else:
+            assert key.add2(now - delta // 2, 1, int(denied)) == ring.add2(
+                now - delta // 2, 1, int(denied))
+        assert key.to_state() == ring.to_state()

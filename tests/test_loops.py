@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,16 @@ def test_state_round_trip_resumes_identically() -> None:
     got += feed_all(resumed, events[20:]) + resumed.tick(T0 + 40 * MIN)
     assert got == expected and len(expected) > 3
     assert resumed.to_state() == straight.to_state()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12), st.text(min_size=1, max_size=24))
+def test_a_calls_symbol_is_the_crc_of_tool_and_params(tool: str, params: str) -> None:
+    """The symbol is continued from the tool's cached CRC: the same as the CRC of the whole
+    "tool\\x1fparams" text it replaces, for any tool and params."""
+    detector = LoopDetector("agent-1", policy(repeat_horizon=4, repeat_limit=2))
+    run = Run()
+    detector.feed(run.call(tool, params))
+    state = detector.runs.entries["run-1"]
+    assert state.symbols is not None
+    assert list(state.symbols) == [zlib.crc32(f"{tool}\x1f{params}".encode())]

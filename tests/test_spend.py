@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tripwire.detectors.policy import EventTimePolicy, ResolvedPolicy, RunsPolicy, SpendPolicy
-from tripwire.detectors.spend import SpendDetector
+from tripwire.detectors.spend import SpendDetector, SpendSettings
 
 FIELDS = [
     f["name"]
@@ -379,3 +379,26 @@ def test_state_round_trip_resumes_identically() -> None:
     got += feed_all(resumed, events[40:])
     assert got == expected and len(expected) >= 3
     assert resumed.to_state() == straight.to_state()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40 * MIN), st.sampled_from([0.1, 0.5, 1.25, 2.5, 2.4999])),
+             max_size=60).map(sorted),
+    st.sampled_from([0.1, 0.5, 1.0]),
+)
+def test_skipping_the_spike_ratio_below_the_floor_changes_nothing(
+    events: list[tuple[int, float]], floor: float
+) -> None:
+    """Below ``spike_below`` the ratio is not computed: the same detections and state as the
+    detector that computes it for every spend event (the path it replaces)."""
+    p = spike_policy(spike_min_baseline=floor)
+    fast, full = SpendDetector("agent-1", p), SpendDetector("agent-1", p)
+    full.settings = SpendSettings(p)
+    full.settings.spike_below = float("-inf")
+    calls = [Calls(), Calls()]
+    for ts, usd in events:
+        got = fast.feed(calls[0].model_call(T0 + ts, usd=usd, run_id="r"))
+        want = full.feed(calls[1].model_call(T0 + ts, usd=usd, run_id="r"))
+        assert got == want
+    assert fast.to_state() == full.to_state()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tripwire.simulator.fleet import fleet_events
 from tripwire.sinks import step_history
 from tripwire.sinks.step_history import KEYS, agent_chunks, count_steps
@@ -96,3 +99,61 @@ def test_rare_presence_patterns_build_the_same_events(ch_migrated, monkeypatch) 
     assert list(agent_chunks(ch_migrated, end - 7200_000, end)) == chained
     monkeypatch.setattr(step_history, "CHAINED_PATTERNS", 0)
     assert list(agent_chunks(ch_migrated, end - 7200_000, end)) == chained
+
+
+_OPTIONAL = step_history._optional(None)
+_WIDTH = sum(len(exprs) for _, exprs, _ in _OPTIONAL)
+
+
+@st.composite
+def _blocks(draw: st.DrawFn) -> list:
+    """A block as the query returns it, with few presence patterns (repeating with any
+    period, like the bench dataset's 16-step runs) or many."""
+    patterns = draw(st.lists(st.integers(0, (1 << len(_OPTIONAL)) - 1), min_size=1,
+                             max_size=20, unique=True))
+    rows = draw(st.integers(1, 80))
+    period = draw(st.integers(1, 20))
+    cycle = draw(st.lists(st.sampled_from(patterns), min_size=period, max_size=period))
+    masks = [cycle[i % period] if draw(st.booleans()) else draw(st.sampled_from(patterns))
+             for i in range(rows)]
+    columns = [["a"] * rows, [""] * rows, masks, [f"e{i}" for i in range(rows)],
+               list(range(rows)), ["r"] * rows, list(range(rows)), ["tool_call"] * rows]
+    columns += [[f"v{c}.{i}" for i in range(rows)] for c in range(_WIDTH)]
+    return columns
+
+
+@settings(max_examples=300, deadline=None)
+@given(_blocks())
+def test_decoded_events_match_the_per_row_reference(block: list) -> None:
+    """Every row's event is the one the per-key fallback builds, whatever the patterns and
+    however they repeat (choosing the displays from a sample once missed periodic ones)."""
+    decoder = step_history._Decoder(_OPTIONAL)
+    values = list(zip(*block[8:], strict=True)) if block[8:] else [()] * len(block[2])
+    want = [decoder.event(m, e, t, r, s, k, v) for m, e, t, r, s, k, v in zip(
+        block[2], *block[3:8], values, strict=True)]
+    assert decoder.events(block) == want
+
+
+def test_every_pattern_of_a_periodic_block_gets_a_display() -> None:
+    """16-step runs whose every 8th row is a run start or a tool call: the model calls and
+    decisions between them still get their dict display, not the per-key fallback."""
+    decoder = step_history._Decoder(_OPTIONAL)
+    rows = 4096
+    cycle = [1024, 1024 + 8 + 16 + 32, 1024 + 7, 1024 + 3, 1024 + 3, 1024 + 8 + 16 + 32,
+             1024 + 7, 1024 + 3, 1024 + 3, 1024 + 8 + 16 + 32, 1024 + 7, 1024 + 3, 1024 + 3,
+             1024 + 8 + 16 + 32, 1024, 1024]
+    masks = [cycle[i % 16] for i in range(rows)]
+    block = [["a"] * rows, [""] * rows, masks, [f"e{i}" for i in range(rows)],
+             list(range(rows)), ["r"] * rows, list(range(rows)), ["k"] * rows]
+    block += [[1] * rows for _ in range(_WIDTH)]
+    fallback = 0
+    rest = decoder.event
+
+    def counted(*args: object) -> dict:
+        nonlocal fallback
+        fallback += 1
+        return rest(*args)  # type: ignore[arg-type]
+
+    decoder.event = counted  # type: ignore[method-assign]
+    assert len(decoder.events(block)) == rows
+    assert fallback == 0
