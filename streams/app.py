@@ -201,12 +201,12 @@ class TripwireApp:
             for chunk in _record_chunks(fetched, CHUNK_BYTES):
                 if not current(consumer, fetched.generation):
                     break  # a rebalance came between chunks: the rest is fetched again
-                records = [(r.key, r.value, r.headers, r.topic, r.partition, r.offset)
-                           for recs in chunk.values() for r in recs]
-                offsets = {tp: [r.offset for r in recs] for tp, recs in chunk.items()}
+                records = (next(iter(chunk.values())) if len(chunk) == 1
+                           else [r for recs in chunk.values() for r in recs])
+                offsets = {tp: [r[5] for r in recs] for tp, recs in chunk.items()}
                 await self.handle_records(records, [_offsets_acker(consumer, offsets)])
                 for tp, recs in chunk.items():
-                    self._processed_to[tp.partition] = recs[-1].offset + 1
+                    self._processed_to[tp.partition] = recs[-1][5] + 1
 
     async def _process_steps(self, stream: StreamT) -> None:
         # Only reached if the feed is not installed: the feed takes every agent-steps record
@@ -567,15 +567,17 @@ def _chunks(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
     return out
 
 
-def _record_chunks(fetched: FetchedBatch, max_bytes: int) -> list[dict[Any, list[Any]]]:
+def _record_chunks(fetched: FetchedBatch,
+                   max_bytes: int) -> list[dict[Any, list[RecordTuple]]]:
     """The fetched records in pieces whose values add up to about ``max_bytes``."""
-    out: list[dict[Any, list[Any]]] = []
-    piece: dict[Any, list[Any]] = {}
+    out: list[dict[Any, list[RecordTuple]]] = []
+    piece: dict[Any, list[RecordTuple]] = {}
     size = 0
     for tp, records in fetched.records.items():
         start = 0
         for i, r in enumerate(records):
-            size += r.serialized_value_size
+            value = r[1]
+            size += len(value) if value is not None else 0
             if size >= max_bytes:
                 piece[tp] = records[start:i + 1]
                 out.append(piece)
