@@ -22,6 +22,10 @@ anything dropped was never acked, and after every rebalance Faust seeks each ass
 partition back to its committed offset, so it is fetched again. Re-fetched records that were
 already handled are deduplicated by the per-agent applied offsets and by the sink.
 
+Below that, ``streams/fetch_batches.py`` has aiokafka unpack these topics' fetched record
+batches into lists of plain record tuples instead of a ``ConsumerRecord`` per record; the feed
+takes either form and hands on record tuples.
+
 Pinned to faust-streaming 0.15.x on aiokafka 0.14.x: this relies on ``Consumer``'s
 ``_wait_next_records``, ``_read_offset``, ``_add_gap``, ``_acked``, ``_acked_index``,
 ``_committed_offset``, ``flow_active`` and the app's ``consumer_generation_id``;
@@ -35,12 +39,17 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import TYPE_CHECKING, Any
 
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 
+from tripwire.streams import fetch_batches
 from tripwire.streams.ack_guard import learn_start
+
+if TYPE_CHECKING:
+    from tripwire.streams.step_processor import RecordTuple
 
 _original_wait_next_records = Consumer._wait_next_records
 _feed: StepFeed | None = None
@@ -56,8 +65,8 @@ class FetchedBatch:
     """The records of the tapped topics from one fetch."""
 
     generation: int
-    records: dict[Any, list[Any]]
-    """TopicPartition -> aiokafka ConsumerRecords in offset order."""
+    records: dict[Any, list[RecordTuple]]
+    """TopicPartition -> its records in offset order."""
 
     def count(self) -> int:
         return sum(len(r) for r in self.records.values())
@@ -81,6 +90,7 @@ class StepFeed:
         global _feed
         _feed = self
         Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+        fetch_batches.install(self.topics)
 
     async def take(self, consumer: Consumer, max_records: int) -> FetchedBatch:
         """Wait for the next fetched records, plus whatever else is queued (up to about
@@ -124,21 +134,21 @@ class StepFeed:
         generation = consumer.app.consumer_generation_id
         flowing = consumer.flow_active
         read_offset = consumer._read_offset
-        taken: dict[Any, list[Any]] = {}
+        taken: dict[Any, list[RecordTuple]] = {}
         for tp in [tp for tp in records if tp.topic in self.topics]:
-            recs = records.pop(tp)
-            if not flowing:
+            recs = _record_tuples(records.pop(tp))
+            if not flowing or not recs:
                 continue  # Faust seeks every partition back to its committed offset
             if active is not None and tp not in active:
                 continue  # paused (recovering): Faust drops these too and seeks back later
             r_offset = read_offset[tp]
-            if r_offset is not None and recs[0].offset < r_offset:
-                recs = [r for r in recs if r.offset >= r_offset]
+            if r_offset is not None and recs[0][5] < r_offset:
+                recs = [r for r in recs if r[5] >= r_offset]
                 if not recs:
                     continue
-            if r_offset and recs[-1].offset - r_offset > len(recs):
+            if r_offset and recs[-1][5] - r_offset > len(recs):
                 await _record_gaps(consumer, tp, r_offset, recs)
-            read_offset[tp] = recs[-1].offset
+            read_offset[tp] = recs[-1][5]
             taken[tp] = recs
             if consumer._committed_offset.get(tp) is None and tp not in self._learning:
                 self._learning.add(tp)
@@ -161,9 +171,21 @@ async def _record_gaps(consumer: Consumer, tp: Any, last: int, records: list[Any
     interval, this one stops before the record after the jump: that record is delivered, and
     only an ack may count it."""
     for r in records:
-        if r.offset - last > 1:
-            await consumer._add_gap(tp, last + 1, r.offset - 1)
-        last = r.offset
+        offset = r[5]
+        if offset - last > 1:
+            await consumer._add_gap(tp, last + 1, offset - 1)
+        last = offset
+
+
+def _record_tuples(fetched: list[Any]) -> list[RecordTuple]:
+    """One partition's fetched records as record tuples in offset order: from the lists per
+    record batch ``streams/fetch_batches.py`` unpacks, or from aiokafka's ConsumerRecords
+    (fetches stored before that tap was in place, or that it leaves to aiokafka)."""
+    if not fetched:
+        return []
+    if type(fetched[0]) is list:
+        return fetched[0] if len(fetched) == 1 else list(chain.from_iterable(fetched))
+    return [(r.key, r.value, r.headers, r.topic, r.partition, r.offset) for r in fetched]
 
 
 def current(consumer: Consumer, generation: int) -> bool:

@@ -159,8 +159,9 @@ def test_feed_takes_only_its_topic_and_respects_read_offsets(consumer: Any) -> N
 
     batch = asyncio.run(run())
     assert records == {other: ["untouched"]}, "other topics stay on Faust's path"
-    assert [r.offset for r in batch.records[TP(STEPS, 0)]] == [0, 1, 2, 3, 4]
-    assert [r.offset for r in batch.records[TP(STEPS, 1)]] == [2]
+    # Handed on as record tuples: (key, value, headers, topic, partition, offset).
+    assert [r[5] for r in batch.records[TP(STEPS, 0)]] == [0, 1, 2, 3, 4]
+    assert [r[5] for r in batch.records[TP(STEPS, 1)]] == [2]
     assert c._read_offset[TP(STEPS, 0)] == 4
 
 
@@ -178,7 +179,7 @@ def test_feed_drops_fetches_from_an_old_generation_or_stopped_flow(consumer: Any
         return await feed.take(c, 100)
 
     batch = asyncio.run(run())
-    assert [r.offset for r in batch.records[TP(STEPS, 0)]] == [1]
+    assert [r[5] for r in batch.records[TP(STEPS, 0)]] == [1]
     assert feed.dropped_records == 1
 
 
@@ -242,3 +243,49 @@ def test_feed_records_jumped_offsets_as_gaps_short_of_the_next_record(consumer: 
 
     asyncio.run(run())
     assert sorted(o for iv in c._gap[tp] for o in range(iv.begin, iv.end)) == [12, 13, 16]
+
+
+def test_aiokafka_fetch_internals_the_batch_unpacking_relies_on() -> None:
+    """streams/fetch_batches.py swaps the generator inside PartitionRecords for the feed's
+    topics, through the fetcher's result map (tests/test_fetch_batches.py compares what it
+    yields with aiokafka's own on generated record batches)."""
+    from aiokafka.consumer import fetcher as aiokafka_fetcher
+
+    from tripwire.streams import fetch_batches
+
+    pr = aiokafka_fetcher.PartitionRecords
+    assert _params(pr.__init__) == [
+        "self", "tp", "records", "aborted_transactions", "fetch_offset", "key_deserializer",
+        "value_deserializer", "check_crcs", "isolation_level"]
+    init = inspect.getsource(pr.__init__)
+    for attr in ("_tp", "_records", "_key_deserializer", "_value_deserializer", "_check_crcs",
+                 "_isolation_level", "next_fetch_offset"):
+        assert f"self.{attr} = " in init, f"PartitionRecords no longer sets {attr}"
+    assert "self._records_iterator = self._unpack_records()" in init
+    assert "next(self._records_iterator)" in inspect.getsource(pr.__next__), (
+        "PartitionRecords.__next__ no longer reads the swapped generator")
+    unpack = inspect.getsource(pr._unpack_records)
+    for line in ("if self._check_crcs and not next_batch.validate_crc():",
+                 "if next_batch.is_control_batch:",
+                 "if record.offset < self.next_fetch_offset:",
+                 "self.next_fetch_offset = next_batch.next_offset",
+                 "tuple(record.headers)"):
+        assert line in unpack + inspect.getsource(pr._consumer_record), (
+            f"aiokafka's record unpacking changed ({line!r}): re-check fetch_batches.py")
+    result = aiokafka_fetcher.FetchResult
+    assert "self._partition_records = partition_records" in inspect.getsource(result.__init__)
+    assert "for msg in self._partition_records:" in inspect.getsource(result.getall)
+    fetcher = aiokafka_fetcher.Fetcher
+    assert "self._records = collections.OrderedDict()" in inspect.getsource(fetcher.__init__)
+    assert "self._records[tp] = FetchResult(" in inspect.getsource(
+        fetcher._proc_fetch_request), "the fetcher no longer stores results by item assignment"
+    assert "self._max_poll_records = max_poll_records" in inspect.getsource(
+        aiokafka.AIOKafkaConsumer.__init__)
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    original = fetch_batches._original_fetch_records
+    assert _params(original) == ["self", "consumer", "active_partitions", "timeout",
+                                 "max_records"]
+    assert inspect.iscoroutinefunction(original)
+    assert "consumer._fetcher" in inspect.getsource(original)
+    assert "self._fetch_records" in inspect.getsource(thread.getmany), (
+        "Faust's getmany no longer fetches through _fetch_records")
