@@ -229,11 +229,12 @@ def writer_at_full_priority(worker: WorkerProcess) -> None:
     against the Quix job's 6,500 in the same run, the worker idle while its writer waited for
     the CPU. The latency phase keeps the writer's own niceness.
 
-    Every thread of it: on Linux a niceness belongs to a thread, and chDB runs an insert's
-    parsing, parts and views on its own pools, started at the child's nice 10. Renicing the
-    main thread alone left them there: with other work on the machine a 20,000-row insert
-    took ~1 s of wall time for ~0.15 s of CPU (py-spy on the writer during a JSON drain,
-    load average 2.5). Threads started later inherit the niceness of the thread starting them.
+    Every thread of it: on Linux a niceness belongs to a thread, and chDB's own threads
+    (background merges and schedules, its query pools) were started at the child's nice 10
+    and stayed there when only the main thread was reniced. (An insert itself runs on the
+    main thread: per-thread CPU of the writer during a 100,000-event JSON drain was 3.46 s
+    there against 0.2 s on all of chDB's threads.) Threads started later inherit the
+    niceness of the thread starting them.
     """
     pid = writer_pid(worker.proc.pid)  # type: ignore[union-attr]
     if pid is None:
