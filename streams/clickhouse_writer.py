@@ -73,7 +73,7 @@ class ClickHouseWriter:
         offset, refused event indices) that are not stored yet; how many rows were added."""
         recheck, self._recheck = self._recheck, False
         try:
-            return int(self._call("steps", list(records), recheck))
+            return int(self._call("steps", _payload(records), recheck))
         except BaseException:
             self._recheck = self._recheck or recheck
             raise
@@ -295,6 +295,11 @@ def _columns_of(decoder: Any, records: Sequence[Any]) -> Any:
     if run:
         add_run()
     return batch
+
+
+def _payload(records: Sequence[Any]) -> list[Any]:
+    """What ``insert_steps`` sends the child for these records."""
+    return list(records)
 
 
 def _open(connect: Any, dsn: str) -> Any:
