@@ -26,9 +26,11 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate, repeat
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("tripwire.sink")
 
@@ -249,15 +251,28 @@ def serve(conn: Connection, dsn: str, retention_days: int,
         client.close()
 
 
-def _columns_of(decoder: Any, records: Sequence[Any]) -> Any:
-    """The StepColumns of the accepted events of a batch's records (see ``insert_steps``)."""
-    from tripwire.schemas.codec import HEADER_SIZE, DecodeError
+def _columns_of(decoder: Any, records: Iterable[Any]) -> Any:
+    """The StepColumns of the accepted events of a batch's records (see ``insert_steps``).
+
+    Consecutive one-event records of one kind (bare StepEvent frames in the current schema,
+    or JSON objects) are decoded as a run, in one call (see
+    :meth:`~schemas.step_columns.StepColumnDecoder.add_bare_events` and
+    :func:`~streams.step_json.decode_object_rows`); anything else, and every record of a run
+    the run's call refuses, goes through the per-record path, with the same values."""
+    from tripwire.schemas.codec import HEADER_SIZE, DecodeError, _is_json
     from tripwire.schemas.step_columns import DecodedSteps
     from tripwire.streams.step_decoding import is_routed
+    from tripwire.streams.step_json import decode_object_rows
 
     batch = decoder.new_batch()
     bare = decoder.event_header
-    run: list[tuple[bytes, int | None, int]] = []  # consecutive bare StepEvent frames
+    # The current run: its kind (AVRO or JSON), a content type of its JSON records, and its
+    # records' values, partitions and offsets.
+    kind: int | None = None
+    json_type: str | None = None
+    values: list[bytes] = []
+    partitions: list[int | None] = []
+    offsets: list[int] = []
 
     def add(value: bytes, ctype: str | None, partition: int | None, offset: int,
             refused: tuple[int, ...]) -> None:
@@ -269,37 +284,162 @@ def _columns_of(decoder: Any, records: Sequence[Any]) -> Any:
             log.error("cannot store record %d@%d: %s", offset, partition, exc.reason)
 
     def add_run() -> None:
-        try:
-            decoder.add_bare_events(batch, *zip(*run, strict=True))
-        except DecodeError:
-            for value, partition, offset in run:  # find and report the bad one
-                add(value, None, partition, offset, ())
-        run.clear()
+        nonlocal kind
+        if kind == _AVRO:
+            try:
+                decoder.add_bare_events(batch, values, partitions, offsets)
+            except DecodeError:
+                for value, partition, offset in zip(values, partitions, offsets, strict=True):
+                    add(value, None, partition, offset, ())  # find and report the bad one
+        else:
+            rows = decode_object_rows(values)
+            if rows is not None and None not in rows:
+                batch.add_rows(DecodedSteps(rows, partitions, offsets))  # type: ignore[arg-type]
+            else:
+                for i, (value, partition, offset) in enumerate(
+                        zip(values, partitions, offsets, strict=True)):
+                    row = rows[i] if rows is not None else None
+                    if row is None:
+                        add(value, json_type, partition, offset, ())
+                    else:
+                        batch.add_rows(DecodedSteps([row], [partition], [offset]))
+        kind = None
+        values.clear()
+        partitions.clear()
+        offsets.clear()
 
-    for record in records:
-        if isinstance(record, DecodedSteps):
-            if run:
-                add_run()
-            batch.add_rows(record)
-            continue
-        value, ctype, partition, offset, refused = record
+    def add_one(value: bytes, ctype: str | None, partition: int | None, offset: int,
+                refused: tuple[int, ...]) -> None:
+        nonlocal kind, json_type
         # Routed records can repeat under new offsets: no partition, so every one of their
         # rows is checked against stored ids.
         partition = None if is_routed(ctype) else partition
-        if ctype is None and not refused and value[:HEADER_SIZE] == bare:
-            run.append((value, partition, offset))
-            continue
-        if run:
+        if refused:
+            this = None
+        elif ctype is None:
+            this = _AVRO if value[:HEADER_SIZE] == bare else None
+        else:
+            this = _JSON if value[:1] == b"{" and _is_json(ctype) else None
+        if this != kind and kind is not None:
             add_run()
-        add(value, ctype, partition, offset, refused)
-    if run:
+        if this is None:
+            add(value, ctype, partition, offset, refused)
+            return
+        kind = this
+        if this == _JSON:
+            json_type = ctype
+        values.append(value)
+        partitions.append(partition)
+        offsets.append(offset)
+
+    for record in records:
+        if isinstance(record, DecodedSteps):
+            if kind is not None:
+                add_run()
+            batch.add_rows(record)
+            continue
+        if isinstance(record, _Packed):
+            whole = _whole_run(record, bare)
+            if whole is not None:
+                # One kind throughout (the usual backlog): one run, no per-record step.
+                if kind is not None:
+                    add_run()
+                kind, json_type = whole, record.ctype
+                values[:] = _split(record)
+                partitions[:] = record.partitions
+                offsets[:] = record.offsets
+                add_run()
+            else:
+                for one in _unpacked([record]):
+                    add_one(*one)
+            continue
+        add_one(*record)
+    if kind is not None:
         add_run()
     return batch
 
 
+def _whole_run(packed: _Packed, bare: bytes) -> int | None:
+    """_AVRO or _JSON if every record of ``packed`` goes into one run of that kind."""
+    from tripwire.schemas.codec import _is_json
+    from tripwire.streams.step_decoding import is_routed
+
+    if packed.ctypes is not None or packed.refused is not None:
+        return None
+    values = _split(packed)
+    if packed.ctype is None:
+        return _AVRO if all(map(bytes.startswith, values, repeat(bare))) else None
+    if _is_json(packed.ctype) and not is_routed(packed.ctype) and all(
+            map(bytes.startswith, values, repeat(b"{"))):
+        return _JSON
+    return None
+
+
+def _split(packed: _Packed) -> list[bytes]:
+    blob = packed.values
+    ends = list(accumulate(packed.lengths))
+    return [blob[a:b] for a, b in zip([0, *ends], ends)]  # noqa: B905 - one longer
+
+
+_AVRO, _JSON = 1, 2
+
+
+class _Packed(NamedTuple):
+    """A run of (value, content type, partition, offset, refused) records as a few objects:
+    pickling a tuple and its five members per record cost the worker's interpreter ~1 us an
+    event on one-JSON-event records (bench/writer_insert.py --shapes, the parent's CPU), and
+    the writer as much again to unpickle."""
+
+    values: bytes
+    """The values, one after another."""
+    lengths: array[int]
+    ctype: str | None
+    """The content type of every record, or None when ``ctypes`` holds each one's."""
+    ctypes: tuple[str | None, ...] | None
+    partitions: array[int]
+    offsets: array[int]
+    refused: tuple[tuple[int, ...], ...] | None
+    """Each record's refused event indices, or None where no record has any."""
+
+
 def _payload(records: Sequence[Any]) -> list[Any]:
-    """What ``insert_steps`` sends the child for these records."""
-    return list(records)
+    """What ``insert_steps`` sends the child for these records: runs of plain records packed
+    (see :class:`_Packed`), DecodedSteps as they are, in the records' order."""
+    from tripwire.schemas.step_columns import DecodedSteps
+
+    out: list[Any] = []
+    start = 0
+    for i, record in enumerate(records):
+        if isinstance(record, DecodedSteps):
+            if start < i:
+                out.append(_pack(records[start:i]))
+            out.append(record)
+            start = i + 1
+    if start < len(records):
+        out.append(_pack(records[start:] if start else records))
+    return out
+
+
+def _pack(records: Sequence[tuple]) -> _Packed:
+    values, ctypes, partitions, offsets, refused = zip(*records, strict=True)
+    first = ctypes[0]
+    same = ctypes.count(first) == len(ctypes)
+    return _Packed(b"".join(values), array("I", map(len, values)), first if same else None,
+                   None if same else ctypes, array("q", partitions), array("q", offsets),
+                   refused if any(refused) else None)
+
+
+def _unpacked(payload: Sequence[Any]) -> Iterator[Any]:
+    """The records ``_payload`` packed, in order."""
+    for item in payload:
+        if not isinstance(item, _Packed):
+            yield item
+            continue
+        values = _split(item)
+        n = len(values)
+        ctypes = item.ctypes if item.ctypes is not None else repeat(item.ctype, n)
+        refused = item.refused if item.refused is not None else repeat((), n)
+        yield from zip(values, ctypes, item.partitions, item.offsets, refused, strict=True)
 
 
 def _open(connect: Any, dsn: str) -> Any:
