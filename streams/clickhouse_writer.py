@@ -307,7 +307,7 @@ def _columns_of(decoder: Any, records: Iterable[Any]) -> Any:
         except DecodeError as exc:
             # The stream accepted it, so this is not the producer's fault; the detectors saw
             # its events, and only the storage misses them.
-            log.error("cannot store record %d@%d: %s", offset, partition, exc.reason)
+            log.error("cannot store record %s@%s: %s", offset, partition, exc.reason)
 
     def add_run() -> None:
         nonlocal kind
@@ -363,6 +363,10 @@ def _columns_of(decoder: Any, records: Iterable[Any]) -> Any:
             if kind is not None:
                 add_run()
             batch.add_rows(record)
+            continue
+        if isinstance(record, _Unpacked):
+            for one in record:
+                add_one(*one)
             continue
         if isinstance(record, _Packed):
             whole = _whole_run(record, bare)
@@ -446,7 +450,20 @@ def _payload(records: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _pack(records: Sequence[tuple]) -> _Packed:
+def _pack(records: Sequence[tuple]) -> Any:
+    """The records as one :class:`_Packed`, or as they are if they do not fit one (a
+    partition or offset that is not a 64-bit int, a value that is not bytes)."""
+    try:
+        return _packed(records)
+    except (TypeError, ValueError, OverflowError):
+        return _Unpacked(records)
+
+
+class _Unpacked(list):  # type: ignore[type-arg]
+    """Records sent as they are (see ``_pack``)."""
+
+
+def _packed(records: Sequence[tuple]) -> _Packed:
     values, ctypes, partitions, offsets, refused = zip(*records, strict=True)
     first = ctypes[0]
     same = ctypes.count(first) == len(ctypes)
@@ -458,6 +475,9 @@ def _pack(records: Sequence[tuple]) -> _Packed:
 def _unpacked(payload: Sequence[Any]) -> Iterator[Any]:
     """The records ``_payload`` packed, in order."""
     for item in payload:
+        if isinstance(item, _Unpacked):
+            yield from item
+            continue
         if not isinstance(item, _Packed):
             yield item
             continue

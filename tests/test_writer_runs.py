@@ -131,6 +131,16 @@ def test_runs_and_the_pipe_give_the_columns_of_each_record_on_its_own(records: l
                 _arrow_table(expected, ids))
 
 
+def test_records_that_do_not_pack_go_as_they_are() -> None:
+    frame = CODEC.event_codec.encode(CODEC.decode(json.dumps(
+        {"event_id": "e", "ts": 1, "agent_id": "a", "run_id": "r", "step": 0,
+         "kind": "output"}).encode(), JSON)[0])
+    records = [(frame, None, 0, 2**70, ()), (frame, None, 1, 5, ())]
+    payload = pickle.loads(pickle.dumps(_payload(records)))
+    assert list(_unpacked(payload)) == records
+    assert _columns_of(DECODER, payload).offsets == [2**70, 5]
+
+
 @settings(max_examples=200, deadline=None)
 @given(ids=st.lists(st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()),
                               st.text(max_size=8), st.none(), st.uuids()), min_size=1))
