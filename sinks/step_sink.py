@@ -202,9 +202,17 @@ class StepSink:
         # CPU us a row for the insert (50,000 bench-fleet rows, steps and its views). chDB
         # finds the table by this local's name, up the caller's frames.
         _tripwire_steps_arrow = table  # noqa: F841 - read by chDB's Python() table function
-        self._client.command(
-            f"INSERT INTO {self._table} ({', '.join(table.column_names)})"
-            " SELECT * FROM Python(_tripwire_steps_arrow)", settings=settings)
+        try:
+            self._client.command(
+                f"INSERT INTO {self._table} ({', '.join(table.column_names)})"
+                " SELECT * FROM Python(_tripwire_steps_arrow)", settings=settings)
+        except Exception as exc:
+            # Whatever failed, the caller's retry goes through the driver's insert_arrow (the
+            # same rows), so a chDB that cannot read the table in place loses only speed.
+            self._in_process = False
+            log.warning("chDB insert from the Arrow table in place failed (%s); inserting "
+                        "through the driver from now on", exc)
+            raise
 
     def _drop_stored(self, batch: StepColumns, ids: list[str]) -> list[str]:
         clean = self._clean

@@ -192,3 +192,23 @@ def test_the_writer_stores_what_the_per_record_decode_and_arrow_file_stored(ch_m
     sink.recheck()
     assert sink.insert_columns(through_the_pipe(records)) == 0
     assert _stored(ch_migrated) == expected
+
+
+@pytest.mark.integration
+def test_a_chdb_that_cannot_read_the_table_in_place_gets_it_through_the_driver(
+        ch_migrated: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    event = {"event_id": "00000000-0000-4000-8000-000000000001", "ts": NOW_MS,
+             "agent_id": "a", "run_id": "r", "step": 0, "kind": "output"}
+    sink = StepSink(ch_migrated)
+    command = ch_migrated.command
+
+    def without_python_table_function(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if "Python(" in sql:
+            raise RuntimeError("no Python() here")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(ch_migrated, "command", without_python_table_function)
+    with pytest.raises(RuntimeError, match="no Python"):
+        sink.insert([event])
+    assert sink.insert([event]) == 1  # the sink buffer's retry
+    assert ch_migrated.query("SELECT count() FROM steps").result_rows == [(1,)]
