@@ -10,6 +10,13 @@ child's work split into its stages, run in this process with the collector off a
 runs them: the pipe (pickle out and in), the decode into columns, ids and Arrow columns, and
 the insert (the "already stored?" check included).
 
+Issue 14's writer pass, 100,000 events a shape, two runs each of the writer before (main
+502e987's) and after, alternated on the shared 2-core machine (load 1.5-3): child CPU us a
+stored row json 20.1 / 21.9 -> 15.8 / 14.3, avro 15.1 / 18.3 -> 13.7 / 16.3, sdk 17.4 / 17.0
+-> 14.5 / 14.3. What is left is mostly chDB's: the insert into ``steps`` and its five rollup
+views (~3.4 us a row in 50,000-row inserts), their background merges (~1.8), and the first
+batch's "already stored?" check.
+
 ``python -m tripwire.bench.writer_insert [--rows N]`` fills a fresh chDB with the bench fleet's
 steps through :class:`~sinks.step_sink.StepSink`'s column path and prints the CPU this process
 spent per row (chDB runs in-process, so its threads are counted too):
