@@ -38,6 +38,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from multiprocessing.connection import Connection
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 log = logging.getLogger("tripwire.sink")
@@ -414,19 +415,19 @@ _AVRO, _JSON = 1, 2
 
 class _Packed(NamedTuple):
     """A run of (value, content type, partition, offset, refused) records as a few objects:
-    the values as one tuple, the partitions and offsets as arrays, the content type once.
+    the values as one list, the partitions and offsets as arrays, the content type once.
     Sent through the pipe, 50,000 one-JSON-event records cost the worker's interpreter ~0.8
     CPU us a record against ~1.0 as tuples, and the writer ~0.1 to unpickle against ~0.5
     (bench fleet; joining the values into one bytes object cost the worker more, ~1.4-2.0:
     one more copy of every value)."""
 
-    values: tuple[bytes, ...]
+    values: list[bytes]
     ctype: str | None
     """The content type of every record, or None when ``ctypes`` holds each one's."""
-    ctypes: tuple[str | None, ...] | None
+    ctypes: list[str | None] | None
     partitions: array[int]
     offsets: array[int]
-    refused: tuple[tuple[int, ...], ...] | None
+    refused: list[tuple[int, ...]] | None
     """Each record's refused event indices, or None where no record has any."""
 
 
@@ -453,7 +454,7 @@ def _pack(records: Sequence[tuple]) -> Any:
     partition or offset that is not a 64-bit int, a value that is not bytes)."""
     try:
         return _packed(records)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return _Unpacked(records)
 
 
@@ -462,12 +463,16 @@ class _Unpacked(list):  # type: ignore[type-arg]
 
 
 def _packed(records: Sequence[tuple]) -> _Packed:
-    values, ctypes, partitions, offsets, refused = zip(*records, strict=True)
+    # A pass per field, not zip(*records): that makes an iterator per record, a burst of
+    # tracked objects that set off collections over the worker's whole heap.
+    values = list(map(itemgetter(0), records))
+    ctypes = list(map(itemgetter(1), records))
+    refused = list(map(itemgetter(4), records))
     first = ctypes[0]
     same = ctypes.count(first) == len(ctypes)
-    return _Packed(values, first if same else None,
-                   None if same else ctypes, array("q", partitions), array("q", offsets),
-                   refused if any(refused) else None)
+    return _Packed(values, first if same else None, None if same else ctypes,
+                   array("q", map(itemgetter(2), records)),
+                   array("q", map(itemgetter(3), records)), refused if any(refused) else None)
 
 
 def _unpacked(payload: Sequence[Any]) -> Iterator[Any]:
