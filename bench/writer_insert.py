@@ -1,5 +1,22 @@
 """The ClickHouse writer's insert in isolation: CPU microseconds per stored step row.
 
+``python -m tripwire.bench.writer_insert --shapes json,avro,sdk [--rows N]`` measures the
+whole writer per record shape instead: the records the stream hands over (one JSON event per
+record, one bare Avro StepEvent per record, SDK-shaped StepBatch records, as ``tripwire
+bench`` writes them) go through a real :class:`~streams.clickhouse_writer.ClickHouseWriter`
+child in inserts of ``--insert-rows`` (50,000: what a writer draining a backlog coalesces),
+and it prints the child's CPU per stored row, the parent's (pickling the records), and the
+child's work split into its stages, run in this process with the collector off as the child
+runs them: the pipe (pickle out and in), the decode into columns, ids and Arrow columns, and
+the insert (the "already stored?" check included).
+
+Issue 14's writer pass, 100,000 events a shape, two runs each of the writer before (main
+502e987's) and after, alternated on the shared 2-core machine (load 1.5-3): child CPU us a
+stored row json 20.1 / 21.9 -> 15.8 / 14.3, avro 15.1 / 18.3 -> 13.7 / 16.3, sdk 17.4 / 17.0
+-> 14.5 / 14.3. What is left is mostly chDB's: the insert into ``steps`` and its five rollup
+views (~3.4 us a row in 50,000-row inserts), their background merges (~1.8), and the first
+batch's "already stored?" check.
+
 ``python -m tripwire.bench.writer_insert [--rows N]`` fills a fresh chDB with the bench fleet's
 steps through :class:`~sinks.step_sink.StepSink`'s column path and prints the CPU this process
 spent per row (chDB runs in-process, so its threads are counted too):
@@ -19,9 +36,12 @@ insert in 50,000-row inserts (7.0 in 20,000-row ones), against 2.6 and 3.6 (5.5)
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
+import pickle
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +55,7 @@ from tripwire.sinks.migrations import migrate
 from tripwire.sinks.step_sink import _arrow_table, _event_key
 
 REPEATS = 3
+SHAPES = ("json", "avro", "sdk")
 
 
 def _cpu_s() -> float:
@@ -69,12 +90,134 @@ def _insert_us(client: Client, table: str, inserts: Sequence[pa.Table], rows: in
     return best
 
 
+def shape_records(shape: str, rows: int, start_ms: int) -> list[tuple]:
+    """The agent-steps records of ``rows`` bench-fleet events in ``shape``, as the stream
+    hands them to the writer: (value, content type, partition, offset, refused indices)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tripwire.bench.backlogs import single_event_records
+    from tripwire.bench.pipeline import PARTITIONS, SDK_BACKLOG_RATE, steady_load
+
+    offsets = [0] * PARTITIONS
+    out: list[tuple] = []
+
+    def add(value: bytes, ctype: str | None, partition: int) -> None:
+        out.append((value, ctype, partition, offsets[partition], ()))
+        offsets[partition] += 1
+
+    if shape == "sdk":
+        for _, partition, value in steady_load(SDK_BACKLOG_RATE, rows / SDK_BACKLOG_RATE,
+                                               start_ms):
+            add(value, None, partition)
+        return out
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    fleet = itertools.islice(
+        fleet_events(seed=42, agents=200, scenarios=SCENARIOS, start_ms=start_ms), rows)
+    ctype = "application/json" if shape == "json" else None
+    for key, value in single_event_records(fleet, shape):
+        add(value, ctype, partitioner(key, partitions, partitions))
+    return out
+
+
+def _chunks(records: list[tuple], rows: int, per_insert: int) -> list[list[tuple]]:
+    """The records in inserts of about ``per_insert`` rows (records of SDK shape hold many)."""
+    per_record = max(1, rows // len(records))
+    step = max(1, per_insert // per_record)
+    return [records[i:i + step] for i in range(0, len(records), step)]
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stages(records: list[list[tuple]], rows: int) -> dict[str, float]:
+    """CPU us a row of each stage of the child's work, run here as the child runs it."""
+    from tripwire.schemas.step_columns import StepColumnDecoder
+    from tripwire.sinks.step_sink import StepSink
+    from tripwire.streams.clickhouse_writer import _columns_of, _payload
+    from tripwire.streams.step_json import FastJsonStepBatchCodec
+
+    decoder = StepColumnDecoder(FastJsonStepBatchCodec())
+    spent = dict.fromkeys(("pipe out", "pipe in", "decode", "ids+arrow", "insert"), 0.0)
+    with tempfile.TemporaryDirectory(prefix="tripwire-writer-bench-") as d:
+        client = connect(f"chdb://{d}")
+        try:
+            migrate(client, 3650)
+            sink = StepSink(client)
+            gc.disable()
+            for chunk in records:
+                t0 = _cpu_s()
+                sent = pickle.dumps(("steps", (_payload(chunk), False)), protocol=5)
+                t1 = _cpu_s()
+                _, (payload, _recheck) = pickle.loads(sent)
+                t2 = _cpu_s()
+                batch = _columns_of(decoder, payload)
+                t3 = _cpu_s()
+                _arrow_table(batch, list(map(_event_key, batch.column("event_id"))))
+                t4 = _cpu_s()
+                sink.insert_columns(batch)
+                t5 = _cpu_s()
+                gc.enable()
+                gc.collect()
+                gc.disable()
+                for name, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
+                                      strict=True):
+                    spent[name] += took
+            gc.enable()
+        finally:
+            client.close()
+    # The insert call builds the ids and Arrow columns again: its stage is net of them.
+    spent["insert"] -= spent["ids+arrow"]
+    return {name: took / rows * 1e6 for name, took in spent.items()}
+
+
+def measure_shapes(shapes: Sequence[str], rows: int, per_insert: int) -> None:
+    from tripwire.streams.clickhouse_writer import ClickHouseWriter
+
+    start_ms = int(time.time() * 1000) - 3_600_000  # inside the table's retention
+    print(f"writer CPU us a stored row, {rows:,} bench-fleet events a shape, inserts of "
+          f"~{per_insert:,} rows")
+    for shape in shapes:
+        records = shape_records(shape, rows, start_ms)
+        chunks = _chunks(records, rows, per_insert)
+        with tempfile.TemporaryDirectory(prefix="tripwire-writer-bench-") as d:
+            writer = ClickHouseWriter(f"chdb://{d}", retention_days=3650).start()
+            try:
+                # Warm-up on other partitions (masking rules, first parts): not counted.
+                warm = shape_records(shape, 2_000, start_ms - 7_200_000)
+                writer.insert_steps([(*r[:2], r[2] + 100, *r[3:]) for r in warm])
+                pid = writer._proc.pid  # noqa: SLF001 - the child's CPU is what is measured
+                child0, parent0 = _proc_cpu_s(pid), _cpu_s()
+                stored = sum(writer.insert_steps(chunk) for chunk in chunks)
+                child, parent = _proc_cpu_s(pid) - child0, _cpu_s() - parent0
+            finally:
+                writer.close()
+        stages = _stages(chunks, rows)
+        print(f"  {shape:4}: child {child / stored * 1e6:5.1f}, parent (pickling) "
+              f"{parent / stored * 1e6:4.1f}  [{stored:,} rows stored]; stages: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tripwire.bench.writer_insert",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--shapes", default=None, metavar="SHAPE[,SHAPE...]",
+                    help=f"measure the whole writer on records of these shapes "
+                    f"({', '.join(SHAPES)}) instead of the insert alone")
+    ap.add_argument("--insert-rows", type=int, default=50_000,
+                    help="rows a writer insert holds, with --shapes (default 50,000)")
     args = ap.parse_args(argv)
+    if args.shapes:
+        shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+        if unknown := set(shapes) - set(SHAPES):
+            ap.error(f"--shapes: unknown {', '.join(sorted(unknown))} (known: {SHAPES})")
+        measure_shapes(shapes, args.rows, args.insert_rows)
+        return 0
     events = list(itertools.islice(
         fleet_events(seed=42, agents=200, scenarios=SCENARIOS), args.rows))
     n = len(events)

@@ -81,6 +81,7 @@ class _StepEvent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 if _StepEvent.__struct_fields__ != tuple(StepEvent.model_fields):
     raise RuntimeError("streams/step_json.py: _StepEvent's fields differ from StepEvent's")
 _ONE = msgspec.json.Decoder(_StepEvent)
+_TS = _StepEvent.__struct_fields__.index("ts")
 _MANY = msgspec.json.Decoder(list[_StepEvent])
 
 
@@ -125,3 +126,25 @@ class FastJsonStepBatchCodec(StepBatchCodec):
         if events is None:
             return StepBatchCodec._decode_json(value)
         return events
+
+
+def decode_object_rows(values: list[bytes]) -> list[tuple[Any, ...] | None] | None:
+    """The events of JSON values that each hold one event object (the worker accepted them,
+    so each is one object and nothing else), as rows of their canonical fields in ``StepEvent``
+    order: what :func:`decode_fast` gives for each, in one msgspec call over the values joined
+    into one array, without a dict per event (the ClickHouse writer's one-event-per-record JSON
+    backlog: ~3 us an event against ~7 for a decode, a dict and 30 appends per value). A row
+    is None where the value needs the per-value path (an ISO-8601 or out-of-range ``ts``);
+    the result is None when msgspec refuses any of them (the pydantic path decides those)."""
+    try:
+        events = _MANY.decode(b"[" + b",".join(values) + b"]")
+    except msgspec.DecodeError:
+        return None
+    if len(events) != len(values):
+        return None
+    rows: list[tuple[Any, ...] | None] = list(map(msgspec.structs.astuple, events))
+    for i, row in enumerate(rows):
+        ts = row[_TS]  # type: ignore[index]
+        if type(ts) is not int or not AVRO_LONG_MIN <= ts <= AVRO_LONG_MAX:
+            rows[i] = None
+    return rows
