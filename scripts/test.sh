@@ -7,4 +7,4 @@ bash scripts/setup_browser.sh   # Debian chromium for the dashboard browser test
 .venv/bin/ruff check .
 # .venv/bin/pytest, not `python -m pytest`: that would put the checkout itself on sys.path and
 # hide an import of a top-level `sdk` or `schemas` that the installed package does not have.
-exec .venv/bin/pytest -q "$@"
+exec .venv/bin/pytest -q --durations=25 "$@"
