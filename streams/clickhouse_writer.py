@@ -376,7 +376,7 @@ def _columns_of(decoder: Any, records: Iterable[Any]) -> Any:
                 if kind is not None:
                     add_run()
                 kind, json_type = whole, record.ctype
-                values[:] = _split(record)
+                values[:] = record.values
                 partitions[:] = record.partitions
                 offsets[:] = record.offsets
                 add_run()
@@ -397,17 +397,13 @@ def _whole_run(packed: _Packed, bare: bytes) -> int | None:
 
     if packed.ctypes is not None or packed.refused is not None:
         return None
-    values = _split(packed)
+    values = packed.values
     if packed.ctype is None:
         return _AVRO if all(map(bytes.startswith, values, repeat(bare))) else None
     if _is_json(packed.ctype) and not is_routed(packed.ctype) and all(
             map(bytes.startswith, values, repeat(b"{"))):
         return _JSON
     return None
-
-
-def _split(packed: _Packed) -> list[bytes]:
-    return list(packed.values)
 
 
 _AVRO, _JSON = 1, 2
@@ -484,7 +480,7 @@ def _unpacked(payload: Sequence[Any]) -> Iterator[Any]:
         if not isinstance(item, _Packed):
             yield item
             continue
-        values = _split(item)
+        values = item.values
         n = len(values)
         ctypes = item.ctypes if item.ctypes is not None else repeat(item.ctype, n)
         refused = item.refused if item.refused is not None else repeat((), n)
