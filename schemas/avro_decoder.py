@@ -599,23 +599,31 @@ class _Gen:
         self.body.extend([*lines, ""])
         return "_read_frames"
 
-    def module(self, schema: Any, columns: bool = False, row: bool = False) -> str:
+    def module(self, schema: Any, columns: bool = False, row: bool = False,
+               frames: bool = False) -> str:
         resolved = self.resolve(schema)
-        if columns or row:
+        if columns or row or frames:
             if not (isinstance(resolved, dict) and resolved.get("type") in ("record", "error")):
                 raise ValueError("a column reader needs a record schema")
-        if row:
+        # The message of a read cut short: one buffer says where it ended; of many frames,
+        # each frame's reader keeps its own position.
+        truncated = 'f"truncated: input ends at offset {len(buf)}"'
+        if frames:
+            top = self.emit_frames(resolved)
+            signature, call = "read(frames, start, cols)", "frames, start, cols"
+            truncated = '"truncated: a value ends before its record"'
+        elif row:
             top = self.emit_row(resolved)
-            signature, args = "read(buf, pos)", "buf, pos"
+            signature, call = "read(buf, pos)", "buf, pos, [MAX_ZERO_WIDTH_ITEMS]"
         elif columns:
             top = self.emit_columns(resolved)
-            signature, args = "read(buf, pos, cols)", "buf, pos, cols"
+            signature, call = "read(buf, pos, cols)", "buf, pos, cols, [MAX_ZERO_WIDTH_ITEMS]"
         elif isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
             top = self.function(resolved["name"], resolved, "record")
-            signature, args = "read(buf, pos)", "buf, pos"
+            signature, call = "read(buf, pos)", "buf, pos, [MAX_ZERO_WIDTH_ITEMS]"
         else:
             top = self.function("", resolved, "top")
-            signature, args = "read(buf, pos)", "buf, pos"
+            signature, call = "read(buf, pos)", "buf, pos, [MAX_ZERO_WIDTH_ITEMS]"
         while self.pending:
             self.emit_function(*self.pending.pop())
         constants = [f"{name} = {source}" for source, name in self.constants.items()]
@@ -625,9 +633,9 @@ class _Gen:
         entry = f"""
 def {signature}:
     try:
-        return {top}({args}, [MAX_ZERO_WIDTH_ITEMS])
+        return {top}({call})
     except (IndexError, StructError):
-        raise AvroDecodeError(f"truncated: input ends at offset {{len(buf)}}") from None
+        raise AvroDecodeError({truncated}) from None
     except UnicodeDecodeError as exc:
         raise AvroDecodeError(f"invalid UTF-8 in string: {{exc.reason}}") from None
     except RecursionError:
@@ -646,12 +654,13 @@ def _build(source: str) -> Any:
 
 
 def generate_source(schema: Any, named: Mapping[str, Any] | None = None,
-                    columns: bool = False, row: bool = False) -> str:
+                    columns: bool = False, row: bool = False, frames: bool = False) -> str:
     """The Python source ``compile_reader`` (``compile_column_reader`` with ``columns``,
-    ``compile_row_reader`` with ``row``) would exec for ``schema`` (for debugging)."""
+    ``compile_row_reader`` with ``row``, ``compile_frame_column_reader`` with ``frames``)
+    would exec for ``schema`` (for debugging)."""
     if named is None:
         named = schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
-    return _Gen(named).module(schema, columns, row)
+    return _Gen(named).module(schema, columns, row, frames)
 
 
 def compile_reader(schema: Any, named: Mapping[str, Any] | None = None) -> Reader:
@@ -696,26 +705,5 @@ def compile_frame_column_reader(record: Any,
     frames): what :func:`compile_row_reader` reads from each, straight into the columns,
     without a call, a tuple and a transposition per value (the ClickHouse writer's
     one-event-per-record Avro backlog)."""
-    if named is None:
-        named = record.get("__named_schemas", {}) if isinstance(record, dict) else {}
-    gen = _Gen(named)
-    resolved = gen.resolve(record)
-    if not (isinstance(resolved, dict) and resolved.get("type") in ("record", "error")):
-        raise ValueError("a column reader needs a record schema")
-    top = gen.emit_frames(resolved)
-    while gen.pending:
-        gen.emit_function(*gen.pending.pop())
-    constants = [f"{name} = {source}" for source, name in gen.constants.items()]
-    entry = f"""
-def read(frames, start, cols):
-    try:
-        return {top}(frames, start, cols)
-    except (IndexError, StructError):
-        raise AvroDecodeError("truncated: a value ends before its record") from None
-    except UnicodeDecodeError as exc:
-        raise AvroDecodeError(f"invalid UTF-8 in string: {{exc.reason}}") from None
-    except RecursionError:
-        raise AvroDecodeError("value nested too deeply") from None
-"""
-    reader: FrameColumnReader = _build("\n".join([*constants, "", *gen.body, entry]))
+    reader: FrameColumnReader = _build(generate_source(record, named, frames=True))
     return reader
