@@ -67,7 +67,7 @@ from tripwire.simulator.fleet import fleet_events
 from tripwire.simulator.scenarios import SCENARIOS
 from tripwire.streams.broker import EmbeddedBroker, free_port
 from tripwire.streams.step_decoding import content_type
-from tripwire.streams.step_feed import FIRST_TAKE
+from tripwire.streams.step_feed import first_take_time
 
 PARTITIONS = 8
 # The SDK's default linger: the steady load is grouped into records as the SDK would group it.
@@ -206,8 +206,9 @@ async def drain_rate(bootstrap: str, index: EventIndex, total: int,
 def first_take(worker: WorkerProcess) -> float | None:
     """The wall time the worker logged for its first take of agent-steps records."""
     for line in worker.log().splitlines():
-        if FIRST_TAKE in line:
-            return float(line.rsplit(FIRST_TAKE, 1)[1].split()[0])
+        taken = first_take_time(line)
+        if taken is not None:
+            return taken
     return None
 
 

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,24 @@ _original_wait_next_records = Consumer._wait_next_records
 _feed: StepFeed | None = None
 log = logging.getLogger("tripwire.streams")
 
-FIRST_TAKE = "first agent-steps records taken at wall time"
-"""Logged once per process with ``time.time()``: where ``tripwire bench`` starts timing a drain
-(``bench/pipeline.py: drain_rate``)."""
+FIRST_TAKE = "first agent-steps records taken at"
+"""Logged once per process, with the time in UTC for a reader and in epoch seconds for
+``tripwire bench``, which starts timing a drain there (``bench/pipeline.py: drain_rate``;
+read back with :func:`first_take_time`)."""
+
+
+def first_take_line(now: float) -> str:
+    """The line logged at the first take, ``now`` being ``time.time()``."""
+    now = round(now, 3)
+    utc = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    return f"{FIRST_TAKE} {utc.replace('+00:00', 'Z')} (epoch {now:.3f} s)"
+
+
+def first_take_time(line: str) -> float | None:
+    """The epoch seconds in a line :func:`first_take_line` wrote, None in any other line."""
+    if FIRST_TAKE not in line or "(epoch " not in line:
+        return None
+    return float(line.rsplit("(epoch ", 1)[1].split()[0])
 
 
 @dataclass(slots=True)
@@ -112,7 +128,7 @@ class StepFeed:
                 batch = self._queue.get_nowait()
         if not self._first_taken:
             self._first_taken = True
-            log.info("%s %.3f", FIRST_TAKE, time.time())
+            log.info("%s", first_take_line(time.time()))
         return out
 
     def _learned(self, tp: Any, task: asyncio.Future[int]) -> None:
