@@ -4,7 +4,6 @@ ClickHouse: unit, property and end-to-end tests over tests/masking_corpus.py."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import time
@@ -147,12 +146,11 @@ def test_iban_check_agrees_with_a_reference(compact: str) -> None:
 def test_planted_secrets_reach_no_clickhouse_table(tmp_path: Path) -> None:
     from test_pipeline import PARTITIONS, RECENT, emit
 
-    from chdb_fixtures import client_on
+    from chdb_fixtures import tabsep_reader
     from tripwire.bench.worker_process import WorkerProcess, wait_caught_up, worker_env
     from tripwire.schemas import topics
     from tripwire.schemas.topics import ensure_topics, tripwire_topics
     from tripwire.simulator.fleet import fleet_events
-    from tripwire.sinks.tabsep import run_sql
     from tripwire.streams.broker import EmbeddedBroker, free_port
 
     base = fleet_events(seed=77, agents=6, start_ms=RECENT)
@@ -176,14 +174,8 @@ def test_planted_secrets_reach_no_clickhouse_table(tmp_path: Path) -> None:
             assert worker.stop() == 0, worker.log()[-3000:]
 
     # Read in this process now that the worker has let go of the dir: one `tripwire sql`
-    # process per table (sixteen chDB start-ups) took ~20 of this test's 44 s. The text is the
-    # same: `tripwire sql` prints run_sql's TabSeparated.
-    with client_on(env["TRIPWIRE_CLICKHOUSE_URL"]) as client:
-        def sql(query: str) -> list[list[str]]:
-            out = io.StringIO()
-            run_sql(client, query, out)
-            return [line.split("\t") for line in out.getvalue().splitlines()]
-
+    # process per table (sixteen chDB start-ups) took ~20 of this test's 44 s.
+    with tabsep_reader(env["TRIPWIRE_CLICKHOUSE_URL"]) as sql:
         [[stored]] = sql("SELECT count() FROM steps")
         assert int(stored) == len(events)
         tables = [row[0] for row in sql(
