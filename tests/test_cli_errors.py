@@ -157,8 +157,10 @@ def test_one_line_and_exit_2(places, tmp_path: Path, argv, env, expected) -> Non
         return text
 
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
-    # Bounded: an unreachable broker is reported after this, not after the default 10 s.
-    run_env["TRIPWIRE_KAFKA_CONNECT_TIMEOUT_S"] = "2"
+    # Bounded: an unreachable broker is reported after this, not after the default 10 s. A dead
+    # loopback port refuses at once, so half a second is several attempts (2 s made init,
+    # worker and simulate's cases 3 s each).
+    run_env["TRIPWIRE_KAFKA_CONNECT_TIMEOUT_S"] = "0.5"
     run_env.update({k: fill(v) for k, v in env.items()})
     empty = tmp_path / "cwd"
     empty.mkdir()

@@ -29,6 +29,7 @@ from tripwire.bench.worker_process import (
     operator_cli_env,
     read_all,
     signed_worker_env,
+    wait_caught_up,
 )
 from tripwire.schemas import topics
 from tripwire.schemas.codec import command_codec, control_codec
@@ -283,7 +284,10 @@ def test_zzz_a_restarted_worker_still_refuses_replays(plane: Plane, tmp_path: Pa
     try:
         assert "recently applied operator command(s) remembered" in worker.log()
         asyncio.run(send_command(plane, plane.applied_command))
-        time.sleep(3)  # judged, audited and flushed
+        # Judged and its audit row stored: the intake commits a command only after that (a
+        # fixed 3 s sleep before, which a loaded machine could outlast).
+        asyncio.run(wait_caught_up(plane.broker.bootstrap, "tripwire-commands", topics.COMMANDS,
+                                   PARTITIONS, worker, limit_s=60))
     finally:
         assert worker.stop() == 0
     rows = command_outcomes(plane)

@@ -37,6 +37,11 @@ SERVER_ONLY = {"faust", "clickhouse_connect", "chdb", "plotly"}
 PARTITIONS = 2
 OPERATOR_KEY = ("ops-install", "operator-secret-install")
 CONTROL_KEY = ("ctl-install", "control-master-install")
+# pip byte-compiles every module it installs; for the server's ~900 MB of dependencies
+# (plotly's thousands of modules among them) that was 18 of a clean install's 46 s. It decides
+# nothing here: pip only warns about a file that does not compile, and the modules a test runs
+# are compiled when they are imported.
+NO_COMPILE = ("--no-compile",)
 
 
 @dataclass(frozen=True)
@@ -81,18 +86,24 @@ def venvs(tmp_path_factory: pytest.TempPathFactory) -> Venvs:
     wheels = base / "wheels"
     src = base / "src"
     _copy_checkout(src)
+    server, sdk = base / "server-venv", base / "sdk-venv"
+    # The two clean virtualenvs are made while the wheels build (3-4 s each, one after the
+    # other before).
+    making = [subprocess.Popen([sys.executable, "-m", "venv", str(venv)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for venv in (server, sdk)]
     # The release path (and the Dockerfile's): the SDK wheel, then the server's pinning it.
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), "./sdk"],
          cwd=src, env=_clean_env(), timeout=600)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), "."],
          cwd=src, env=_clean_env(TRIPWIRE_SDK_BY_VERSION="1"), timeout=600)
-    server, sdk = base / "server-venv", base / "sdk-venv"
+    for proc in making:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"venv failed:\n{out[-3000:]}"
     installs = []
     for venv, dist in ((server, "tripwire"), (sdk, "tripwire-sdk")):
-        _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
         installs.append(subprocess.Popen(
-            [str(venv / "bin" / "pip"), "install", "-q", "-c", str(ROOT / "constraints.txt"),
-             "--find-links", str(wheels), dist],
+            [str(venv / "bin" / "pip"), "install", "-q", *NO_COMPILE,
+             "-c", str(ROOT / "constraints.txt"), "--find-links", str(wheels), dist],
             cwd=base, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True))
     for proc in installs:
@@ -280,8 +291,9 @@ def test_plain_pip_install_from_the_checkout(tmp_path: Path) -> None:
     venv, src = tmp_path / "venv", tmp_path / "src"
     _copy_checkout(src)
     _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
-    _run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(src / "constraints.txt"),
-          str(src)], cwd=tmp_path, env=_clean_env(), timeout=1200)
+    _run([str(venv / "bin" / "pip"), "install", "-q", *NO_COMPILE,
+          "-c", str(src / "constraints.txt"), str(src)], cwd=tmp_path, env=_clean_env(),
+         timeout=1200)
     done = _run([str(venv / "bin" / "tripwire"), "--help"], cwd=tmp_path, env=_clean_env(),
                 timeout=120)
     assert "usage: tripwire" in done.stdout

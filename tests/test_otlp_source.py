@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from chdb_fixtures import client_on, tabsep_reader, tabsep_rows
 from tripwire.bench.otlp_agents import InstrumentedAgent, collector_json, requests, trace_key
 from tripwire.bench.worker_process import (
     ROOT,
@@ -33,6 +34,7 @@ from tripwire.bench.worker_process import (
 from tripwire.schemas import topics
 from tripwire.schemas.codec import control_codec
 from tripwire.schemas.topics import TopicSpec, ensure_topics, tripwire_topics
+from tripwire.sinks.clickhouse import Client
 from tripwire.streams import dead_letters
 from tripwire.streams.broker import EmbeddedBroker, free_port
 
@@ -157,25 +159,30 @@ def test_otel_agents_are_governed_and_stored_and_bad_records_are_dead_lettered(
     assert crm and crm[-1]["mode"] in ("suggest_only", "read_only", "halted"), published
 
     # Every agent is in `steps`; the OpenInference agent with tokens and a priced cost
-    # (gpt-4o at 2.50 / 10.00 USD per million tokens: 1200 in + 300 out = 0.006).
-    counts = dict(sql(env, "SELECT agent_id, count() FROM steps GROUP BY agent_id"))
-    assert set(counts) == {"otel-looper", "crm-agent", "invoice-assistant"}, counts
-    [[calls, tokens_in, cost]] = sql(env, "SELECT count(), sum(input_tokens), sum(cost_usd) "
-                                          "FROM steps WHERE agent_id = 'invoice-assistant' "
-                                          "AND kind = 'model_call'")
-    assert (int(calls), int(tokens_in)) == (3, 3600)
-    assert abs(float(cost) - 0.018) < 1e-9
-    [[ends]] = sql(env, "SELECT count() FROM steps WHERE kind = 'run_end' "
-                        "AND agent_id = 'invoice-assistant'")
-    assert int(ends) == 3
-    [[denials]] = sql(env, "SELECT countIf(policy_outcome = 'denied') FROM steps "
-                           "WHERE agent_id = 'crm-agent'")
-    assert int(denials) == 18
-    [[dupes]] = sql(env, "SELECT count() - uniqExact(event_id) FROM steps")
-    assert int(dupes) == 0
+    # (gpt-4o at 2.50 / 10.00 USD per million tokens: 1200 in + 300 out = 0.006). Read in this
+    # process on one client (the worker has exited): six chDB start-ups before, 1.2-2 s each.
+    with client_on(env["TRIPWIRE_CLICKHOUSE_URL"]) as client:
+        def sql(query: str) -> list[list[str]]:
+            return tabsep_rows(client, query)
 
-    # ... and on the safety dashboard's "current mode" panel.
-    modes = dashboard(env, "safety_current_modes")
+        counts = dict(sql("SELECT agent_id, count() FROM steps GROUP BY agent_id"))
+        assert set(counts) == {"otel-looper", "crm-agent", "invoice-assistant"}, counts
+        [[calls, tokens_in, cost]] = sql("SELECT count(), sum(input_tokens), sum(cost_usd) "
+                                         "FROM steps WHERE agent_id = 'invoice-assistant' "
+                                         "AND kind = 'model_call'")
+        assert (int(calls), int(tokens_in)) == (3, 3600)
+        assert abs(float(cost) - 0.018) < 1e-9
+        [[ends]] = sql("SELECT count() FROM steps WHERE kind = 'run_end' "
+                       "AND agent_id = 'invoice-assistant'")
+        assert int(ends) == 3
+        [[denials]] = sql("SELECT countIf(policy_outcome = 'denied') FROM steps "
+                          "WHERE agent_id = 'crm-agent'")
+        assert int(denials) == 18
+        [[dupes]] = sql("SELECT count() - uniqExact(event_id) FROM steps")
+        assert int(dupes) == 0
+
+        # ... and on the safety dashboard's "current mode" panel.
+        modes = dashboard(client, "safety_current_modes")
     by_agent = {row["agent_id"]: row["mode"] for row in modes}
     assert set(by_agent) >= {"otel-looper", "crm-agent", "invoice-assistant"}
     assert by_agent["crm-agent"] != "autonomous"
@@ -198,19 +205,14 @@ def test_otel_agents_are_governed_and_stored_and_bad_records_are_dead_lettered(
     assert all("no agent identity" in r for r in reasons[anonymous]), reasons[anonymous]
 
 
-def dashboard(env: dict[str, str], name: str) -> list[dict]:
-    code = (
-        "import json, sys\n"
-        "from tripwire.dashboards.filters import Filters\n"
-        "from tripwire.dashboards.runner import run_query\n"
-        "from tripwire.sinks.clickhouse import connect\n"
-        "res = run_query(connect(sys.argv[1]), sys.argv[2], Filters.last(6 * 3600_000).values())\n"
-        "print(json.dumps([dict(zip(res.columns, r)) for r in res.rows], default=str))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, env["TRIPWIRE_CLICKHOUSE_URL"], name],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+def dashboard(client: Client, name: str) -> list[dict]:
+    from tripwire.dashboards.filters import Filters
+    from tripwire.dashboards.runner import run_query
+
+    res = run_query(client, name, Filters.last(6 * 3600_000).values())
+    # As the dashboard's JSON carries them.
+    rows = [dict(zip(res.columns, r, strict=True)) for r in res.rows]
+    return json.loads(json.dumps(rows, default=str))
 
 
 def test_otlp_json_records_from_the_collector_become_steps(fresh_broker, tmp_path):
@@ -358,7 +360,8 @@ def test_router_killed_mid_stream_loses_nothing_and_doubles_nothing(fresh_broker
                 proc.wait(60)
         router_log.close()
         assert worker.stop(120) == 0, worker.log()[-3000:]
-    [[rows, distinct]] = sql(env, "SELECT count(), uniqExact(event_id) FROM steps")
-    stored = {r[0] for r in sql(env, "SELECT toString(event_id) FROM steps")}
+    with tabsep_reader(env["TRIPWIRE_CLICKHOUSE_URL"]) as read:
+        [[rows, distinct]] = read("SELECT count(), uniqExact(event_id) FROM steps")
+        stored = {r[0] for r in read("SELECT toString(event_id) FROM steps")}
     assert stored == expected, (len(stored), len(expected))
     assert int(rows) == int(distinct) == len(expected)

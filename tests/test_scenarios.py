@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from tripwire.bench.worker_process import ROOT, WorkerProcess, read_all, wait_caught_up, worker_env
+from chdb_fixtures import tabsep_reader
+from tripwire.bench.worker_process import WorkerProcess, read_all, wait_caught_up, worker_env
 from tripwire.detectors.agent_monitor import AgentMonitor
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import load_policy
@@ -119,15 +118,11 @@ def test_scenarios_trip_healthy_agents_stay_and_state_survives_sigkill(tmp_path)
         assert sorted(set(published[agent])) == want, agent
     assert "Worker ready" in worker.log() and worker.log().count("Worker ready") == 2
 
-    q = subprocess.run(
-        [sys.executable, "-m", "tripwire.streams.cli", "sql",
-         "SELECT agent_id, count(), uniqExact(seq) FROM mode_changes FINAL GROUP BY agent_id"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert q.returncode == 0, q.stderr
-    stored = {a: (int(n), int(u)) for a, n, u in (ln.split("\t") for ln in q.stdout.splitlines())}
-    assert stored == {a: (len(w), len(w)) for a, w in expected.items()}
-    q = subprocess.run(
-        [sys.executable, "-m", "tripwire.streams.cli", "sql",
-         "SELECT DISTINCT agent_id FROM detections"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert set(q.stdout.split()) >= set(expected)
+    # Both reads in this process on one client (the worker has exited): a `tripwire sql`
+    # process each paid a chDB start-up (1.2-2 s).
+    with tabsep_reader(env["TRIPWIRE_CLICKHOUSE_URL"]) as sql:
+        stored = {a: (int(n), int(u)) for a, n, u in sql(
+            "SELECT agent_id, count(), uniqExact(seq) FROM mode_changes FINAL GROUP BY agent_id")}
+        assert stored == {a: (len(w), len(w)) for a, w in expected.items()}
+        detected = {row[0] for row in sql("SELECT DISTINCT agent_id FROM detections")}
+    assert detected >= set(expected)
