@@ -63,6 +63,7 @@ from tripwire.streams.step_processor import (
     StepProcessor,
     detection_record,
 )
+from tripwire.streams.table_startup import PromptTableManager
 
 log = logging.getLogger("tripwire.streams")
 
@@ -137,6 +138,8 @@ class TripwireApp:
             # batches its producer flush took 2.8-6.2 s on a bench drain (0.3 s with these),
             # and the sink's next insert and every ack waited for it.
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
+            # Our one table is declared below, before start: no need to nap for late ones.
+            TableManager=PromptTableManager,
         )
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                "value_serializer": "raw", "partitions": s.partitions}

@@ -289,3 +289,17 @@ def test_aiokafka_fetch_internals_the_batch_unpacking_relies_on() -> None:
     assert "consumer._fetcher" in inspect.getsource(original)
     assert "self._fetch_records" in inspect.getsource(thread.getmany), (
         "Faust's getmany no longer fetches through _fetch_records")
+
+
+def test_table_manager_start_is_the_nap_then_channels_then_recovery() -> None:
+    """streams/table_startup.py replaces TableManager.on_start with everything but its nap."""
+    from faust.tables import TableManager
+
+    from tripwire.streams.table_startup import PromptTableManager
+
+    src = inspect.getsource(TableManager.on_start)
+    body = [line.strip() for line in src.splitlines()[1:]
+            if line.strip() and not line.strip().startswith('"""')]
+    assert body == ["await self.sleep(1.0)", "if not self.should_stop:",
+                    "await self._update_channels()", "await self.recovery.start()"], src
+    assert PromptTableManager.__mro__[1] is TableManager
