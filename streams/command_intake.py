@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from tripwire.schemas import topics
 from tripwire.schemas.codec import DecodeError, command_codec, control_codec
@@ -234,13 +235,27 @@ class CommandIntake:
     async def _run(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         assert self._wake is not None and self._stopping is not None
         assigned: frozenset[int] = frozenset()
+        reassign_failed = False
         committed = self._committed
         next_commit = time.monotonic() + COMMIT_INTERVAL_S
         while not self._stopping.is_set():
             with self._lock:
                 wanted = self._wanted
             if wanted != assigned:
-                await self._reassign(consumer, assigned, wanted)
+                try:
+                    await self._reassign(consumer, assigned, wanted)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    # The broker went away while the partitions were being taken up (their
+                    # committed offsets are looked up there): it may come back, as the
+                    # stream's own consumer waits for it, so try again instead of stopping
+                    # the worker (which a broker lost right after start did, now and then).
+                    if not reassign_failed:
+                        log.warning("operator commands: cannot take up partitions %s yet, "
+                                    "retrying: %r", sorted(wanted), exc)
+                    reassign_failed = True
+                    await self._pause(COMMIT_INTERVAL_S)
+                    continue
+                reassign_failed = False
                 assigned = wanted
                 for p in [p for p in committed if p not in assigned]:
                     del committed[p]
@@ -248,11 +263,7 @@ class CommandIntake:
                 await self._commit(consumer, committed)
                 next_commit = time.monotonic() + COMMIT_INTERVAL_S
             if not assigned:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), COMMIT_INTERVAL_S)
-                except TimeoutError:
-                    pass
+                await self._pause(COMMIT_INTERVAL_S)
                 continue
             batches = await consumer.getmany(timeout_ms=self.settings.fetch_max_wait_ms,
                                              max_records=MAX_RECORDS)
@@ -262,6 +273,13 @@ class CommandIntake:
                      for r in batches[tp]], producer)
                 self.judged += len(judged)
                 self._deliver(judged)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the assignment changes or the intake stops."""
+        assert self._wake is not None
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _reassign(self, consumer: AIOKafkaConsumer, before: frozenset[int],
                         after: frozenset[int]) -> None:
