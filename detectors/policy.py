@@ -598,7 +598,7 @@ class ResolvedPolicy(PolicyModel):
         key = id(self)
         entry = _COMPILED.get(key)
         if entry is None or entry[0]() is not self:
-            entry = _COMPILED[key] = (weakref.ref(self, lambda _ref: _COMPILED.pop(key, None)), {})
+            entry = _COMPILED[key] = (weakref.ref(self, _forget_compiled(key)), {})
         cache = entry[1]
         value = cache.get(name)
         if value is None:
@@ -608,6 +608,20 @@ class ResolvedPolicy(PolicyModel):
 
 T = TypeVar("T")
 _COMPILED: dict[int, tuple[weakref.ref[ResolvedPolicy], dict[str, Any]]] = {}
+
+
+def _forget_compiled(key: int) -> Callable[[weakref.ref[ResolvedPolicy]], None]:
+    """The weakref callback dropping a dead policy's entry. It holds the dict itself: a policy
+    collected at interpreter exit, once module globals are cleared, found ``_COMPILED`` None
+    ("Exception ignored ... 'NoneType' object has no attribute 'pop'")."""
+    compiled = _COMPILED
+
+    def forget(ref: weakref.ref[ResolvedPolicy]) -> None:
+        entry = compiled.get(key)
+        if entry is not None and entry[0] is ref:  # not a newer policy given the same id
+            del compiled[key]
+
+    return forget
 
 DEFAULT_POLICY = ResolvedPolicy()
 

@@ -236,3 +236,17 @@ def test_every_field_has_its_reasoning_and_is_described() -> None:
         name, _default, why = (cell.strip() for cell in row.strip("|").split("|", 2))
         assert why, f"{name} has no description"
     assert "`denial_rate.min_decisions`" in text and "`breaker.cooldown_ms`" in text
+
+
+def test_compiled_entries_go_with_their_policy() -> None:
+    import gc
+
+    from tripwire.detectors import policy as policy_module
+
+    resolved = Policy().for_agent("agent-compiled", None)
+    assert resolved.compiled("probe", lambda p: ["built"]) == ["built"]
+    key = id(resolved)
+    assert key in policy_module._COMPILED
+    del resolved
+    gc.collect()
+    assert key not in policy_module._COMPILED
