@@ -47,8 +47,12 @@ CONTROL_ACK_COLUMNS: tuple[str, ...] = (
 )
 # Columns that are Nullable in the DDL; every other string column stores None as ''.
 _NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latency_ms",
-                       "apply_ms", "agent_version", "workflow", "environment", "scope_agent",
-                       "scope_version", "scope_workflow", "scope_environment"})
+                       "apply_ms"})
+# ... and per table, where a name is Nullable in one table only (alert_deliveries' workflow
+# is '' when unknown; control_acks' is NULL, as the guard's ack has it).
+_NULLABLE_IN = {"control_acks": frozenset({
+    "agent_version", "workflow", "environment", "scope_agent", "scope_version",
+    "scope_workflow", "scope_environment"})}
 _COLUMNS = {"operator_commands": OPERATOR_COMMAND_COLUMNS,
             "alert_deliveries": ALERT_DELIVERY_COLUMNS,
             "control_acks": CONTROL_ACK_COLUMNS}
@@ -139,8 +143,9 @@ def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -
     if not rows:
         return 0
     columns = _COLUMNS[table]
+    nullable = _NULLABLE | _NULLABLE_IN.get(table, frozenset())
     data = [
-        [row.get(c) if c in _NULLABLE
+        [row.get(c) if c in nullable
          else mask(row.get(c) or "") if c in _FREE_TEXT
          else _not_null(row.get(c)) for c in columns]
         for row in rows
