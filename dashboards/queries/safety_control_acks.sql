@@ -49,49 +49,62 @@ WITH
         LIMIT 200
     ),
     heard AS (
-        -- Every ack around the controls, with what the guard said it guards. No FINAL: a
-        -- duplicate row does not change who was heard from or what they said.
-        SELECT guard_instance, agent_id, applied_at, agent_version, workflow, environment,
-               if(kind = 'applied',
-                  if(command_id != '', command_id, concat(control_key, '#', toString(seq))),
-                  '') AS control
+        -- Every ack around the controls (and later acks applying them), with what the guard
+        -- said it guards. No FINAL: a duplicate row does not change who was heard from or
+        -- what they said.
+        SELECT guard_instance, agent_id, applied_at, toStartOfMinute(applied_at) AS minute,
+               agent_version, workflow, environment
         FROM control_acks
         WHERE applied_at >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC') - INTERVAL 5 MINUTE
           AND (applied_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC') + INTERVAL 1 MINUTE
                OR kind = 'applied')
     ),
+    identity AS (
+        -- Each guard's agent and identity as its latest acks in the range stated it. Per
+        -- guard, not per control: a guard's agent runs in one version, workflow and
+        -- environment, which the guard is told or learns from the agent's first run and never
+        -- unsays (sdk/control_acks.py), so an older ack may have said more than a later one.
+        SELECT guard_instance, any(agent_id) AS agent,
+               argMaxIf(agent_version, applied_at, isNotNull(agent_version)) AS version,
+               argMaxIf(workflow, applied_at, isNotNull(workflow)) AS workflow,
+               argMaxIf(environment, applied_at, isNotNull(environment)) AS environment
+        FROM heard
+        GROUP BY guard_instance
+    ),
     guards AS (
-        -- Per control, each guard heard from around it (or acknowledging it, however late),
-        -- with its identity as its latest acks stated it (a guard learns its workflow from
-        -- its agent's first run; an older ack may have said more than a later one).
-        SELECT c.control AS control, h.guard_instance AS guard_instance,
-               any(c.scope) AS scope,
-               any(h.agent_id) AS agent,
-               argMaxIf(h.agent_version, h.applied_at, isNotNull(h.agent_version)) AS version,
-               argMaxIf(h.workflow, h.applied_at, isNotNull(h.workflow)) AS workflow,
-               argMaxIf(h.environment, h.applied_at, isNotNull(h.environment)) AS environment
-        FROM controls AS c
-        CROSS JOIN heard AS h
-        WHERE (h.applied_at >= c.issued - INTERVAL 5 MINUTE
-               AND h.applied_at < c.issued + INTERVAL 1 MINUTE)
-           OR h.control = c.control
-        GROUP BY c.control, h.guard_instance
+        -- Per control, the guards heard from between 5 minutes before it and 1 minute after:
+        -- acks joined on the 7 minutes that window touches, then cut exactly (a cross join
+        -- with the time condition compares every control with every ack of the range); and
+        -- the guards that acknowledged it, however late.
+        SELECT DISTINCT c.control AS control, h.guard_instance AS guard_instance
+        FROM (SELECT control, issued,
+                     toStartOfMinute(issued) + toIntervalMinute(arrayJoin(range(-5, 2)))
+                         AS minute
+              FROM controls) AS c
+        INNER JOIN heard AS h ON h.minute = c.minute
+        WHERE h.applied_at >= c.issued - INTERVAL 5 MINUTE
+          AND h.applied_at < c.issued + INTERVAL 1 MINUTE
+        UNION DISTINCT
+        SELECT control, guard_instance FROM acked WHERE control IN (SELECT control FROM controls)
     ),
     coverage AS (
         -- sdk.scopes.Scope.covers_guard: 1 covered, 0 a selector contradicts, NULL the scope
         -- sets one the guard did not state (or the control's scope is not known).
-        SELECT control, guard_instance,
-               multiIf(scope.1 = '', NULL,
-                       isNotNull(scope.2) AND scope.2 != agent, 0,
-                       isNotNull(scope.3) AND isNotNull(version) AND scope.3 != version, 0,
-                       isNotNull(scope.4) AND isNotNull(workflow) AND scope.4 != workflow, 0,
-                       isNotNull(scope.5) AND isNotNull(environment)
-                           AND scope.5 != environment, 0,
-                       isNotNull(scope.3) AND isNull(version), NULL,
-                       isNotNull(scope.4) AND isNull(workflow), NULL,
-                       isNotNull(scope.5) AND isNull(environment), NULL,
+        SELECT g.control AS control, g.guard_instance AS guard_instance,
+               multiIf(c.scope.1 = '', NULL,
+                       isNotNull(c.scope.2) AND c.scope.2 != i.agent, 0,
+                       isNotNull(c.scope.3) AND isNotNull(i.version) AND c.scope.3 != i.version, 0,
+                       isNotNull(c.scope.4) AND isNotNull(i.workflow)
+                           AND c.scope.4 != i.workflow, 0,
+                       isNotNull(c.scope.5) AND isNotNull(i.environment)
+                           AND c.scope.5 != i.environment, 0,
+                       isNotNull(c.scope.3) AND isNull(i.version), NULL,
+                       isNotNull(c.scope.4) AND isNull(i.workflow), NULL,
+                       isNotNull(c.scope.5) AND isNull(i.environment), NULL,
                        1) AS covered
-        FROM guards
+        FROM guards AS g
+        INNER JOIN identity AS i ON i.guard_instance = g.guard_instance
+        INNER JOIN controls AS c ON c.control = g.control
     )
 SELECT
     c.control AS control,
