@@ -34,6 +34,11 @@ WITH
                min(width) AS selectors
         FROM control_acks FINAL
         WHERE kind = 'applied'
+          -- Not in the sorting key (command_id first, for one command's acks), but the
+          -- partition key's: whole parts and months are skipped by their min and max
+          -- applied_at. A guard applies a control after it was issued; a day covers any
+          -- skew of its clock.
+          AND applied_at >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC') - INTERVAL 1 DAY
           AND issued_at >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')
           AND issued_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')
           AND (empty({agents:Array(String)}) OR agent_id IN {agents:Array(String)})
