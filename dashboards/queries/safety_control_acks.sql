@@ -82,11 +82,12 @@ WITH
         -- with the time condition compares every control with every ack of the range); and
         -- the guards that acknowledged it, however late.
         SELECT DISTINCT c.control AS control, h.guard_instance AS guard_instance
-        FROM (SELECT control, issued,
-                     toStartOfMinute(issued) + toIntervalMinute(arrayJoin(range(-5, 2)))
-                         AS minute
-              FROM controls) AS c
-        INNER JOIN heard AS h ON h.minute = c.minute
+        FROM heard AS h
+        -- The small side on the right: ClickHouse builds the join's hash table from it.
+        INNER JOIN (SELECT control, issued,
+                           toStartOfMinute(issued) + toIntervalMinute(arrayJoin(range(-5, 2)))
+                               AS minute
+                    FROM controls) AS c ON c.minute = h.minute
         WHERE h.applied_at >= c.issued - INTERVAL 5 MINUTE
           AND h.applied_at < c.issued + INTERVAL 1 MINUTE
         UNION DISTINCT
