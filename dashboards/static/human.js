@@ -193,13 +193,15 @@ async function submitConfirm(ev) {
   }
 }
 
-// " of M heard from recently" (the guards the control's scope covers), and those heard from
-// that did not say what the scope selects on, counted apart as `tripwire kill` counts them.
-function heardFrom(guards) {
-  if (!guards) return "";
-  const of = guards.heard_from != null ? ` of ${guards.heard_from} heard from recently` : "";
-  const unknown = guards.unknown_scope ? ` (${guards.unknown_scope} more heard from did not say their scope, not counted)` : "";
-  return of + unknown;
+// Of the guards the control's scope covers, how many were heard from recently; and how many
+// heard from did not say what the scope selects on: counted apart, as `tripwire kill` does.
+function heardOf(guards, obeyed) {
+  const m = guards ? guards.heard_from : null;
+  return m == null ? "" : obeyed ? ` of ${m} heard from recently` : ` (${m} heard from recently)`;
+}
+function unknownScope(guards) {
+  return guards && guards.unknown_scope
+    ? `; ${guards.unknown_scope} more heard from did not say their scope (not counted)` : "";
 }
 
 async function refreshConsole() {
@@ -220,9 +222,9 @@ async function refreshConsole() {
         class: "control", "data-scope": c.scope, "data-obeyed": c.acks ? String(c.acks.obeyed) : "0",
         "data-heard-from": c.guards && c.guards.heard_from != null ? String(c.guards.heard_from) : "",
       }, `${c.scope}: ${c.mode} — ` + (c.acks
-        ? `obeyed by ${c.acks.obeyed} guard(s)` + heardFrom(c.guards)
-          + `, slowest ${c.acks.slowest_ms ?? "?"} ms`
-        : "no guard acknowledged yet" + heardFrom(c.guards))))),
+        ? `obeyed by ${c.acks.obeyed} guard(s)` + heardOf(c.guards, true)
+          + `, slowest ${c.acks.slowest_ms ?? "?"} ms` + unknownScope(c.guards)
+        : "no guard acknowledged yet" + heardOf(c.guards, false) + unknownScope(c.guards))))),
       actions: el("span", {}, ...data.actions.map(action => el("button", {
         class: action.danger ? "danger" : "", "data-action": action.name, disabled: !canAct,
         title: canAct ? null : "needs the operator role", onclick: () => openConfirm(action, a),
