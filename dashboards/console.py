@@ -35,11 +35,13 @@ log = logging.getLogger(__name__)
 
 def attach_ack_counts(client: Client, agents: list[dict[str, Any]], now_ms: int) -> None:
     """Give each listed control (``row["controls"]``) its ``acks`` from ClickHouse: how many
-    guards acknowledged applying it (``obeyed``) and the slowest apply time (``slowest_ms``);
-    None when no guard acknowledged it (yet). The safety dashboard's "Controls obeyed by
-    guards" query, over the listed agents since the oldest listed control. Its
-    ``heard_from`` is left out: it counts every guard heard in the range, not only the
-    control's agent's, so "1 of 4" would be wrong here."""
+    of the guards its scope covers acknowledged applying it (``obeyed``) and the slowest apply
+    time (``slowest_ms``), None when no guard acknowledged it (yet); and its ``guards``: how
+    many guards its scope covers were heard from around it (``heard_from``, None when the
+    scope is not known, e.g. acks stored before migration 0019) and how many heard from did
+    not state what the scope selects on (``unknown_scope``). The safety dashboard's "Controls
+    obeyed by guards" query, over the listed agents since the oldest listed control; the
+    console lists an agent's own and agent-scoped controls, so those are its guards."""
     listed = [c for row in agents for c in row.get("controls", [])]
     if not listed:
         return
@@ -49,8 +51,10 @@ def attach_ack_counts(client: Client, agents: list[dict[str, Any]], now_ms: int)
     acks = {r["control"]: r for r in result.records()}
     for control in listed:
         found = acks.get(control["control"])
-        control["acks"] = None if found is None else {
+        control["acks"] = None if found is None or not found["obeyed"] else {
             "obeyed": found["obeyed"], "slowest_ms": found["slowest_ms"]}
+        control["guards"] = None if found is None else {
+            "heard_from": found["heard_from"], "unknown_scope": found["unknown_scope"]}
 
 
 class ConsoleError(Exception):

@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tripwire.schemas.topics import CONTROL_ACKS
 from tripwire.simulator.fleet import fleet_events, scenario_of
 from tripwire.simulator.scenarios import SCENARIOS
 from tripwire.sinks.clickhouse import Client
-from tripwire.sinks.control_audit import insert_rows
+from tripwire.sinks.control_audit import RecordRef, control_ack_row, insert_rows
 from tripwire.sinks.step_sink import StepSink
 
 _NAMESPACE = uuid.UUID("8a1f3f9e-2b7c-4d1e-9f6a-3c5b7e2d1a40")
@@ -95,22 +96,23 @@ def fill(
 
 def _guard_acks(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each agent's guard acknowledging its mode changes a little later (40-400 ms, the spread
-    bench/fleet_kill.py measures on a loaded 2-core machine), one hello before each."""
+    bench/fleet_kill.py measures on a loaded 2-core machine), one hello before each; rows
+    built as the worker builds them from the guards' records (``control_ack_row``)."""
     rows: list[dict[str, Any]] = []
     for i, change in enumerate(changes):
         guard = f"{change['agent_id']}-guard-1"
         applied = change["issued_at"] + 40 + (i * 37) % 360
         for kind in ("hello", "applied"):
-            rows.append({
+            ack = {
                 "applied_at": applied - 1000 if kind == "hello" else applied, "kind": kind,
                 "guard_instance": guard, "agent_id": change["agent_id"],
                 "control_key": change["agent_id"] if kind == "applied" else None,
                 "seq": change["seq"] if kind == "applied" else None,
                 "mode": change["mode"] if kind == "applied" else None, "command_id": None,
                 "issued_at": change["issued_at"] if kind == "applied" else None,
-                "apply_ms": applied - change["issued_at"] if kind == "applied" else None,
-                "verified": 1, "source_partition": 0, "source_offset": 2 * i + (kind == "applied"),
-            })
+            }
+            ref = RecordRef(CONTROL_ACKS, 0, 2 * i + (kind == "applied"), ack["applied_at"])
+            rows.append(control_ack_row(ref, ack, verified=True))
     return rows
 
 

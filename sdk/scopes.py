@@ -38,6 +38,8 @@ from tripwire.schemas.modes import Mode
 
 __all__ = [
     "AGENT_KEY_SEPARATOR",
+    "BREAKER_KEY_PREFIX",
+    "POLICY_KEY_PREFIX",
     "SELECTORS",
     "CallContext",
     "Ceiling",
@@ -45,10 +47,18 @@ __all__ = [
     "Scope",
     "ScopedControl",
     "lowest_ceiling",
+    "scope_of_control_key",
 ]
 
 AGENT_KEY_SEPARATOR = "\x1f"
 """Between ``agent_id`` and the scope key in the Kafka key of an agent's scoped control."""
+
+BREAKER_KEY_PREFIX = "breaker:"
+"""Keys of the breaker's own shared ceilings on ``agent-controls-shared``: the prefix, then the
+scope key (a workflow restricted by many agents' trips, ``streams/scope_controls.py``)."""
+POLICY_KEY_PREFIX = "policy:"
+"""Keys of standing rules on ``agent-controls-shared``: ``policy:<rule name>``; the rule's
+scope is in the record only."""
 
 SELECTORS: tuple[str, ...] = (
     "agent_id", "agent_version", "environment", "workflow", "tool", "action_class",
@@ -171,6 +181,29 @@ class Scope:
                 return tool == call.tool
             return fnmatchcase(call.tool, tool)
         return True
+
+
+def scope_of_control_key(key: str, agent_id: str) -> Scope | None:
+    """The scope of the control a guard of ``agent_id`` applied under record key ``key``, read
+    back from the key as the worker wrote it (the inverse of :meth:`Scope.kafka_key` and the
+    shared keys): ``agent_id`` itself is the agent's own mode (its guards), ``agent`` + 0x1f +
+    scope key an agent's scoped control, a scope key (``fleet``, ``workflow=billing``) or
+    ``breaker:`` + scope key a shared one. None when the key does not say: a standing rule
+    (``policy:<name>``, its scope is in the record) or a key this version does not know."""
+    if key == agent_id:
+        return Scope(agent_id=agent_id)
+    owner, sep, text = key.partition(AGENT_KEY_SEPARATOR)
+    if not sep:
+        if key.startswith(POLICY_KEY_PREFIX):
+            return None
+        text = key.removeprefix(BREAKER_KEY_PREFIX)
+    try:
+        scope = Scope.from_key(text)
+    except ValueError:
+        return None
+    if sep and scope.agent_id != owner:
+        return None  # not a key Scope.kafka_key writes
+    return scope
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tripwire.schemas.codec import ACK_IDENTITY_FIELDS
+from tripwire.sdk.scopes import scope_of_control_key
 from tripwire.sinks.clickhouse import Client
 from tripwire.sinks.masking import mask
 
@@ -39,10 +41,18 @@ ALERT_DELIVERY_COLUMNS: tuple[str, ...] = (
 CONTROL_ACK_COLUMNS: tuple[str, ...] = (
     "applied_at", "kind", "guard_instance", "agent_id", "control_key", "seq", "mode",
     "command_id", "issued_at", "apply_ms", "verified", "source_partition", "source_offset",
+    # 0019_control_ack_scope.sql: the guard's identity and the applied control's scope.
+    "agent_version", "workflow", "environment", "scope_key", "scope_agent", "scope_version",
+    "scope_workflow", "scope_environment",
 )
 # Columns that are Nullable in the DDL; every other string column stores None as ''.
 _NULLABLE = frozenset({"duration_ms", "issued_at", "seq", "status_code", "latency_ms",
                        "apply_ms"})
+# ... and per table, where a name is Nullable in one table only (alert_deliveries' workflow
+# is '' when unknown; control_acks' is NULL, as the guard's ack has it).
+_NULLABLE_IN = {"control_acks": frozenset({
+    "agent_version", "workflow", "environment", "scope_agent", "scope_version",
+    "scope_workflow", "scope_environment"})}
 _COLUMNS = {"operator_commands": OPERATOR_COMMAND_COLUMNS,
             "alert_deliveries": ALERT_DELIVERY_COLUMNS,
             "control_acks": CONTROL_ACK_COLUMNS}
@@ -51,8 +61,12 @@ _FREE_TEXT = frozenset({"detail", "reason", "error"})
 
 
 def control_ack_row(ref: RecordRef, ack: Mapping[str, Any], *, verified: bool) -> dict[str, Any]:
-    """The ``control_acks`` row of one decoded ControlAck record."""
+    """The ``control_acks`` row of one decoded ControlAck record: with the guard's identity
+    as the ack states it and, for an ``applied`` ack, the applied control's scope as its
+    record key names it (``scope_key`` '' when the key does not say, e.g. a standing rule)."""
     issued_at = ack.get("issued_at")
+    key = ack.get("control_key")
+    scope = None if key is None else scope_of_control_key(key, ack["agent_id"])
     return {
         "applied_at": ack["applied_at"],
         "kind": ack["kind"],
@@ -67,6 +81,12 @@ def control_ack_row(ref: RecordRef, ack: Mapping[str, Any], *, verified: bool) -
         "verified": int(verified),
         "source_partition": ref.partition,
         "source_offset": ref.offset,
+        **{name: ack.get(name) for name in ACK_IDENTITY_FIELDS},
+        "scope_key": "" if scope is None else scope.key(),
+        "scope_agent": None if scope is None else scope.agent_id,
+        "scope_version": None if scope is None else scope.agent_version,
+        "scope_workflow": None if scope is None else scope.workflow,
+        "scope_environment": None if scope is None else scope.environment,
     }
 
 
@@ -123,8 +143,9 @@ def insert_rows(client: Client, table: str, rows: Sequence[Mapping[str, Any]]) -
     if not rows:
         return 0
     columns = _COLUMNS[table]
+    nullable = _NULLABLE | _NULLABLE_IN.get(table, frozenset())
     data = [
-        [row.get(c) if c in _NULLABLE
+        [row.get(c) if c in nullable
          else mask(row.get(c) or "") if c in _FREE_TEXT
          else _not_null(row.get(c)) for c in columns]
         for row in rows

@@ -26,17 +26,21 @@ from tripwire.schemas.command_signing import SHARED_AGENT
 from tripwire.schemas.modes import Mode
 from tripwire.sdk.control_follower import key_partition
 from tripwire.sdk.operator import command_scope
-from tripwire.sdk.scopes import SELECTORS, ParamCondition, Scope
+from tripwire.sdk.scopes import (
+    BREAKER_KEY_PREFIX,
+    POLICY_KEY_PREFIX,
+    SELECTORS,
+    ParamCondition,
+    Scope,
+)
 
 __all__ = ["FLEET_KEY", "POLICY_KEY_PREFIX", "ScopeControlWriter", "ScopedRecord"]
 
 FLEET_KEY = "fleet"
 """Key of the fleet ceiling on ``agent-controls-shared`` (set by kill_all, lifted by
 release_all)."""
-BREAKER_KEY_PREFIX = "breaker:"
-"""Keys of the breaker's own shared ceilings (a workflow restricted by many agents' trips)."""
-POLICY_KEY_PREFIX = "policy:"
-"""Keys of standing rules on ``agent-controls-shared``: ``policy:<rule name>``."""
+# BREAKER_KEY_PREFIX and POLICY_KEY_PREFIX live beside Scope.kafka_key in sdk/scopes.py: the
+# ack sink reads a control's scope back from its key there (scope_of_control_key).
 
 
 @dataclass(frozen=True, slots=True)

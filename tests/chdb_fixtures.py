@@ -136,3 +136,26 @@ def _admin(chdb_dir: Path, statement: str) -> None:
         client.command(statement)
     finally:
         client.close()
+
+
+def store_control_acks(bootstrap: str, client: Client, partitions: int) -> int:
+    """Copy the guards' acknowledgements from Kafka into ``client``'s ``control_acks``, rows
+    built as the worker's sink builds them (streams/app.py ``_store_acks``, ``control_ack_row``):
+    the worker writes to its own chDB directory, which another process cannot open. Again
+    and again is fine: the copies collapse (ReplacingMergeTree, FINAL reads)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tripwire.bench.worker_process import read_all
+    from tripwire.schemas.codec import control_ack_codec
+    from tripwire.schemas.topics import CONTROL_ACKS
+    from tripwire.sinks.control_audit import RecordRef, control_ack_row, insert_rows
+
+    codec = control_ack_codec()
+    # In a thread of its own: a caller may hold this thread's event loop (playwright's sync
+    # API does).
+    with ThreadPoolExecutor(1) as pool:
+        records = pool.submit(asyncio.run, read_all(bootstrap, CONTROL_ACKS, partitions)).result()
+    rows = [control_ack_row(RecordRef(m.topic, m.partition, m.offset, 0, m.key),
+                            codec.decode(m.value), verified=False) for m in records]
+    return insert_rows(client, "control_acks", rows)

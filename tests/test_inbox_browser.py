@@ -22,12 +22,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chdb_fixtures import store_control_acks
 from tripwire.bench.worker_process import WorkerProcess, signed_worker_env
 from tripwire.dashboards.screenshots import chromium_page
 from tripwire.dashboards.server import DashboardServer
@@ -323,24 +323,6 @@ def test_operator_kills_a_running_agent_from_the_console(stack: Stack, server: D
         agent.close()
 
 
-def _store_acks(bootstrap: str, ch: Client) -> int:
-    """Copy the guards' acknowledgements from Kafka into the dashboard's ClickHouse, rows
-    built as the worker's sink builds them (streams/app.py _store_acks): the worker writes
-    to its own chDB directory, which another process cannot open."""
-    from tripwire.bench.worker_process import read_all
-    from tripwire.schemas.codec import control_ack_codec
-    from tripwire.schemas.topics import CONTROL_ACKS
-    from tripwire.sinks.control_audit import RecordRef, control_ack_row, insert_rows
-
-    codec = control_ack_codec()
-    # In a thread of its own: playwright's sync API holds this thread's event loop.
-    with ThreadPoolExecutor(1) as pool:
-        records = pool.submit(asyncio.run, read_all(bootstrap, CONTROL_ACKS, PARTITIONS)).result()
-    rows = [control_ack_row(RecordRef(m.topic, m.partition, m.offset, 0, m.key),
-                            codec.decode(m.value), verified=False) for m in records]
-    return insert_rows(ch, "control_acks", rows)
-
-
 def test_operator_restricts_one_tool_from_the_console(stack: Stack, server: DashboardServer,
                                                        ch_migrated: Client) -> None:
     agent = Agent(stack, f"billing-bot-{uuid.uuid4().hex[:6]}")
@@ -371,17 +353,20 @@ def test_operator_restricts_one_tool_from_the_console(stack: Stack, server: Dash
             # The guard's acknowledgement, once in ClickHouse, is counted on the page.
             deadline = time.monotonic() + 30
             while True:
-                _store_acks(stack.broker.bootstrap, ch_migrated)
+                store_control_acks(stack.broker.bootstrap, ch_migrated, PARTITIONS)
                 if control.get_attribute("data-obeyed") != "0":
                     break
                 assert time.monotonic() < deadline, control.inner_text()
                 page.wait_for_timeout(1000)
             assert "obeyed by 1 guard(s)" in control.inner_text()
+            # Of the guards the control covers: this agent's one, not every guard of the stack.
+            assert "obeyed by 1 guard(s) of 1 heard from recently" in control.inner_text()
         status, console = api(server.url, "/api/console", "vic")
         listed = next(a for a in console["agents"] if a["agent_id"] == agent.agent_id)
         restricted = next(c for c in listed["controls"] if c["scope"] == scope)
         assert restricted["mode"] == "read_only" and restricted["acks"]["obeyed"] == 1
         assert restricted["acks"]["slowest_ms"] is not None
+        assert restricted["guards"] == {"heard_from": 1, "unknown_scope": 0}
         status, trail = api(server.url, "/api/audit", "vic")
         assert [(r["user"], r["outcome"], r["target"]) for r in trail["audit"]
                 if r["action"] == "restrict" and r["target"] == agent.agent_id] == [

@@ -14,6 +14,7 @@ test cannot touch another's guards.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -23,11 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from chdb_fixtures import store_control_acks
 from tripwire.bench.worker_process import WorkerProcess, operator_cli_env, signed_worker_env
+from tripwire.dashboards.runner import run_query
 from tripwire.schemas.command_signing import SHARED_AGENT, derive_agent_key
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.sdk import AgentSession, Emitter
 from tripwire.sdk.guard import Approval, ApprovalRequest, Guard
+from tripwire.sinks.clickhouse import Client
 from tripwire.streams.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
@@ -180,6 +184,43 @@ def test_workflow_kill_counts_the_acks_of_that_workflows_guards_only(plane: Plan
     assert verdict(learner, "crm.update", "write", session=session) == "deny"
     for g in outside:
         assert verdict(g, "crm.update", "write") == "allow"
+
+
+def test_the_dashboard_counts_the_guards_a_control_covers_as_the_cli_does(
+        plane: Plane, ch_migrated: Client) -> None:
+    started = int(time.time() * 1000)
+    wf = uid("payroll")
+    for _ in range(2):
+        plane.guard(uid("agent"), workflow=wf)
+    for _ in range(2):
+        plane.guard(uid("agent"), workflow=uid("other"))
+    plane.guard(uid("agent"))  # never says its workflow
+    twin = uid("agent")
+    for _ in range(2):  # two guards of one agent, e.g. two replicas
+        plane.guard(twin, workflow=uid("other"))
+    killed = plane.cli("kill", "--workflow", wf, "--reason", "payroll incident", "--wait", "30")
+    pinned = plane.cli("kill", twin, "--reason", "replica check", "--wait", "30")
+    store_control_acks(plane.broker.bootstrap, ch_migrated, PARTITIONS)
+    panel = {r["control"]: r for r in run_query(ch_migrated, "safety_control_acks", {
+        "from_ms": started, "to_ms": int(time.time() * 1000) + 1, "agents": []}).records()}
+
+    for out, scope, obeyed, covered in ((killed, f"workflow={wf}", 2, 2),
+                                        (pinned, f"agent={twin}", 2, 2)):
+        row = panel[_command_id(out.stdout)]
+        # The CLI's own figures for the same command, read from Kafka.
+        assert f"obeyed by {obeyed} of {covered} guards of {scope} heard from" in out.stdout, \
+            out.stdout
+        assert (row["scope"], row["obeyed"], row["heard_from"]) == (scope, obeyed, covered)
+        unknown = re.search(r"; (\d+) more heard from did not say", out.stdout)
+        assert row["unknown_scope"] == (int(unknown.group(1)) if unknown else 0), out.stdout
+    # The guard that never said its workflow (and others of this module) counted apart.
+    assert panel[_command_id(killed.stdout)]["unknown_scope"] >= 1
+
+
+def _command_id(stdout: str) -> str:
+    found = re.search(r": command (\S+) signed with key", stdout)
+    assert found, stdout
+    return found.group(1)
 
 
 def test_environment_scope(plane: Plane) -> None:

@@ -193,6 +193,17 @@ async function submitConfirm(ev) {
   }
 }
 
+// Of the guards the control's scope covers, how many were heard from recently; and how many
+// heard from did not say what the scope selects on: counted apart, as `tripwire kill` does.
+function heardOf(guards, obeyed) {
+  const m = guards ? guards.heard_from : null;
+  return m == null ? "" : obeyed ? ` of ${m} heard from recently` : ` (${m} heard from recently)`;
+}
+function unknownScope(guards) {
+  return guards && guards.unknown_scope
+    ? `; ${guards.unknown_scope} more heard from did not say their scope (not counted)` : "";
+}
+
 async function refreshConsole() {
   const data = await getJson("/api/console");
   const canAct = RANK[me.role] >= RANK.operator;
@@ -204,13 +215,16 @@ async function refreshConsole() {
       "set by": [a.source, a.rule].filter(Boolean).join(" / "),
       until: a.expires_at ? when(a.expires_at) : "",
       "earned autonomy": a.earned ? `${a.earned.mode} (${a.earned.rule}): ${a.earned.reason}` : "",
-      // Each control in force with how many guards acknowledged applying it (ClickHouse
-      // control_acks) and the slowest apply time.
+      // Each control in force with how many of the guards its scope covers acknowledged
+      // applying it, of how many of them were heard from (ClickHouse control_acks), and the
+      // slowest apply time.
       "controls (guards obeying)": el("span", {}, ...(a.controls || []).map(c => el("div", {
         class: "control", "data-scope": c.scope, "data-obeyed": c.acks ? String(c.acks.obeyed) : "0",
+        "data-heard-from": c.guards && c.guards.heard_from != null ? String(c.guards.heard_from) : "",
       }, `${c.scope}: ${c.mode} — ` + (c.acks
-        ? `obeyed by ${c.acks.obeyed} guard(s), slowest ${c.acks.slowest_ms ?? "?"} ms`
-        : "no guard acknowledged yet")))),
+        ? `obeyed by ${c.acks.obeyed} guard(s)` + heardOf(c.guards, true)
+          + `, slowest ${c.acks.slowest_ms ?? "?"} ms` + unknownScope(c.guards)
+        : "no guard acknowledged yet" + heardOf(c.guards, false) + unknownScope(c.guards))))),
       actions: el("span", {}, ...data.actions.map(action => el("button", {
         class: action.danger ? "danger" : "", "data-action": action.name, disabled: !canAct,
         title: canAct ? null : "needs the operator role", onclick: () => openConfirm(action, a),
