@@ -66,6 +66,7 @@ def build(target: Path) -> Path:
             raise RuntimeError(f"cythonize failed:\n{(done.stdout + done.stderr)[-3000:]}")
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=".compiled-", dir=target.parent))
+        staged.chmod(0o755)  # mkdtemp's 0700 would hide the build from other users
         for name in COMPILED_MODULES:
             shutil.copyfile(work / f"{name}{suffix}", staged / f"{name}{suffix}")
         manifest = {
