@@ -225,14 +225,26 @@ class DenialRateDetector(StreamDetector):
         return key
 
     def _expire_tools(self, now: int) -> None:
+        # A loop calling ``DenialKey.advance`` directly, not a comprehension through a helper:
+        # this runs at every maintenance sweep (each 5 min of an agent's event time) for each
+        # of its tools, and a comprehension is a call of its own in CPython 3.11.
         tools = self.tools
-        for tool in [t for t, key in tools.items() if _emptied(key, now)]:
-            del tools[tool]
+        dead: list[str] | None = None
+        for tool, key in tools.items():
+            if key.advance(now):
+                if dead is None:
+                    dead = [tool]
+                else:
+                    dead.append(tool)
+        if dead is not None:
+            for tool in dead:
+                del tools[tool]
 
     def expire(self, now_ms: int) -> None:
-        if _emptied(self.agent, now_ms):
+        if self.agent.advance(now_ms):
             self.agent.forget()
-        self._expire_tools(now_ms)
+        if self.tools:
+            self._expire_tools(now_ms)
 
     def to_state(self) -> list:
         tools: list = []
@@ -255,10 +267,6 @@ class DenialRateDetector(StreamDetector):
                 tools[i + 1], p.window_ms, p.buckets, detector.evidence_max
             )
         return detector
-
-
-def _emptied(key: DenialKey, now: int) -> bool:
-    return key.advance(now)
 
 
 def _bands(policy: ResolvedPolicy) -> SeverityBands:

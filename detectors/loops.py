@@ -64,7 +64,10 @@ class RunLoops(RunEntry):
     )
 
     def __init__(self, ts: int, horizon: int, periods: int) -> None:
-        super().__init__(ts)
+        # RunEntry.__init__, inlined: this runs at every run start, and the call through
+        # ``super()`` cost as much as the three assignments several times over.
+        self.first_ts = self.last_ts = ts
+        self.ended_ts = NOT_ENDED
         self.steps = 0
         self.calls = 0  # tool calls recorded; call n sits at index n % horizon of the rings
         # Call history for repeats and cycles; dropped (None) at run_end, since an ended run

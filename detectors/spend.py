@@ -39,7 +39,9 @@ class RunSpend(RunEntry):
     __slots__ = ("run_id", "tag", "usd", "tokens", "usd_level", "tokens_level")
 
     def __init__(self, run_id: str, tag: int, ts: int) -> None:
-        super().__init__(ts)
+        # RunEntry.__init__, inlined (as in RunLoops: once per run start).
+        self.first_ts = self.last_ts = ts
+        self.ended_ts = NOT_ENDED
         self.run_id = run_id
         self.tag = tag  # marks this run's ids in the agent's evidence ring
         self.usd = 0.0
