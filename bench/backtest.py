@@ -21,10 +21,6 @@ the built-in policy and a candidate) and prints:
 detectors run once), ``detectors`` (other denial-rate bands, so each policy runs its own
 detectors) or ``none`` (the same policy: each agent replayed once). Target: >= 200,000
 events/s on one core.
-
-With ``TRIPWIRE_COMPILED_DETECTORS`` naming a build of ``python -m
-tripwire.bench.compile_detectors``, the replay runs the optional compiled detector modules
-(the first line printed says which ran).
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import tempfile
 import time
 
 from tripwire.bench.dashboard_queries import generate, settle
-from tripwire.detectors import COMPILED, COMPILED_ENV
 from tripwire.detectors.backtest import Backtest, event_keys
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy
@@ -103,11 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         candidate = Policy.model_validate(CANDIDATES[args.change])
 
         keys = event_keys(current, candidate, scanner=scan_text)
-        if COMPILED:
-            print(f"detectors: compiled ({COMPILED})")
-        else:
-            print(f"detectors: pure Python ({COMPILED_ENV} naming a build of `python -m "
-                  "tripwire.bench.compile_detectors` loads compiled ones)")
         t0, c0 = time.perf_counter(), time.process_time()
         events = 0
         for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):
