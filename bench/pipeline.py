@@ -54,6 +54,7 @@ from tripwire.bench.backlogs import single_event_records, write_records
 from tripwire.bench.worker_process import (
     ROOT,
     WorkerProcess,
+    committed_on,
     highwaters,
     wait_caught_up,
     worker_env,
@@ -172,12 +173,11 @@ async def drain_rate(bootstrap: str, index: EventIndex, total: int,
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="tripwire",
                          enable_auto_commit=False)
     await c.start()
-    tps = [TopicPartition(topics.STEPS, p) for p in range(PARTITIONS)]
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + limit_s
     try:
         while True:
-            got = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
+            got = await committed_on(c, topics.STEPS, PARTITIONS)
             now, done = time.time(), index.events_below(got)
             if first is None and done:
                 first = (now, done)

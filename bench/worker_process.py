@@ -136,9 +136,15 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
-        return {p: (await c.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
+        return await committed_on(c, topic, partitions)
     finally:
         await c.stop()
+
+
+async def committed_on(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset of each partition (0 if none), asked on an open client."""
+    return {p: (await consumer.committed(TopicPartition(topic, p))) or 0
+            for p in range(partitions)}
 
 
 async def wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int,
@@ -150,9 +156,8 @@ async def wait_caught_up(bootstrap: str, group: str, topic: str, partitions: int
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
         while True:
-            got = {tp.partition: (await c.committed(tp)) or 0 for tp in tps}
+            got = await committed_on(c, topic, partitions)
             if all(got[p] >= hw[p] for p in hw):
                 return
             worker.check_progress(deadline, f"committed {got} never reached {hw}")
