@@ -303,3 +303,13 @@ def test_table_manager_start_is_the_nap_then_channels_then_recovery() -> None:
     assert body == ["await self.sleep(1.0)", "if not self.should_stop:",
                     "await self._update_channels()", "await self.recovery.start()"], src
     assert PromptTableManager.__mro__[1] is TableManager
+
+
+def test_mode_worker_sentinel_is_only_the_one_second_sleep() -> None:
+    """streams/worker.py's _Worker._sentinel_task replaces mode's fixed 1.0 s sleep before the
+    loop closes with one 10 ms pass; if mode's step ever does more, the override must too."""
+    import mode.worker
+
+    src = inspect.getsource(mode.worker.Worker._sentinel_task)
+    body = [line.strip() for line in src.splitlines()[1:] if line.strip()]
+    assert body == ["await asyncio.sleep(1.0)"], src
