@@ -133,7 +133,10 @@ class AckPublisher:
                     self.hello()
                     next_hello = now + self.heartbeat_s
                 try:
-                    ack = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+                    # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that
+                    # arrives with an ack, and the guard's close then waited forever.
+                    async with asyncio.timeout(0.5):
+                        ack = await self._queue.get()
                 except TimeoutError:
                     continue
                 batch = [ack]

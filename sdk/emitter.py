@@ -446,7 +446,8 @@ class AsyncEmitter:
             while (remaining := deadline - time.monotonic()) > 0:
                 self._space.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._space.wait(), remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: see _wait_woken
+                        await self._space.wait()
                 if self._buffer.offer(record["agent_id"], record, 0.0):
                     return True
                 if self._closed:
@@ -511,9 +512,8 @@ class AsyncEmitter:
                 self._last_error = repr(exc)
                 assert self._wakeup is not None
                 self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    # Woken early only by close(); emits wake it too, harmlessly.
-                    await asyncio.wait_for(self._wakeup.wait(), backoff)
+                # Woken early only by close(); emits wake it too, harmlessly.
+                await self._wait_woken(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             self._producer = producer
@@ -563,8 +563,16 @@ class AsyncEmitter:
             if self._closing:
                 return
             timeout = None if next_deadline is None else max(0.0, next_deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            await self._wait_woken(timeout)
+
+    async def _wait_woken(self, timeout_s: float | None) -> None:
+        """Until woken or ``timeout_s`` passes. Not ``asyncio.wait_for``: on Python 3.11 it
+        drops a cancellation that arrives as the event is set, and ``close`` sets the event
+        and cancels the sender in one go."""
+        assert self._wakeup is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._wakeup.wait()
 
     def _encode(self, events: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
         """Encode as few records as the byte cap allows; an event that does not encode is

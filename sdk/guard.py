@@ -610,12 +610,36 @@ class _GuardBase:
             task = getattr(self, name)
             setattr(self, name, None)
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancelled(task)
 
     def _mode_now(self, run_id: str | None) -> Mode:
         return self._effective(run_id)[0]
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
+
+    Once is not always enough on Python 3.11: ``asyncio.wait_for`` (the ack sender waits on
+    its queue with it) drops a cancellation that arrives as the awaited item does (fixed in
+    3.12), and the task then goes on looping. A guard closed at that moment used to wait out
+    its whole close timeout and leave the task to be destroyed pending with its loop."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+    """What ``asyncio.run`` does before closing its loop: cancel the tasks still on it
+    (aiokafka's own, a follower's that outlived ``close``'s timeout) and let them end, so
+    none is destroyed pending once the loop is closed."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=timeout_s))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def _as_approval(result: Approval | bool) -> Approval:
@@ -763,6 +787,7 @@ class Guard(_GuardBase):
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout_s)
             if not thread.is_alive():
+                _finish_tasks(loop, timeout_s)
                 loop.close()
 
     def wait_for_mode(

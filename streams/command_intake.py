@@ -278,8 +278,11 @@ class CommandIntake:
         """Wait ``seconds``, or less if the assignment changes or the intake stops."""
         assert self._wake is not None
         self._wake.clear()
+        # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives as the
+        # event is set, and stopping does both.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _reassign(self, consumer: AIOKafkaConsumer, before: frozenset[int],
                         after: frozenset[int]) -> None:
