@@ -100,15 +100,15 @@ def window(args: argparse.Namespace, default_since: str) -> tuple[int, int]:
 
 
 def load_policies(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    from tripwire.detectors.policy import Policy, load_policy
+    from tripwire.detectors.policy import Policy, load_policy_file
     from tripwire.streams.cli import load_settings
 
-    candidate = load_policy(args.policy)
+    candidate = load_policy_file(args.policy)
     current_path = args.current
     if current_path is None:
         settings = load_settings()
         current_path = settings.policy_file
-    current = load_policy(current_path) if current_path is not None else Policy()
+    current = load_policy_file(current_path) if current_path is not None else Policy()
     return current, candidate, str(current_path) if current_path else "built-in defaults"
 
 
@@ -116,7 +116,7 @@ def backtest_command(args: argparse.Namespace) -> int:
     try:
         current, candidate, current_label = load_policies(args)
     except (ValueError, OSError) as exc:
-        return _fail("backtest", f"invalid policy: {exc}")
+        return _fail("backtest", str(exc))
     with replay_collector():
         return _backtest(args, current, candidate, current_label)
 
@@ -147,14 +147,14 @@ def _backtest(args: argparse.Namespace, current: Any, candidate: Any, current_la
             from_ms, to_ms = window(args, DEFAULT_SINCE)
         except ValueError as exc:
             return _fail("backtest", str(exc))
-        from tripwire.sinks.clickhouse import connect, redact
+        from tripwire.sinks.clickhouse import connect, reach_failure, read_failure
         from tripwire.sinks.step_history import agent_chunks
 
         dsn, _ = _dsn(args)
         try:
             client = connect(dsn)
         except Exception as exc:  # noqa: BLE001 - one line, no traceback, says what was tried
-            return _fail("backtest", f"cannot reach ClickHouse at {redact(dsn)}: {exc}")
+            return _fail("backtest", reach_failure(dsn, exc))
         bt = Backtest(current, candidate, scanner=scan_text, from_ms=from_ms, to_ms=to_ms)
         try:
             for agent, workflow, chunk, ts in agent_chunks(
@@ -162,7 +162,7 @@ def _backtest(args: argparse.Namespace, current: Any, candidate: Any, current_la
                     keys=event_keys(current, candidate, scanner=scan_text)):
                 bt.feed(agent, workflow, chunk, ts)
         except Exception as exc:  # noqa: BLE001 - e.g. no steps table: say so in one line
-            return _fail("backtest", f"cannot read steps from {redact(dsn)}: {exc}")
+            return _fail("backtest", read_failure(dsn, exc))
         finally:
             client.close()
     report = bt.finish()

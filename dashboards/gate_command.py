@@ -48,16 +48,16 @@ def add_gate_parser(sub: Any) -> None:
 
 def gate_command(args: argparse.Namespace) -> int:
     from tripwire.dashboards.change_commands import window
-    from tripwire.detectors.policy import Policy, load_policy
+    from tripwire.detectors.policy import Policy, load_policy_file
     from tripwire.detectors.release_gate import compare
-    from tripwire.sinks.clickhouse import connect, redact
+    from tripwire.sinks.clickhouse import connect, reach_failure, read_failure
     from tripwire.streams.cli import load_settings
 
     args.since = args.window
     try:
         from_ms, to_ms = window(args, DEFAULT_WINDOW)
         path = args.policy if args.policy is not None else load_settings().policy_file
-        policy = load_policy(path) if path is not None else Policy()
+        policy = load_policy_file(path) if path is not None else Policy()
     except (ValueError, OSError) as exc:
         print(f"tripwire gate: {exc}", file=sys.stderr)
         return 2
@@ -65,13 +65,13 @@ def gate_command(args: argparse.Namespace) -> int:
     try:
         client = connect(dsn)
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        print(f"tripwire gate: cannot reach ClickHouse at {redact(dsn)}: {exc}", file=sys.stderr)
+        print(f"tripwire gate: {reach_failure(dsn, exc)}", file=sys.stderr)
         return 2
     try:
         records = version_records(client, from_ms, to_ms, args.agent, args.workflow,
                                   (args.baseline, args.candidate))
     except Exception as exc:  # noqa: BLE001 - e.g. no tables yet
-        print(f"tripwire gate: cannot read {redact(dsn)}: {exc}", file=sys.stderr)
+        print(f"tripwire gate: {read_failure(dsn, exc)}", file=sys.stderr)
         return 2
     finally:
         client.close()

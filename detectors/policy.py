@@ -723,6 +723,23 @@ def load_policy(path: str | Path) -> Policy:
     return Policy.model_validate(data)
 
 
+def policy_problems(exc: Exception) -> str:
+    """A validation error's fields and messages on one line; other errors' text."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
+    return " ".join(str(exc).split())
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """``load_policy``, with any problem as one ValueError line naming the file and the
+    fields: what a command prints before exiting 2."""
+    try:
+        return load_policy(path)
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ValueError(f"invalid policy file {path}: {policy_problems(exc)}") from None
+
+
 def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, Any, str]]:
     for name, info in model.model_fields.items():
         annotation = info.annotation

@@ -42,6 +42,27 @@ def redact(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", dsn)
 
 
+def read_failure(dsn: str, exc: BaseException) -> str:
+    """One line for a query that failed on a reachable ClickHouse: a database with no
+    schema yet said as such (ClickHouse's own message repeats the whole query), anything
+    else flattened and cut."""
+    text = " ".join(str(exc).split())
+    if "UNKNOWN_TABLE" in text or "Unknown table" in text:
+        return (f"ClickHouse at {redact(dsn)} has no Tripwire tables: nothing has been stored "
+                "there yet (`tripwire init` creates the schema, a worker fills it); check "
+                "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir)")
+    text = text if len(text) <= 400 else text[:397] + "..."
+    return (f"ClickHouse at {redact(dsn)} refused: {text}: check TRIPWIRE_CLICKHOUSE_URL (or "
+            "--clickhouse-url / --data-dir)")
+
+
+def reach_failure(dsn: str, exc: BaseException) -> str:
+    """One line for a connection that failed (``connect``'s errors already name the
+    server and the setting)."""
+    text = " ".join(str(exc).split())
+    return text if "ClickHouse at" in text else f"cannot reach ClickHouse at {redact(dsn)}: {text}"
+
+
 def connect(dsn: str) -> Client:
     """A client for ``dsn`` (see module docstring); ValueError for anything else, and
     :class:`ClickHouseUnavailable` if it cannot be reached or opened."""

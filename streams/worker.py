@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 from pydantic import SecretStr
 
-from tripwire.detectors.policy import Policy, load_policy
+from tripwire.detectors.policy import Policy, load_policy, policy_problems
 from tripwire.schemas.service_errors import ServiceError
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.sdk.local_stack import provision_dev_keys, remove_stack, write_stack
@@ -110,17 +110,9 @@ def load_breaker_policy(settings: TripwireSettings) -> Policy:
     try:
         return load_policy(settings.policy_file)
     except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
-        print(f"tripwire: invalid policy file {settings.policy_file}: {_problems(exc)}",
+        print(f"tripwire: invalid policy file {settings.policy_file}: {policy_problems(exc)}",
               file=sys.stderr)
         raise InvalidPolicy(2) from None
-
-
-def _problems(exc: Exception) -> str:
-    """A validation error's fields and messages on one line; other errors' text."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors())
-    return " ".join(str(exc).split())
 
 
 def stop_after(seconds: float) -> None:

@@ -24,6 +24,7 @@ LIVE_PORT = "{live_port}"
 DEAD_CH = "{dead_clickhouse}"
 EMPTY_CHDB = "{empty_chdb}"
 BAD_POLICY = "{bad_policy}"
+GOOD_POLICY = "{good_policy}"
 KEYS = {"TRIPWIRE_OPERATOR_KEY_ID": "ops", "TRIPWIRE_OPERATOR_KEY": "s3cret"}
 WORKER_KEYS = {"TRIPWIRE_OPERATOR_KEYS": '{"ops": "s3cret"}', "TRIPWIRE_CONTROL_KEY_ID": "c1",
                "TRIPWIRE_CONTROL_KEYS": '{"c1": "m4ster"}'}
@@ -68,6 +69,14 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
      UNREACHABLE_CH),
     ("evidence/wrong-clickhouse", ["evidence", "run-1"], {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB},
      WRONG_CH),
+    ("backtest/clickhouse", ["backtest", "--policy", GOOD_POLICY, "--clickhouse-url", DEAD_CH],
+     {}, UNREACHABLE_CH),
+    ("backtest/wrong-clickhouse", ["backtest", "--policy", GOOD_POLICY],
+     {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, (*WRONG_CH, "no Tripwire tables")),
+    ("gate/clickhouse", ["gate", "--agent", "a", "--candidate", "2", "--baseline", "1",
+                         "--clickhouse-url", DEAD_CH], {}, UNREACHABLE_CH),
+    ("gate/wrong-clickhouse", ["gate", "--agent", "a", "--candidate", "2", "--baseline", "1"],
+     {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, (*WRONG_CH, "no Tripwire tables")),
     ("dashboard/clickhouse", ["dashboard", "--duration", "1", "--port", "0"],
      {"TRIPWIRE_CLICKHOUSE_URL": DEAD_CH}, UNREACHABLE_CH),
     ("init/clickhouse", ["init"],
@@ -119,6 +128,14 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
      {"TRIPWIRE_KAFKA_BOOTSTRAP": DEAD_KAFKA, "TRIPWIRE_POLICY_FILE": BAD_POLICY},
      ("invalid policy file", "loops.max_steps")),
     ("worker/setting", ["worker"], {"TRIPWIRE_LOG_FORMAT": "xml"}, ("TRIPWIRE_LOG_FORMAT",)),
+    ("backtest/policy", ["backtest", "--policy", BAD_POLICY],
+     {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, ("invalid policy file", "loops.max_steps")),
+    ("backtest/current-policy", ["backtest", "--policy", GOOD_POLICY, "--current",
+                                 "/no/such/policy.yaml"], {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB},
+     ("invalid policy file /no/such/policy.yaml",)),
+    ("gate/policy", ["gate", "--agent", "a", "--candidate", "2", "--baseline", "1", "--policy",
+                     BAD_POLICY], {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB},
+     ("invalid policy file", "loops.max_steps")),
 ]
 
 
@@ -138,6 +155,8 @@ def places(own_broker: EmbeddedBroker,
     broker = own_broker
     bad_policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
     bad_policy.write_text("defaults:\n  loops:\n    max_steps: many\n")
+    good_policy = bad_policy.with_name("good.yaml")
+    good_policy.write_text("defaults: {}\n")
     return {
         DEAD_KAFKA: f"127.0.0.1:{free_port()}",
         LIVE_KAFKA: broker.bootstrap,
@@ -145,6 +164,7 @@ def places(own_broker: EmbeddedBroker,
         DEAD_CH: f"http://default:pw@127.0.0.1:{free_port()}/tripwire",
         EMPTY_CHDB: f"chdb://{tmp_path_factory.mktemp('empty-chdb')}",
         BAD_POLICY: str(bad_policy),
+        GOOD_POLICY: str(good_policy),
     }
 
 
