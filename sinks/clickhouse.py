@@ -47,7 +47,7 @@ def read_failure(dsn: str, exc: BaseException) -> str:
     schema yet said as such (ClickHouse's own message repeats the whole query), anything
     else flattened and cut."""
     text = " ".join(str(exc).split())
-    if "UNKNOWN_TABLE" in text or "Unknown table" in text:
+    if "UNKNOWN_TABLE" in text:
         return (f"ClickHouse at {redact(dsn)} has no Tripwire tables: nothing has been stored "
                 "there yet (`tripwire init` creates the schema, a worker fills it); check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir)")

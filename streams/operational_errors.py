@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from tripwire.schemas.service_errors import ServiceError
-from tripwire.sinks.clickhouse import redact
+from tripwire.sinks.clickhouse import read_failure, redact
 from tripwire.sinks.tabsep import QueryError
 
 OPERATIONAL_ERRORS: tuple[type[BaseException], ...] = (
@@ -32,6 +32,9 @@ def one_line(exc: BaseException, args: argparse.Namespace) -> str:
         # A path from an argument or a setting (--key-file, --output, TRIPWIRE_*_FILE).
         return f"{exc.filename}: {exc.strerror}: check the path given"
     if isinstance(exc, ClickHouseError | QueryError):
+        if "UNKNOWN_TABLE" in str(exc):
+            # ClickHouse's message repeats the whole query; say what it means instead.
+            return read_failure(_clickhouse_target(args), exc)
         return (f"ClickHouse at {_clickhouse_target(args)} refused: {detail}: check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir); `tripwire init` "
                 "creates the schema")

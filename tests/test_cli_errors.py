@@ -64,11 +64,11 @@ CASES: list[tuple[str, list[str], dict[str, str], tuple[str, ...]]] = [
     # unreachable or wrong ClickHouse
     ("sql/clickhouse", ["sql", "SELECT 1"], {"TRIPWIRE_CLICKHOUSE_URL": DEAD_CH}, UNREACHABLE_CH),
     ("sql/wrong-clickhouse", ["sql", "SELECT count() FROM steps"],
-     {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, WRONG_CH),
+     {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB}, (*WRONG_CH, "no Tripwire tables")),
     ("evidence/clickhouse", ["evidence", "run-1", "--clickhouse-url", DEAD_CH], {},
      UNREACHABLE_CH),
     ("evidence/wrong-clickhouse", ["evidence", "run-1"], {"TRIPWIRE_CLICKHOUSE_URL": EMPTY_CHDB},
-     WRONG_CH),
+     (*WRONG_CH, "no Tripwire tables")),
     ("backtest/clickhouse", ["backtest", "--policy", GOOD_POLICY, "--clickhouse-url", DEAD_CH],
      {}, UNREACHABLE_CH),
     ("backtest/wrong-clickhouse", ["backtest", "--policy", GOOD_POLICY],
