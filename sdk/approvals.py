@@ -155,8 +155,10 @@ class TripwireApprovals:
         except Exception as exc:  # noqa: BLE001
             return self._unavailable(exc)
         try:
-            decision = await asyncio.wait_for(asyncio.wrap_future(future),
-                                              self.timeout_s + _EXPIRY_GRACE_S)
+            # Not asyncio.wait_for: on Python 3.11 it swallows the caller's cancellation
+            # when the decision arrives in the same turn of the loop.
+            async with asyncio.timeout(self.timeout_s + _EXPIRY_GRACE_S):
+                decision = await asyncio.wrap_future(future)
         except TimeoutError:
             return self._expired_locally(record)
         finally:
