@@ -30,8 +30,10 @@ import resource
 import shutil
 import tempfile
 import time
+from typing import Any
 
 from tripwire.bench.dashboard_queries import generate, settle
+from tripwire.dashboards.change_commands import replay_collector
 from tripwire.detectors.backtest import Backtest, event_keys
 from tripwire.detectors.injection import scan_text
 from tripwire.detectors.policy import Policy
@@ -98,49 +100,55 @@ def main(argv: list[str] | None = None) -> int:
         candidate = Policy.model_validate(CANDIDATES[args.change])
 
         keys = event_keys(current, candidate, scanner=scan_text)
-        t0, c0 = time.perf_counter(), time.process_time()
-        events = 0
-        for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):
-            events += len(chunk)
-            if args.limit is not None and events >= args.limit:
-                break
-        read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"ceiling (read + decode only): {events:,} events in {read_s:.1f} s = "
-              f"{events / read_s:,.0f} events/s wall, {events / read_cpu:,.0f} per CPU s; "
-              f"peak memory {peak_mb():,.0f} MB")
-
-        before = peak_mb()
-        bt = Backtest(current, candidate, scanner=scan_text, from_ms=start, to_ms=end)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for agent, workflow, chunk, ts in agent_chunks(client, start, end, keys=keys):
-            bt.feed(agent, workflow, chunk, ts)
-            if args.limit is not None and bt.events >= args.limit:
-                break
-        report = bt.finish()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        rate_cpu = report.events / cpu
-        print(f"backtest ({args.change} change): {report.events:,} events in {wall:.1f} s = "
-              f"{report.events / wall:,.0f} events/s wall, {rate_cpu:,.0f} per CPU s "
-              f"({rate_cpu / (events / read_cpu):.0%} of the read ceiling)")
-        # The replay's own share: the backtest's CPU per event minus the read ceiling's
-        # (the read and decode cost the same in both passes).
-        replay_s = cpu / report.events - read_cpu / events
-        print(f"replay alone (backtest minus the read ceiling): {1 / replay_s:,.0f} "
-              f"events/s per CPU s ({replay_s * 1e6:.2f} us an event; read + decode "
-              f"{read_cpu / events * 1e6:.2f} us)" if replay_s > 0 else
-              "replay alone: not measurable (the backtest took no more CPU than the read)")
-        print(f"peak memory {peak_mb():,.0f} MB (before the replay {before:,.0f} MB)")
-        totals = report.totals("current"), report.totals("candidate")
-        print(f"agents downgraded: current {totals[0]['agents_downgraded']}, candidate "
-              f"{totals[1]['agents_downgraded']}; newly downgraded "
-              f"{len(report.newly_downgraded())}")
-        verdict = "OK" if rate_cpu >= TARGET_EVENTS_S else "UNDER"
-        print(f"target >= {TARGET_EVENTS_S:,} events/s per core: {verdict}")
-        return 0
+        with replay_collector():  # as `tripwire backtest` runs: both passes alike
+            return _measure(client, start, end, current, candidate, keys, args)
     finally:
         client.close()
         if not args.data_dir:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def _measure(client: Any, start: int, end: int, current: Policy, candidate: Policy,
+             keys: frozenset[str], args: argparse.Namespace) -> int:
+    t0, c0 = time.perf_counter(), time.process_time()
+    events = 0
+    for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):
+        events += len(chunk)
+        if args.limit is not None and events >= args.limit:
+            break
+    read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"ceiling (read + decode only): {events:,} events in {read_s:.1f} s = "
+          f"{events / read_s:,.0f} events/s wall, {events / read_cpu:,.0f} per CPU s; "
+          f"peak memory {peak_mb():,.0f} MB")
+
+    before = peak_mb()
+    bt = Backtest(current, candidate, scanner=scan_text, from_ms=start, to_ms=end)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for agent, workflow, chunk, ts in agent_chunks(client, start, end, keys=keys):
+        bt.feed(agent, workflow, chunk, ts)
+        if args.limit is not None and bt.events >= args.limit:
+            break
+    report = bt.finish()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rate_cpu = report.events / cpu
+    print(f"backtest ({args.change} change): {report.events:,} events in {wall:.1f} s = "
+          f"{report.events / wall:,.0f} events/s wall, {rate_cpu:,.0f} per CPU s "
+          f"({rate_cpu / (events / read_cpu):.0%} of the read ceiling)")
+    # The replay's own share: the backtest's CPU per event minus the read ceiling's
+    # (the read and decode cost the same in both passes).
+    replay_s = cpu / report.events - read_cpu / events
+    print(f"replay alone (backtest minus the read ceiling): {1 / replay_s:,.0f} "
+          f"events/s per CPU s ({replay_s * 1e6:.2f} us an event; read + decode "
+          f"{read_cpu / events * 1e6:.2f} us)" if replay_s > 0 else
+          "replay alone: not measurable (the backtest took no more CPU than the read)")
+    print(f"peak memory {peak_mb():,.0f} MB (before the replay {before:,.0f} MB)")
+    totals = report.totals("current"), report.totals("candidate")
+    print(f"agents downgraded: current {totals[0]['agents_downgraded']}, candidate "
+          f"{totals[1]['agents_downgraded']}; newly downgraded "
+          f"{len(report.newly_downgraded())}")
+    verdict = "OK" if rate_cpu >= TARGET_EVENTS_S else "UNDER"
+    print(f"target >= {TARGET_EVENTS_S:,} events/s per core: {verdict}")
+    return 0
 
 
 if __name__ == "__main__":
