@@ -24,28 +24,30 @@ from typing import Any
 from tripwire.dashboards.commands import _dsn, add_clickhouse_arguments
 
 DEFAULT_SINCE = "7d"
-REPLAY_GC_THRESHOLDS = (50_000, 20, 100)
-"""The collector's thresholds while a backtest replays (Python's default: 700, 10, 10). Each
-block read back is 65,536 event dicts alive at once, so at 700 young collections keep
-scanning them and promote them: measured (gc.callbacks, the bench dataset's first 1M steps)
-4.2 % of the replay's CPU in collections, 1,357 young, 123 middle and 11 full; at these
-thresholds 1.6 %, 12 young ones. The bench end to end, fresh processes alternating on 4M
-events: 174,011 -> 182,159 and 180,801 -> 187,555 events per CPU s. The same values as the
-worker's (``streams/app.py``)."""
 
 
 @contextlib.contextmanager
 def replay_collector() -> Iterator[None]:
-    """The collector tuned for a replay (``REPLAY_GC_THRESHOLDS``), restored afterwards:
-    what is alive before it (policies, the scanner's patterns) is frozen out of its scans."""
-    before = gc.get_threshold()
+    """No cyclic garbage collection while a backtest replays; what is alive before it
+    (policies, the scanner's patterns) frozen out of the collector's scans. Each block read
+    back is 65,536 event dicts alive at once, so at Python's default thresholds young
+    collections kept rescanning and promoting them: measured (gc.callbacks, the bench
+    dataset's first 1M steps) 4.2 % of the replay's CPU in 1,357 young, 123 middle and 11
+    full collections. The replay makes no cycles to speak of (a full collection after 200,000
+    and after 1M replayed events found the same 34 unreachable objects, with the bench's breaker
+    change and with its detector change), so none is needed
+    while it runs. The bench end to end, fresh processes alternating on 4M events: default
+    174,011 and 180,801 events per CPU s, the worker's thresholds (50,000/20/100) 182,159 and
+    187,555; those thresholds 178,361 and 177,795, no collection 183,639 and 182,170."""
+    enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*REPLAY_GC_THRESHOLDS)
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        if enabled:
+            gc.enable()
         gc.unfreeze()
 
 
