@@ -622,10 +622,12 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
     Once is not always enough on Python 3.11: ``asyncio.wait_for`` (the ack sender waits on
     its queue with it) drops a cancellation that arrives as the awaited item does (fixed in
     3.12), and the task then goes on looping. A guard closed at that moment used to wait out
-    its whole close timeout and leave the task to be destroyed pending with its loop."""
+    its whole close timeout and leave the task to be destroyed pending with its loop. A second
+    of grace between cancellations lets a task's own clean-up (stopping its producer) finish
+    before it is interrupted."""
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+        await asyncio.wait({task}, timeout=1.0)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
 

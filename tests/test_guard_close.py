@@ -37,7 +37,7 @@ async def _stubborn(swallow: int, ended: list[str]) -> None:
 def test_cancelled_ends_a_task_that_swallows_cancellations() -> None:
     async def main() -> list[str]:
         ended: list[str] = []
-        task = asyncio.create_task(_stubborn(3, ended))
+        task = asyncio.create_task(_stubborn(2, ended))
         await asyncio.sleep(0)
         await _cancelled(task)
         assert task.done() and task.cancelled()
