@@ -37,31 +37,29 @@ class EvidenceRing:
         raw = event_id.encode()
         count = self.count
         self.count = count + 1
-        if len(raw) == SLOT and raw[0] and self.side is None:
-            # The usual id (a uuid) in a ring that never held another kind: the steps below
-            # without the side dict's. Every tool call and spend event adds one.
-            capacity = self.capacity
-            if count < capacity:
-                self.buf += raw
-                if count + 1 == capacity:
-                    self.buf = bytearray(self.buf)  # drop the growth headroom: it is full now
-            else:
-                _put(self.buf, count % capacity * SLOT, raw)
-            return
-        index = count % self.capacity
+        capacity = self.capacity
+        if len(raw) != SLOT or not raw[0] or self.side is not None:
+            # Anything but the usual case, a uuid in a ring that never held another kind of id
+            # (every tool call and spend event adds one): the side dict kept in step.
+            raw = self._side_slot(raw, event_id, count % capacity)
+        if count < capacity:
+            self.buf += raw
+            if count + 1 == capacity:
+                self.buf = bytearray(self.buf)  # drop the growth headroom: it is full now
+        else:
+            _put(self.buf, count % capacity * SLOT, raw)
+
+    def _side_slot(self, raw: bytes, event_id: str, index: int) -> bytes:
+        """The bytes slot ``index`` gets: ``raw`` for a uuid (forgetting a side entry the
+        slot held), or the zeroed slot for any other id, which is kept in ``side``."""
         if len(raw) != SLOT or not raw[0]:
             if self.side is None:
                 self.side = {}
             self.side[index] = event_id
-            raw = _SIDE
-        elif self.side:
+            return _SIDE
+        if self.side:
             self.side.pop(index, None)
-        if count < self.capacity:
-            self.buf += raw
-            if count + 1 == self.capacity:
-                self.buf = bytearray(self.buf)  # drop the growth headroom: it is full now
-        else:
-            _put(self.buf, index * SLOT, raw)
+        return raw
 
     def id_at(self, position: int) -> str | None:
         """The id added at ``position`` (0-based, ever), or None if already overwritten."""
