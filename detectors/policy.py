@@ -723,7 +723,7 @@ def load_policy(path: str | Path) -> Policy:
     return Policy.model_validate(data)
 
 
-def policy_problems(exc: Exception) -> str:
+def _problems(exc: Exception) -> str:
     """A validation error's fields and messages on one line; other errors' text."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
@@ -737,7 +737,7 @@ def load_policy_file(path: str | Path) -> Policy:
     try:
         return load_policy(path)
     except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
-        raise ValueError(f"invalid policy file {path}: {policy_problems(exc)}") from None
+        raise ValueError(f"invalid policy file {path}: {_problems(exc)}") from None
 
 
 def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, Any, str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 from pydantic import SecretStr
 
-from tripwire.detectors.policy import Policy, load_policy, policy_problems
+from tripwire.detectors.policy import Policy, load_policy_file
 from tripwire.schemas.service_errors import ServiceError
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
 from tripwire.sdk.local_stack import provision_dev_keys, remove_stack, write_stack
@@ -108,10 +108,9 @@ def load_breaker_policy(settings: TripwireSettings) -> Policy:
     if settings.policy_file is None:
         return Policy()
     try:
-        return load_policy(settings.policy_file)
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
-        print(f"tripwire: invalid policy file {settings.policy_file}: {policy_problems(exc)}",
-              file=sys.stderr)
+        return load_policy_file(settings.policy_file)
+    except ValueError as exc:  # says "invalid policy file <path>: <field>: <problem>"
+        print(f"tripwire: {exc}", file=sys.stderr)
         raise InvalidPolicy(2) from None
 
 
