@@ -34,11 +34,11 @@ def replay_collector() -> Iterator[None]:
     collections kept rescanning and promoting them: measured (gc.callbacks, the bench
     dataset's first 1M steps) 4.2 % of the replay's CPU in 1,357 young, 123 middle and 11
     full collections. The replay makes no cycles to speak of (a full collection after 200,000
-    and after 1M replayed events found the same 34 unreachable objects, with the bench's breaker
-    change and with its detector change), so none is needed
-    while it runs. The bench end to end, fresh processes alternating on 4M events: default
-    174,011 and 180,801 events per CPU s, the worker's thresholds (50,000/20/100) 182,159 and
-    187,555; those thresholds 178,361 and 177,795, no collection 183,639 and 182,170."""
+    and after 1M replayed events found the same 34 unreachable objects, with the bench's
+    breaker change and with its detector change), so none is needed while it runs. The bench
+    end to end, fresh processes alternating on 4M events: default 174,011 and 180,801 events
+    per CPU s, the worker's thresholds (50,000/20/100) 182,159 and 187,555; those thresholds
+    178,361 and 177,795, no collection 183,639 and 182,170."""
     enabled = gc.isenabled()
     gc.collect()
     gc.freeze()

@@ -619,12 +619,12 @@ class _GuardBase:
 async def _cancelled(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it has ended, cancelling again while it runs on.
 
-    Once is not always enough on Python 3.11: ``asyncio.wait_for`` (the ack sender waits on
-    its queue with it) drops a cancellation that arrives as the awaited item does (fixed in
-    3.12), and the task then goes on looping. A guard closed at that moment used to wait out
-    its whole close timeout and leave the task to be destroyed pending with its loop. A second
-    of grace between cancellations lets a task's own clean-up (stopping its producer) finish
-    before it is interrupted."""
+    Once is not always enough on Python 3.11: ``asyncio.wait_for`` drops a cancellation that
+    arrives as the awaited item does (fixed in 3.12), and the task then goes on looping. The
+    ack sender waited on its queue that way (it uses ``asyncio.timeout`` now), and a guard
+    closed at that moment waited forever; this is the backstop for any other code the tasks
+    run. A second of grace between cancellations lets a task's own clean-up (stopping its
+    producer) finish before it is interrupted."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=1.0)

@@ -1,9 +1,10 @@
 """A guard's close ends every task it started, even one that swallows a cancellation.
 
 Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as the awaited item does,
-and the ack sender waits on its queue with it: the task then looped on, ``close`` waited out
-its timeout, and the task was destroyed pending with its closed loop (the suite's two
-"Exception ignored in: <coroutine AckPublisher.run>" / "Queue.get" warnings)."""
+and the ack sender waited on its queue with it: the task then looped on, ``close`` waited out
+its timeout (an AsyncGuard's forever), and the task was destroyed pending with its closed loop
+(the suite's two "Exception ignored in: <coroutine AckPublisher.run>" / "Queue.get"
+warnings)."""
 
 from __future__ import annotations
 
