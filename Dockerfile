@@ -2,8 +2,12 @@
 # the two wheels (tripwire-sdk, tripwire) from this repository, installed at the versions
 # constraints.txt pins, with no source tree in the final image.
 FROM python:3.11-slim AS wheels
+# A C compiler for the compiled detector modules (compile_detectors.py); the final image gets
+# the built wheel only. Without it the wheel would hold the pure-Python modules alone.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md constraints.txt ./
+COPY pyproject.toml setup.py compile_detectors.py MANIFEST.in README.md constraints.txt ./
 COPY sdk sdk
 COPY schemas schemas
 COPY streams streams

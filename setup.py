@@ -8,9 +8,11 @@ server wheel (pip --find-links), already installed, or on an index.
 """
 
 import os
+import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py
 
 VERSION = "0.1.0"
 HERE = Path(__file__).resolve().parent
@@ -51,4 +53,40 @@ def sdk_requirement() -> str:
     return f"tripwire-sdk @ {(HERE / 'sdk').as_uri()}"
 
 
-setup(install_requires=[sdk_requirement(), *SERVER_REQUIREMENTS])
+sys.path.insert(0, str(HERE))
+import compile_detectors  # noqa: E402 - beside this file, not an installed module
+
+PURE_BUILD_ENV = "TRIPWIRE_BUILD_PURE"
+"""=1: build without the compiled detectors (what a machine without a compiler gets anyway)."""
+
+
+def _compiling() -> bool:
+    return os.environ.get(PURE_BUILD_ENV) != "1" and not compile_detectors.unavailable()
+
+
+class BuildPy(build_py):
+    """The packages, plus the hot detector modules compiled from the very sources the build
+    copied (``compile_detectors.py``); a build that cannot compile says why and ships the
+    pure-Python modules alone, which run everywhere. Not for an editable install: its modules
+    are the checkout's, and scripts/setup.sh compiles those."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False) or not _compiling():
+            return
+        detectors = Path(self.build_lib) / "tripwire" / "detectors"
+        try:
+            compile_detectors.build(detectors, detectors / "compiled")
+        except compile_detectors.Unavailable as e:
+            print(f"tripwire: compiled detectors not built ({e}); the pure-Python ones run",
+                  file=sys.stderr)
+
+
+class ServerDistribution(Distribution):
+    def has_ext_modules(self) -> bool:
+        # With compiled modules the wheel is for this platform and interpreter only.
+        return _compiling()
+
+
+setup(install_requires=[sdk_requirement(), *SERVER_REQUIREMENTS],
+      cmdclass={"build_py": BuildPy}, distclass=ServerDistribution)

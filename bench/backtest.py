@@ -21,6 +21,10 @@ the built-in policy and a candidate) and prints:
 detectors run once), ``detectors`` (other denial-rate bands, so each policy runs its own
 detectors) or ``none`` (the same policy: each agent replayed once). Target: >= 200,000
 events/s on one core.
+
+The first line printed says which detector modules ran: compiled (``compile_detectors.py``:
+every wheel, and the checkout after scripts/setup.sh) or pure Python, and why;
+``TRIPWIRE_PURE_DETECTORS=1`` runs the pure-Python ones for comparison.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import tempfile
 import time
 from typing import Any
 
+from tripwire import detectors
 from tripwire.bench.dashboard_queries import generate, settle
 from tripwire.dashboards.change_commands import replay_collector
 from tripwire.detectors.backtest import Backtest, event_keys
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(client: Any, start: int, end: int, current: Policy, candidate: Policy,
              keys: frozenset[str], args: argparse.Namespace) -> int:
+    print(f"detectors: {detectors.RUNNING}")
     t0, c0 = time.perf_counter(), time.process_time()
     events = 0
     for _, _, chunk, _ in agent_chunks(client, start, end, keys=keys):

@@ -15,6 +15,7 @@ from pathlib import Path
 import faust
 from pydantic import SecretStr
 
+from tripwire import detectors
 from tripwire.detectors.policy import Policy, load_policy_file
 from tripwire.schemas.service_errors import ServiceError
 from tripwire.schemas.topics import ensure_topics, tripwire_topics
@@ -170,6 +171,7 @@ def run_worker(
     log.info("data dir          %s (Faust's log: %s)", data_dir, data_dir / LOG_FILE)
     log.info("kafka bootstrap   %s%s", settings.bootstrap(),
              " (embedded broker)" if settings.embedded_broker else "")
+    log.info("detectors         %s", detectors.RUNNING)
     prepare_topics(settings)
     # The dashboards of `tripwire run` are served by the writer: it holds the embedded
     # ClickHouse, and a chDB directory belongs to one process.

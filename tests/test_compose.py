@@ -73,5 +73,10 @@ def test_image_contains_every_package() -> None:
         mapping = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"]
         dirs |= {(pyproject.parent / d).resolve().relative_to(ROOT).as_posix()
                  for d in mapping.values()}
-    copied = set(re.findall(r"^COPY (\w+) \1$", (ROOT / "Dockerfile").read_text(), re.M))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, re.M))
     assert dirs == copied
+    # And the files the server's setup.py builds with.
+    files = re.search(r"^COPY (.+) \./$", dockerfile, re.M)
+    assert files is not None
+    assert {"pyproject.toml", "setup.py", "compile_detectors.py"} <= set(files.group(1).split())

@@ -63,7 +63,7 @@ def _copy_checkout(dest: Path) -> None:
     """The checkout's sources without build artefacts: setuptools packs whatever an earlier
     build left in build/lib, which would hide a file the sources no longer have."""
     artefacts = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                       ".*_cache", ".hypothesis")
+                                       ".*_cache", ".hypothesis", "compiled")
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         # ./data is a `tripwire run`'s state; detectors/data is package data.
@@ -116,6 +116,18 @@ def test_help_from_an_empty_dir(venvs: Venvs, tmp_path: Path) -> None:
     done = _run([str(venvs.server / "bin" / "tripwire"), "--help"], cwd=tmp_path,
                 env=_clean_env(), timeout=120)
     assert "TRIPWIRE_KAFKA_BOOTSTRAP" in done.stdout and "worker" in done.stdout
+
+
+def test_the_wheel_runs_compiled_detectors(venvs: Venvs, tmp_path: Path) -> None:
+    """The release wheel compiles the hot detector modules (setup.py, compile_detectors.py)
+    and the installed package loads them: the build is of the sources installed beside it."""
+    done = _run([str(venvs.server / "bin" / "python"), "-c",
+                 "import tripwire.detectors as d, tripwire.detectors.loops as l; "
+                 "print(d.RUNNING); print(l.__file__)"], cwd=tmp_path, env=_clean_env(),
+                timeout=120)
+    running, loops = done.stdout.splitlines()
+    assert running.startswith("compiled (windows, evidence, runs, loops"), running
+    assert "/tripwire/detectors/compiled/loops.cpython-" in loops, loops
 
 
 def test_no_generic_top_level_packages(venvs: Venvs) -> None:
@@ -291,11 +303,17 @@ def test_plain_pip_install_from_the_checkout(tmp_path: Path) -> None:
     venv, src = tmp_path / "venv", tmp_path / "src"
     _copy_checkout(src)
     _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
+    # Without the compiled detectors (TRIPWIRE_BUILD_PURE=1: what a machine without a C
+    # compiler builds; the release wheel above has them): the pure-Python modules run.
     _run([str(venv / "bin" / "pip"), "install", "-q", *NO_COMPILE,
-          "-c", str(src / "constraints.txt"), str(src)], cwd=tmp_path, env=_clean_env(),
-         timeout=1200)
+          "-c", str(src / "constraints.txt"), str(src)], cwd=tmp_path,
+         env=_clean_env(TRIPWIRE_BUILD_PURE="1"), timeout=1200)
     done = _run([str(venv / "bin" / "tripwire"), "--help"], cwd=tmp_path, env=_clean_env(),
                 timeout=120)
     assert "usage: tripwire" in done.stdout
+    running = _run([str(venv / "bin" / "python"), "-c",
+                    "import tripwire.detectors as d; print(d.RUNNING)"], cwd=tmp_path,
+                   env=_clean_env(), timeout=120)
+    assert running.stdout.strip() == "pure Python (no compiled build)"
     sdk = _run([str(venv / "bin" / "pip"), "show", "tripwire-sdk"], env=_clean_env(), timeout=60)
     assert "Version: 0.1.0" in sdk.stdout
