@@ -18,8 +18,9 @@ the built-in policy and a candidate) and prints:
 * peak memory (ru_maxrss) before the replay and after it: the replay must stay bounded.
 
 ``--change`` picks the candidate: ``breaker`` (a stricter cool-down and an extra rule, the
-detectors run once), ``detectors`` (other denial-rate bands, so each policy runs its own
-detectors) or ``none`` (the same policy: each agent replayed once). Target: >= 200,000
+detectors run once), ``detectors`` (other denial-rate bands: the candidate latches its own
+bands on the shared denial counts) or ``none`` (the same policy: each agent replayed once).
+Target: >= 200,000
 events/s on one core.
 
 The first line printed says which detector modules ran: compiled (``compile_detectors.py``:

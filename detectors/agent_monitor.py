@@ -42,7 +42,7 @@ from typing import Any
 from tripwire.detectors.autonomy import AutonomyTracker, Step
 from tripwire.detectors.breaker import Breaker, Command, Transition
 from tripwire.detectors.containment import RateCap
-from tripwire.detectors.denial_rate import DenialRateDetector
+from tripwire.detectors.denial_rate import DenialBands, DenialRateDetector, bands_only
 from tripwire.detectors.detection import Detection
 from tripwire.detectors.loops import LoopDetector
 from tripwire.detectors.monitor_state import (
@@ -160,7 +160,10 @@ class Variant:
     def __init__(
         self, name: str, agent_id: str, policy: ResolvedPolicy, enforced: ResolvedPolicy,
         scanner: Scanner | None, clock: EventClock | None = None, share: bool = False,
+        denials: DenialRateDetector | None = None,
     ) -> None:
+        """``denials``: the enforced monitor's denial-rate detector, whose counts a variant
+        that changes only the denial-rate bands judges with its own (``DenialBands``)."""
         self.name = name
         self.policy = policy
         self.monitor: AgentMonitor | None = None
@@ -176,7 +179,11 @@ class Variant:
                 getattr(policy, s) == getattr(enforced, s) for s in _SHARED_SECTIONS):
             self.breaker = Breaker(agent_id, policy.breaker)
             for section, attr, build in _DETECTOR_SECTIONS:
-                if getattr(policy, section) != getattr(enforced, section):
+                if getattr(policy, section) == getattr(enforced, section):
+                    continue
+                if attr == "denials" and denials is not None and bands_only(policy, enforced):
+                    self.own[attr] = DenialBands(denials, policy)
+                else:
                     self.own[attr] = build(agent_id, policy, scanner, clock)
             self.replaced = frozenset(d.name for d in self.own.values())
         else:
@@ -332,7 +339,8 @@ class AgentMonitor:
         only those detectors twice and share the others (shadow bands, a backtest's
         candidate)."""
         variant = Variant(name, self.agent_id, enforced_policy(policy),
-                          enforced_policy(self.policy), self.scanner, self.clock, share)
+                          enforced_policy(self.policy), self.scanner, self.clock, share,
+                          self.denials)
         self._set_variants((*self.variants, variant))
         return variant
 
@@ -453,9 +461,10 @@ class AgentMonitor:
         grace = clock.grace_ms
         count_caps = bool(rates.caps)
         # Whether an event that finds nothing can skip straight to the deadline test: no
-        # counters to feed (rate caps, a variant's own detectors or counters), and what
+        # counters to feed (rate caps; a variant's own detectors or counters, unless they see
+        # only some kinds: then the events of other kinds that no sweep follows), and what
         # earns autonomy (decisions) taken per event below.
-        quiet = not count_caps and not every_event
+        quiet = not count_caps and (not every_event or own_kinds is not None)
         earning = earn or variants_earn
         out: list[Detection] = []
         # What the breaker last saw, read again after each call that may change it.
@@ -511,11 +520,14 @@ class AgentMonitor:
             else:
                 found = _NOTHING
                 if quiet and not (decision and earning) and version == last_version and (
-                        version is None or version == seen_version):
+                        version is None or version == seen_version) and (
+                        not every_event or (kind not in own_kinds  # type: ignore[operator]
+                                            and maintenance == self.next_maintenance)):
                     # Nothing found, no counters, nothing earned and the same version as
                     # before: no breaker (the enforced one or a variant's) can move except on
                     # a due deadline. The tests below, decided at once (most events: 643 -> 620
-                    # bytecodes an event replayed on the bench dataset).
+                    # bytecodes an event replayed on the bench dataset). A backtest candidate
+                    # with other denial-rate bands skips here too on all but decisions.
                     if wake is not None and clock.watermark >= wake:
                         transitions += breaker.tick(clock.watermark)
                         wake = breaker.wake_at
@@ -763,7 +775,12 @@ def variant_from_record(variant: Variant, kept: VariantState, scanner: Scanner |
         variant.autonomy = AutonomyTracker.from_state(kept.autonomy, variant.policy.autonomy)
     own_states = kept.own or {}
     for attr in list(variant.own):
-        if attr in own_states:
+        if attr not in own_states:
+            continue
+        own = variant.own[attr]
+        if isinstance(own, DenialBands):
+            own.restore(own_states[attr])
+        else:
             variant.own[attr] = _restore_detector(attr, own_states[attr], agent_id,
                                                   variant.policy, scanner, clock)
 

@@ -10,8 +10,9 @@ How an agent is replayed, and why it matches the live worker:
   force (``current``), fed with ``feed_many`` exactly as ``streams/step_processor.py`` does.
   The candidate policy is a *variant* of that monitor (``AgentMonitor.add_variant``): it
   gets a breaker of its own, fed the detections of the sections both policies share and of
-  its own detectors for the sections it changes (only those run twice); a candidate that
-  changes ``event_time`` or ``runs`` gets a full monitor of its own. When the two resolve to
+  its own detectors for the sections it changes (only those run twice; other denial-rate
+  bands alone not even that: ``DenialBands`` judges the shared counts with them); a candidate
+  that changes ``event_time`` or ``runs`` gets a full monitor of its own. When the two resolve to
   the same policy for an agent, the agent is replayed once and both sides share the outcome.
 * Time-driven work (cool-downs, probations, runs that never end) is what the worker's timer
   does: ``advance(now)`` at each monitor deadline (``timer_due_ms``) that falls between two

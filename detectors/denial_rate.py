@@ -26,12 +26,15 @@ class DenialKey(BucketRing):
     """Window (decided, denied counts), latch level and evidence of one key: the agent, or
     one of its tools. One object per key, as there can be dozens of keys per agent."""
 
-    __slots__ = ("level", "evidence")
+    __slots__ = ("level", "evidence", "latches")
 
     def __init__(self, window_ms: int, buckets: int) -> None:
         super().__init__(window_ms, buckets, width=2, counts=True)
         self.level = 0
         self.evidence: EvidenceRing | None = None
+        # The latch levels of the detector's ``DenialBands`` followers, by their index; None
+        # while all are 0.
+        self.latches: list[int] | None = None
 
     def advance(self, now_ms: int) -> bool:
         """``BucketRing.advance`` for a denial key, whose buckets never hold more denials
@@ -70,6 +73,7 @@ class DenialKey(BucketRing):
     def forget(self) -> None:
         self.level = 0
         self.evidence = None
+        self.latches = None
 
     def key_state(self) -> list:
         evidence = self.evidence.to_state() if self.evidence is not None else []
@@ -100,7 +104,7 @@ GUARD_DECIDER = "tripwire-guard"
 class DenialRateDetector(StreamDetector):
     name = "denial_rate"
 
-    __slots__ = ("policy", "bands", "evidence_max", "agent", "tools")
+    __slots__ = ("policy", "bands", "evidence_max", "agent", "tools", "followers")
 
     def __init__(
         self, agent_id: str, policy: ResolvedPolicy, clock: EventClock | None = None
@@ -111,6 +115,7 @@ class DenialRateDetector(StreamDetector):
         self.evidence_max = policy.event_time.evidence_max
         self.agent = DenialKey(self.policy.window_ms, self.policy.buckets)
         self.tools: dict[str, DenialKey] = {}
+        self.followers: list[DenialBands] = []
 
     def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
         if not on_time or event["kind"] != "policy_decision":
@@ -171,6 +176,9 @@ class DenialRateDetector(StreamDetector):
         if decided < min_decisions:
             return
         rate = key.total1 / decided
+        if self.followers:
+            for follower in self.followers:
+                follower.latch(key, tool, rate, now)
         bands = self.bands
         level = key.level
         if not level and rate < bands.thresholds[0]:
@@ -178,7 +186,7 @@ class DenialRateDetector(StreamDetector):
         new_level = bands.rise(rate, level)
         if new_level > level:
             key.level = new_level
-            out.append(self._detection(key, tool, rate, new_level, now))
+            out.append(self._detection(key, tool, rate, new_level, now, bands))
         elif level:
             key.level = bands.fall(rate, level)
 
@@ -189,8 +197,8 @@ class DenialRateDetector(StreamDetector):
         rate: float,
         level: int,
         now: int,
+        bands: SeverityBands,
     ) -> Detection:
-        bands = self.bands
         threshold = bands.threshold(level)
         severity = bands.severity(level)
         where = f" for tool {tool}" if tool is not None else ""
@@ -267,6 +275,101 @@ class DenialRateDetector(StreamDetector):
                 tools[i + 1], p.window_ms, p.buckets, detector.evidence_max
             )
         return detector
+
+
+class DenialBands:
+    """Another policy's denial-rate bands judged on a :class:`DenialRateDetector`'s counts
+    (its ``leader``): for a variant whose denial-rate section differs only in its bands (a
+    shadow band, a backtest candidate with other bands). Its windows, minimums, tool keys and
+    evidence would be the leader's exactly, so it keeps only what differs: a latch level per
+    key (``DenialKey.latches``, forgotten with the key's window) and its detections. It
+    decides what a DenialRateDetector of its policy fed the same events would
+    (tests/test_denial_bands.py), without counting each decision a second time: that second
+    count was ~20 % of a band-change backtest's replay (README, "Backtest").
+
+    The leader latches it as it counts an event; :meth:`observe`, called for the same event
+    after the leader's, hands over what that found."""
+
+    name = "denial_rate"
+
+    __slots__ = ("agent_id", "leader", "index", "bands", "found")
+
+    def __init__(self, leader: DenialRateDetector, policy: ResolvedPolicy) -> None:
+        self.agent_id = leader.agent_id
+        self.leader = leader
+        self.index = len(leader.followers)
+        self.bands: SeverityBands = policy.compiled("denial_rate", _bands)
+        self.found: list[Detection] = []
+        leader.followers.append(self)
+
+    def latch(self, key: DenialKey, tool: str | None, rate: float, now: int) -> None:
+        """The leader's latch step, with these bands (``DenialRateDetector._count``)."""
+        index = self.index
+        levels = key.latches
+        level = levels[index] if levels is not None and index < len(levels) else 0
+        bands = self.bands
+        if not level and rate < bands.thresholds[0]:
+            return
+        if levels is None:
+            levels = key.latches = [0] * len(self.leader.followers)
+        elif index >= len(levels):
+            levels += [0] * (len(self.leader.followers) - len(levels))
+        new_level = bands.rise(rate, level)
+        if new_level > level:
+            levels[index] = new_level
+            self.found.append(self.leader._detection(key, tool, rate, new_level, now, bands))
+        elif level:
+            levels[index] = bands.fall(rate, level)
+
+    def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
+        """What the leader's count of this event latched (it counted it first)."""
+        if self.found:
+            out += self.found
+            self.found = []
+
+    def expire(self, now_ms: int) -> None:
+        """Nothing of its own: the leader's expiry forgets a key's latches with its window."""
+
+    def level(self, key: DenialKey) -> int:
+        levels = key.latches
+        return levels[self.index] if levels is not None and self.index < len(levels) else 0
+
+    def to_state(self) -> list:
+        """What a DenialRateDetector of its policy would save: the leader's windows and
+        evidence with these latch levels (so a saved state reads the same either way)."""
+        leader = self.leader
+        state = leader.to_state()
+        state[0][0] = self.level(leader.agent)
+        tools = state[1]
+        for i in range(0, len(tools), 2):
+            tools[i + 1][0] = self.level(leader.tools[tools[i]])
+        return state
+
+    def restore(self, state: list) -> None:
+        """The latch levels of a saved state (``to_state``'s, or a DenialRateDetector's of
+        this policy); windows and evidence are the leader's, already restored."""
+        leader = self.leader
+        self._set_level(leader.agent, int(state[0][0]))
+        tools = state[1]
+        for i in range(0, len(tools), 2):
+            key = leader.tools.get(tools[i])
+            if key is not None:
+                self._set_level(key, int(tools[i + 1][0]))
+
+    def _set_level(self, key: DenialKey, level: int) -> None:
+        if not level and key.latches is None:
+            return
+        if key.latches is None:
+            key.latches = [0] * len(self.leader.followers)
+        elif self.index >= len(key.latches):
+            key.latches += [0] * (len(self.leader.followers) - len(key.latches))
+        key.latches[self.index] = level
+
+
+def bands_only(a: ResolvedPolicy, b: ResolvedPolicy) -> bool:
+    """Whether two policies' denial-rate sections differ in their bands alone (the rest of
+    what the detector reads, ``event_time``, is a section every variant shares)."""
+    return a.denial_rate.model_copy(update={"bands": b.denial_rate.bands}) == b.denial_rate
 
 
 def _bands(policy: ResolvedPolicy) -> SeverityBands:
