@@ -577,9 +577,11 @@ class AgentMonitor:
         on_time = event["ts"] >= watermark - clock.grace_ms
         for v in self._shared:
             out = v.transitions
-            _begin(v.breaker, v.autonomy, event, version, out)
-            if decision:
-                v.autonomy.observe(event)
+            autonomy = v.autonomy
+            _begin(v.breaker, autonomy, event, version, out)
+            earn = autonomy.policy.earn
+            if decision and earn:  # (observe keeps nothing for a tracker that does not earn)
+                autonomy.observe(event)
             mine = found
             if v.own:
                 own = [] if inbox else v.observe_own(event, on_time, self.scanner)
@@ -587,10 +589,15 @@ class AgentMonitor:
                     v.expire_own(watermark, watermark)
                 if own:
                     v.detections += own
-                mine = v.merged(found, own)
+                if own or found:
+                    mine = v.merged(found, own)
             v_caps = caps if v.rates is None else (
                 v.rates.observe(event) if v.rates.caps else _NO_CAPS)
-            _judge_event(v.breaker, v.autonomy, event, mine, version, watermark, v_caps, out,
+            if not mine and not v_caps and not (earn and decision) and (
+                    version is None or (v.breaker.versions
+                                        and v.breaker.versions[-1][0] == version)):
+                continue  # _judge_event would do nothing: no version, caps, detections, judging
+            _judge_event(v.breaker, autonomy, event, mine, version, watermark, v_caps, out,
                          False)
 
     # --- time -----------------------------------------------------------------------------
