@@ -20,8 +20,7 @@ the built-in policy and a candidate) and prints:
 ``--change`` picks the candidate: ``breaker`` (a stricter cool-down and an extra rule, the
 detectors run once), ``detectors`` (other denial-rate bands: the candidate latches its own
 bands on the shared denial counts) or ``none`` (the same policy: each agent replayed once).
-Target: >= 200,000
-events/s on one core.
+Target: >= 200,000 events/s on one core.
 
 The first line printed says which detector modules ran: compiled (``compile_detectors.py``:
 every wheel, and the checkout after scripts/setup.sh) or pure Python, and why;

@@ -285,7 +285,8 @@ class DenialBands:
     key (``DenialKey.latches``, forgotten with the key's window) and its detections. It
     decides what a DenialRateDetector of its policy fed the same events would
     (tests/test_denial_bands.py), without counting each decision a second time: that second
-    count was ~20 % of a band-change backtest's replay (README, "Backtest").
+    count and its sweeps were 13 % of a band-change backtest's replay samples (pure Python,
+    README, "Backtest").
 
     The leader latches it as it counts an event; :meth:`observe`, called for the same event
     after the leader's, hands over what that found."""
@@ -310,16 +311,12 @@ class DenialBands:
         bands = self.bands
         if not level and rate < bands.thresholds[0]:
             return
-        if levels is None:
-            levels = key.latches = [0] * len(self.leader.followers)
-        elif index >= len(levels):
-            levels += [0] * (len(self.leader.followers) - len(levels))
         new_level = bands.rise(rate, level)
         if new_level > level:
-            levels[index] = new_level
+            self._levels(key)[index] = new_level
             self.found.append(self.leader._detection(key, tool, rate, new_level, now, bands))
         elif level:
-            levels[index] = bands.fall(rate, level)
+            self._levels(key)[index] = bands.fall(rate, level)
 
     def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
         """What the leader's count of this event latched (it counted it first)."""
@@ -357,13 +354,18 @@ class DenialBands:
                 self._set_level(key, int(tools[i + 1][0]))
 
     def _set_level(self, key: DenialKey, level: int) -> None:
-        if not level and key.latches is None:
-            return
-        if key.latches is None:
-            key.latches = [0] * len(self.leader.followers)
-        elif self.index >= len(key.latches):
-            key.latches += [0] * (len(self.leader.followers) - len(key.latches))
-        key.latches[self.index] = level
+        if level or key.latches is not None:
+            self._levels(key)[self.index] = level
+
+    def _levels(self, key: DenialKey) -> list[int]:
+        """The key's latch levels, one for each follower of the leader."""
+        followers = len(self.leader.followers)
+        levels = key.latches
+        if levels is None:
+            levels = key.latches = [0] * followers
+        elif len(levels) < followers:
+            levels += [0] * (followers - len(levels))
+        return levels
 
 
 def bands_only(a: ResolvedPolicy, b: ResolvedPolicy) -> bool:
