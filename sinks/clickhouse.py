@@ -46,14 +46,14 @@ def read_failure(dsn: str, exc: BaseException) -> str:
     """One line for a query that failed on a reachable ClickHouse: a database with no
     schema yet said as such (ClickHouse's own message repeats the whole query), anything
     else flattened and cut."""
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()) or type(exc).__name__
     if "UNKNOWN_TABLE" in text:
         return (f"ClickHouse at {redact(dsn)} has no Tripwire tables: nothing has been stored "
                 "there yet (`tripwire init` creates the schema, a worker fills it); check "
                 "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir)")
     text = text if len(text) <= 400 else text[:397] + "..."
     return (f"ClickHouse at {redact(dsn)} refused: {text}: check TRIPWIRE_CLICKHOUSE_URL (or "
-            "--clickhouse-url / --data-dir)")
+            "--clickhouse-url / --data-dir); `tripwire init` creates the schema")
 
 
 def reach_failure(dsn: str, exc: BaseException) -> str:

@@ -32,12 +32,7 @@ def one_line(exc: BaseException, args: argparse.Namespace) -> str:
         # A path from an argument or a setting (--key-file, --output, TRIPWIRE_*_FILE).
         return f"{exc.filename}: {exc.strerror}: check the path given"
     if isinstance(exc, ClickHouseError | QueryError):
-        if "UNKNOWN_TABLE" in str(exc):
-            # ClickHouse's message repeats the whole query; say what it means instead.
-            return read_failure(_clickhouse_target(args), exc)
-        return (f"ClickHouse at {_clickhouse_target(args)} refused: {detail}: check "
-                "TRIPWIRE_CLICKHOUSE_URL (or --clickhouse-url / --data-dir); `tripwire init` "
-                "creates the schema")
+        return read_failure(_clickhouse_target(args), exc)
     hint = ""
     if type(exc).__name__ == "UnknownError":
         # What the embedded broker answers an idempotent producer (no InitProducerId).
