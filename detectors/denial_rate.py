@@ -305,18 +305,16 @@ class DenialBands:
 
     def latch(self, key: DenialKey, tool: str | None, rate: float, now: int) -> None:
         """The leader's latch step, with these bands (``DenialRateDetector._count``)."""
-        index = self.index
-        levels = key.latches
-        level = levels[index] if levels is not None and index < len(levels) else 0
+        level = self.level(key)
         bands = self.bands
         if not level and rate < bands.thresholds[0]:
             return
         new_level = bands.rise(rate, level)
         if new_level > level:
-            self._levels(key)[index] = new_level
+            self._levels(key)[self.index] = new_level
             self.found.append(self.leader._detection(key, tool, rate, new_level, now, bands))
         elif level:
-            self._levels(key)[index] = bands.fall(rate, level)
+            self._levels(key)[self.index] = bands.fall(rate, level)
 
     def observe(self, event: Event, on_time: bool, out: list[Detection]) -> None:
         """What the leader's count of this event latched (it counted it first)."""
@@ -328,6 +326,7 @@ class DenialBands:
         """Nothing of its own: the leader's expiry forgets a key's latches with its window."""
 
     def level(self, key: DenialKey) -> int:
+        """Its latch level on ``key`` (0 if it never latched there or the window emptied)."""
         levels = key.latches
         return levels[self.index] if levels is not None and self.index < len(levels) else 0
 
