@@ -89,6 +89,9 @@ of collection against 2.7-3.0 s of the worker's CPU, ~5-9 us an event; at these 
 0.10-0.33 s, no full collection. Detection and guard latency p99 under load and the resident
 set at 100,000 agents (339 MiB, 329 before) stayed within their targets (tripwire bench,
 same machine, minutes apart)."""
+# How often the sink is asked whether its pending batch is due (``SinkBuffer.flush_if_due``):
+# a stream that stops is noticed within IDLE_SEAL_S plus this.
+FLUSH_CHECK_S = 0.05
 # One status line this often on the worker's console.
 REPORT_INTERVAL_S = 10.0
 
@@ -194,7 +197,7 @@ class TripwireApp:
         self._ack_codec = control_ack_codec()
         self._ack_keys = {k: v.get_secret_value() for k, v in s.control_keys.items()}
         self.app.agent(self.acks_topic, name="store-control-acks")(self._store_acks)
-        self.app.timer(0.25, name="flush-sink")(self._flush_sink)
+        self.app.timer(FLUSH_CHECK_S, name="flush-sink")(self._flush_sink)
         self.app.timer(1.0, name="advance-timers")(self._advance_timers)
         self.app.timer(REPORT_INTERVAL_S, name="report-counters")(self._report)
         self.app.timer(2.0, name="heal-commit-gaps")(self._heal_commit_gaps)

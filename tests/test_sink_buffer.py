@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -142,3 +143,54 @@ def test_the_commit_hook_runs_after_each_stored_groups_acks() -> None:
 
     assert asyncio.run(scenario()) == ["ack", "commit after 1 inserts",
                                        "ack", "commit after 2 inserts"]
+
+
+class FakeClock:
+    """The sink's clock, moved by hand (it starts at the real one, which a new batch's
+    ``since`` is taken from)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_batch_is_sealed_when_the_stream_stops_not_only_when_it_is_old(monkeypatch) -> None:
+    """A partial batch of at least IDLE_SEAL_ROWS goes to the writer once nothing has been
+    added for IDLE_SEAL_S (a backlog's or a burst's end); a smaller one, or one still being
+    added to, waits for ``flush_seconds`` as before."""
+    clock = FakeClock()
+    monkeypatch.setattr(sink_buffer, "time", clock)
+    monkeypatch.setattr(sink_buffer, "IDLE_SEAL_ROWS", 3)
+    idle = sink_buffer.IDLE_SEAL_S
+
+    async def scenario() -> list[tuple[str, int]]:
+        store = HeldStore()
+        store.release.set()
+        buf = SinkBuffer(store, max_rows=100, flush_seconds=10)
+        seen: list[tuple[str, int]] = []
+
+        async def check(label: str) -> None:
+            await buf.flush_if_due()
+            seen.append((label, buf._pending.rows))  # rows still waiting to be sealed
+
+        await buf.add([("r", 0), ("r", 1)], 2, [], [], [])
+        clock.now += idle * 2
+        await check("2 rows, idle")  # below IDLE_SEAL_ROWS: waits for its age
+        await buf.add([("r", 2)], 1, [], [], [])
+        clock.now += idle / 2
+        await check("3 rows, still being added to")
+        clock.now += idle
+        await check("3 rows, idle")
+        await buf.flush()
+        await buf.add([("r", 3)], 1, [], [], [])
+        clock.now += 10
+        await check("1 row, flush_seconds old")
+        await buf.flush()
+        buf.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("2 rows, idle", 2), ("3 rows, still being added to", 3), ("3 rows, idle", 0),
+        ("1 row, flush_seconds old", 0)]
