@@ -53,7 +53,9 @@ class TripwireSettings(BaseSettings):
         "batches queued meanwhile together, up to 50,000 rows.",
     )
     sink_flush_seconds: float = Field(
-        1.0, gt=0, le=60, description="Longest wait before a partial batch is inserted."
+        1.0, gt=0, le=60,
+        description="Longest wait before a partial batch is inserted (one of 1,000 rows or "
+        "more goes as soon as the stream has added nothing for 0.2 s).",
     )
     stream_batch_records: int = Field(
         500, ge=1, le=100_000,
