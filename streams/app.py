@@ -93,10 +93,11 @@ same machine, minutes apart)."""
 # The GIL switch interval: how long the detectors' thread may keep running while another
 # thread of the worker waits for the GIL. Faust's consumer thread parses each fetch, so while
 # the stream is caught up (takes below ``stream_batch_records``) the next records wait on it:
-# 1 ms instead of Python's 5 took detection latency p99 under steady load from 163 / 105 /
-# 205 / 172 ms to 93 / 73 / 74 / 122 (19,000 events/s, runs paired back to back). Draining a
-# backlog the next fetches are queued already and the switches only cost: 1 ms read 27,500
-# events/s against 33,000-36,000, so a take that fills a batch switches back to 5 ms.
+# with 1 ms instead of Python's 5 the detection latency p99 under steady load (15,000-19,000
+# events/s, eight runs paired back to back) read 51-201 ms, median ~86, against 50-205,
+# median ~122, 1 ms ahead in five pairs. Draining a backlog the next fetches are queued
+# already and the switches only cost: 1 ms read 27,500 events/s against 33,000-36,000, so a
+# take that fills a batch switches back to 5 ms.
 LIVE_SWITCH_INTERVAL_S = 0.001
 BACKLOG_SWITCH_INTERVAL_S = 0.005
 # How often the sink is asked whether its pending batch is due (``SinkBuffer.flush_if_due``):
