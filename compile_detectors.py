@@ -77,6 +77,11 @@ def unavailable() -> str:
     return ""
 
 
+def not_built(why: object) -> str:
+    """The line a build that could not be made prints (here and in setup.py)."""
+    return f"tripwire: compiled detectors not built ({why}); the pure-Python ones run"
+
+
 def build(sources: Path, target: Path) -> Path:
     """Compile ``MODULES`` of ``sources`` into ``target``, replacing it whole (a reader sees
     the old build or the new one, never half of one). Raises :class:`Unavailable`."""
@@ -127,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         build(args.sources, args.dir)
     except Unavailable as e:
-        print(f"tripwire: compiled detectors not built ({e}); the pure-Python ones run",
-              file=sys.stderr)
+        print(not_built(e), file=sys.stderr)
         return 1
     print(f"tripwire: compiled {len(MODULES)} detector modules into {args.dir}", file=sys.stderr)
     return 0

@@ -60,8 +60,12 @@ PURE_BUILD_ENV = "TRIPWIRE_BUILD_PURE"
 """=1: build without the compiled detectors (what a machine without a compiler gets anyway)."""
 
 
+def _pure_requested() -> bool:
+    return os.environ.get(PURE_BUILD_ENV) == "1"
+
+
 def _compiling() -> bool:
-    return os.environ.get(PURE_BUILD_ENV) != "1" and not compile_detectors.unavailable()
+    return not _pure_requested() and not compile_detectors.unavailable()
 
 
 class BuildPy(build_py):
@@ -72,14 +76,13 @@ class BuildPy(build_py):
 
     def run(self) -> None:
         super().run()
-        if getattr(self, "editable_mode", False) or not _compiling():
+        if getattr(self, "editable_mode", False) or _pure_requested():
             return
         detectors = Path(self.build_lib) / "tripwire" / "detectors"
-        try:
+        try:  # without Cython or a compiler, build() raises and says which
             compile_detectors.build(detectors, detectors / "compiled")
         except compile_detectors.Unavailable as e:
-            print(f"tripwire: compiled detectors not built ({e}); the pure-Python ones run",
-                  file=sys.stderr)
+            print(compile_detectors.not_built(e), file=sys.stderr)
 
 
 class ServerDistribution(Distribution):
