@@ -70,17 +70,20 @@ def _compiling() -> bool:
 
 class BuildPy(build_py):
     """The packages, plus the hot detector modules compiled from the very sources the build
-    copied (``compile_detectors.py``); a build that cannot compile says why and ships the
-    pure-Python modules alone, which run everywhere. Not for an editable install: its modules
-    are the checkout's, and scripts/setup.sh compiles those."""
+    copied and the contract's hot Avro readers (``compile_detectors.py``); a build that cannot
+    compile says why and ships the pure-Python modules alone, which run everywhere. Not for an
+    editable install: its modules are the checkout's, and scripts/setup.sh compiles those."""
 
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False) or _pure_requested():
             return
         detectors = Path(self.build_lib) / "tripwire" / "detectors"
+        twins, why = compile_detectors.avro_twins()
+        if why:
+            print(f"tripwire: compiled Avro readers not built ({why})", file=sys.stderr)
         try:  # without Cython or a compiler, build() raises and says which
-            compile_detectors.build(detectors, detectors / "compiled")
+            compile_detectors.build(detectors, detectors / "compiled", twins)
         except compile_detectors.Unavailable as e:
             print(compile_detectors.not_built(e), file=sys.stderr)
 

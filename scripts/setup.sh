@@ -30,10 +30,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         || { echo "tripwire: dependency install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi
-# The hot detector modules compiled from this checkout's sources (compile_detectors.py; ~25 s,
-# again only after they change): what a wheel ships and the worker and backtest run. Without
-# Cython or a C compiler it says so and the pure-Python modules run, as they do for any source
-# the build is not of.
+# The hot detector modules and the contract's hot Avro readers compiled from this checkout's
+# sources (compile_detectors.py; ~60 s, again only after they change): what a wheel ships and
+# the worker, its writer and the backtest run. Without Cython or a C compiler it says so and the
+# pure-Python modules run, as they do for any source the build is not of.
 .venv/bin/python compile_detectors.py --if-stale detectors/compiled || true
 # Compile the injection scanner's pattern database once (2-10 s) into ~/.cache/tripwire, so
 # that workers and tests started next load it in milliseconds instead of each compiling it.

@@ -23,6 +23,7 @@ from tripwire.sdk.local_stack import provision_dev_keys, remove_stack, write_sta
 from tripwire.sinks.clickhouse import Client, connect
 from tripwire.sinks.clickhouse_http import HttpAddress
 from tripwire.sinks.migrations import migrate
+from tripwire.streams import compiled_readers
 from tripwire.streams.app import REPORT_INTERVAL_S, build_app
 from tripwire.streams.broker import EmbeddedBroker, free_port
 from tripwire.streams.clickhouse_writer import ClickHouseWriter, WriterError
@@ -172,6 +173,7 @@ def run_worker(
     log.info("kafka bootstrap   %s%s", settings.bootstrap(),
              " (embedded broker)" if settings.embedded_broker else "")
     log.info("detectors         %s", detectors.RUNNING)
+    log.info("avro readers      %s", compiled_readers.RUNNING)
     prepare_topics(settings)
     # The dashboards of `tripwire run` are served by the writer: it holds the embedded
     # ClickHouse, and a chDB directory belongs to one process.

@@ -130,6 +130,19 @@ def test_the_wheel_runs_compiled_detectors(venvs: Venvs, tmp_path: Path) -> None
     assert "/tripwire/detectors/compiled/loops.cpython-" in loops, loops
 
 
+def test_the_wheel_reads_avro_with_its_compiled_twins(venvs: Venvs, tmp_path: Path) -> None:
+    """The release wheel compiles the contract's hot Avro readers too, and the installed SDK's
+    decoder takes them: they were generated from the schemas and generator it holds."""
+    done = _run([str(venvs.server / "bin" / "python"), "-c",
+                 "from tripwire.streams import compiled_readers as c; "
+                 "from tripwire.schemas.step_columns import StepColumnDecoder as D; "
+                 "print(c.RUNNING); print(D()._read.__module__)"], cwd=tmp_path,
+                env=_clean_env(), timeout=120)
+    running, module = done.stdout.splitlines()
+    assert running.startswith("compiled twins installed (avro_step_batch"), running
+    assert module == "avro_step_columns"
+
+
 def test_no_generic_top_level_packages(venvs: Venvs) -> None:
     for venv in (venvs.server, venvs.sdk):
         top = {p.name for p in venvs.site_packages(venv).iterdir()}
