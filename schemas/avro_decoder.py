@@ -796,7 +796,10 @@ def {signature}:{guard}
 # columns), any other runs as exec'd Python. Each twin gives the plain reader's values and
 # errors (tests/test_compiled_avro_readers.py).
 
-_GENERATOR = hashlib.sha256(Path(__file__).read_bytes()).digest()
+try:
+    _GENERATOR = hashlib.sha256(Path(__file__).read_bytes()).digest()
+except OSError:  # no source beside the module: no twin can be matched to this generator
+    _GENERATOR = b"unreadable generator"
 _COMPILED: dict[str, Any] = {}
 
 
