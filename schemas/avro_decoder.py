@@ -206,25 +206,16 @@ _HELPERS: dict[str, Any] = {
 
 
 _TYPED_PARAMS = "bytes buf, Py_ssize_t pos, list zw"
-_TYPED_PROLOGUE = """\
-# cython: language_level=3
-from tripwire.schemas.avro_decoder import _HELPERS
-
-_long = _HELPERS["_long"]
-_int = _HELPERS["_int"]
-_length = _HELPERS["_length"]
-_short = _HELPERS["_short"]
-_index = _HELPERS["_index"]
-_bad_boolean = _HELPERS["_bad_boolean"]
-_block = _HELPERS["_block"]
-_zero_width_block = _HELPERS["_zero_width_block"]
-MAX_ZERO_WIDTH_ITEMS = _HELPERS["MAX_ZERO_WIDTH_ITEMS"]
-_unpack_double = _HELPERS["_unpack_double"]
-_unpack_float = _HELPERS["_unpack_float"]
-AvroDecodeError = _HELPERS["AvroDecodeError"]
-StructError = _HELPERS["StructError"]
-_plain = None
-"""
+# A twin's module binds the helpers as globals, as ``_build`` gives them to the plain source;
+# ``_plain`` is the plain reader, set by ``_build``, for input other than bytes.
+_TYPED_PROLOGUE = "\n".join([
+    "# cython: language_level=3",
+    "from tripwire.schemas.avro_decoder import _HELPERS",
+    "",
+    *(f'{name} = _HELPERS["{name}"]' for name in _HELPERS),
+    "_plain = None",
+    "",
+])
 
 
 class _Gen:
@@ -358,23 +349,12 @@ class _Gen:
         return [f"{ind}{t} = None"]
 
     def read_boolean(self, t: str, ind: str) -> list[str]:
-        if self.typed:
-            c = self.ctemp("c", "int")
-            return [
-                f"{ind}{c} = buf[pos]",
-                f"{ind}if {c} == 1:",
-                f"{ind}    {t} = True",
-                f"{ind}elif {c} == 0:",
-                f"{ind}    {t} = False",
-                f"{ind}else:",
-                f"{ind}    raise _bad_boolean(buf, pos)",
-                f"{ind}pos += 1",
-            ]
+        byte = self.ctemp("c", "int") if self.typed else t
         return [
-            f"{ind}{t} = buf[pos]",
-            f"{ind}if {t} == 1:",
+            f"{ind}{byte} = buf[pos]",
+            f"{ind}if {byte} == 1:",
             f"{ind}    {t} = True",
-            f"{ind}elif {t} == 0:",
+            f"{ind}elif {byte} == 0:",
             f"{ind}    {t} = False",
             f"{ind}else:",
             f"{ind}    raise _bad_boolean(buf, pos)",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
+import sysconfig
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings
 
+import tripwire.detectors as detectors
 from tripwire.schemas.topics import TopicSpec, ensure_topics
 from tripwire.streams.broker import EmbeddedBroker, free_port
 
@@ -72,3 +78,23 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def current_build() -> Path:
+    """This checkout's build of the compiled detectors and Avro readers, made again if its
+    sources changed since (what scripts/setup.sh does): the build the rest of the suite runs.
+    Skips where there is no Cython or C compiler (only the pure-Python modules exist there)."""
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        pytest.skip("Cython is not installed: only the pure-Python detectors exist here")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): only the pure-Python detectors exist here")
+    target = detectors.COMPILED_DIR
+    build = Path(__file__).resolve().parent.parent / "compile_detectors.py"
+    done = subprocess.run([sys.executable, str(build), "--if-stale", str(target)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return target

@@ -438,13 +438,14 @@ def mutate(body: bytes, edits: list[tuple[int, int, int]], cut: int) -> bytes:
     return bytes(data[: cut % (len(data) + 1)] if cut >= 0 else data)
 
 
+# Arguments of ``mutate``: what edits to make, and where to cut.
+EDITS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255)))
+CUTS = st.integers(-(10**6), 10_000)
+
+
 @pytest.mark.parametrize("name", list(CONTRACT))
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    data=st.data(),
-    edits=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255))),
-    cut=st.integers(-(10**6), 10_000),
-)
+@given(data=st.data(), edits=EDITS, cut=CUTS)
 def test_corrupted_bodies_fail_cleanly_or_decode_like_fastavro(
     name: str, data: st.DataObject, edits: list[tuple[int, int, int]], cut: int
 ) -> None:

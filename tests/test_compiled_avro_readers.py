@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_avro_decoder import contract_values, encode, mutate, same
+from test_avro_decoder import CUTS, EDITS, contract_values, encode, mutate, same
 
 import tripwire.detectors as detectors
 from tripwire.schemas import avro_decoder
@@ -49,20 +48,9 @@ READERS: dict[str, tuple[Any, Any, dict[str, bool]]] = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def current_build() -> None:
-    """This checkout's build, made again if its sources changed (what scripts/setup.sh does),
-    and installed in this process."""
-    try:
-        import Cython  # noqa: F401
-    except ImportError:
-        pytest.skip("Cython is not installed: only the generated Python readers exist here")
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}): only the generated Python readers exist here")
-    done = subprocess.run([sys.executable, str(ROOT / "compile_detectors.py"), "--if-stale",
-                           str(COMPILED)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert compiled_readers.load().startswith("compiled twins installed")
+def installed(current_build: Path) -> None:
+    """This checkout's build (``conftest.current_build``), installed here."""
+    assert compiled_readers.load(current_build).startswith("compiled twins installed")
 
 
 def plain(name: str) -> Any:
@@ -127,11 +115,7 @@ def test_twins_read_contract_values_as_the_generated_readers_do(
 
 @pytest.mark.parametrize("name", list(READERS))
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    data=st.data(),
-    edits=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.integers(0, 255))),
-    cut=st.integers(-(10**6), 10_000),
-)
+@given(data=st.data(), edits=EDITS, cut=CUTS)
 def test_twins_fail_where_and_why_the_generated_readers_fail(
         name: str, data: st.DataObject, edits: list[tuple[int, int, int]], cut: int) -> None:
     body = body_of(name, data)

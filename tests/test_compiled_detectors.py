@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -148,24 +147,6 @@ def test_the_pure_python_modules_run_when_asked() -> None:
     first, running = done.stdout.splitlines()
     assert first.startswith("() ") and first.endswith("loops.py")
     assert running == f"pure Python ({PURE_ENV} is set)"
-
-
-@pytest.fixture(scope="module")
-def current_build() -> Path:
-    """This checkout's build, made again if its sources changed since (what scripts/setup.sh
-    does): the build the rest of the suite runs."""
-    try:
-        import Cython  # noqa: F401
-    except ImportError:
-        pytest.skip("Cython is not installed: only the pure-Python detectors exist here")
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}): only the pure-Python detectors exist here")
-    target = SOURCES / "compiled"
-    done = subprocess.run([sys.executable, str(ROOT / "compile_detectors.py"), "--if-stale",
-                           str(target)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return target
 
 
 @pytest.mark.integration
