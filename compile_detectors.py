@@ -22,7 +22,7 @@ tests/test_compiled_detectors.py checks byte for byte), the 10M-step backtest be
 ~18 % more events per CPU second (README, "Backtest"). Compiling the rest of detectors/ as
 well (breaker, autonomy, backtest, the injection counter, severity) added nothing measurable.
 
-The Avro readers (``AVRO_READERS``) are the Cython twins of the readers
+The Avro readers (:func:`avro_twins`) are the Cython twins of the readers
 ``schemas/avro_decoder.py`` generates for agent-steps records: the worker's (StepBatch and bare
 StepEvent bodies) and its ClickHouse writer's (events straight into columns). Typed (byte reads,
 lengths and varints are C integers), not compiled unchanged: the plain source compiled as it is
@@ -70,12 +70,11 @@ json.dump({name: [A.compiled_key(A.generate_source(schema, named, **kw)),
                   A.generate_cython_source(schema, named, **kw)]
            for name, (schema, named, kw) in specs.items()}, sys.stdout)
 """
-AVRO_READERS = ("avro_step_batch", "avro_step_event", "avro_step_columns", "avro_step_frames")
 
 
 def avro_twins(schemas: Path = SCHEMAS) -> tuple[dict[str, tuple[str, str]], str]:
-    """({module: (key, Cython source)} of ``AVRO_READERS``, '') generated from ``schemas``;
-    ({}, why not) where they cannot be."""
+    """({module: (key, Cython source)} of the hot readers (``_TWINS``), '') generated from
+    ``schemas``; ({}, why not) where they cannot be."""
     if not (schemas / "avro_decoder.py").is_file():
         return {}, f"no schemas package at {schemas}"
     with tempfile.TemporaryDirectory(prefix="tripwire-twins-") as tmp:

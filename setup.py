@@ -79,7 +79,8 @@ class BuildPy(build_py):
         if getattr(self, "editable_mode", False) or _pure_requested():
             return
         detectors = Path(self.build_lib) / "tripwire" / "detectors"
-        twins, why = compile_detectors.avro_twins()
+        # Generated only where they can be compiled; build() says why not otherwise.
+        twins, why = compile_detectors.avro_twins() if _compiling() else ({}, "")
         if why:
             print(f"tripwire: compiled Avro readers not built ({why})", file=sys.stderr)
         try:  # without Cython or a compiler, build() raises and says which

@@ -101,8 +101,14 @@ def _json_events(value: bytes) -> int:
     return len(decoded) if isinstance(decoded, list) else 1
 
 
+def framed_schemas(codec: StepBatchCodec) -> dict[bytes, Any]:
+    """The schema of each record kind on agent-steps, by its frame header."""
+    return {c._header: c._schema for c in (codec.batch_codec, codec.event_codec)}
+
+
 def _fastavro_events(value: bytes, schemas: dict[bytes, Any]) -> int:
-    """fastavro's ``schemaless_reader`` on a framed record's body, as its docs show."""
+    """fastavro's ``schemaless_reader`` on a framed record's body (schemas: ``framed_schemas``),
+    as its docs show."""
     record = schemaless_reader(BytesIO(value[HEADER_SIZE:]), schemas[value[:HEADER_SIZE]], None)
     return len(record["events"]) if "events" in record else 1
 
@@ -126,7 +132,7 @@ async def ceiling(bootstrap: str, expected_events: int,
     """
     hw = await highwaters(bootstrap, topics.STEPS, PARTITIONS)
     codec = StepBatchCodec()
-    schemas = {c._header: c._schema for c in (codec.batch_codec, codec.event_codec)}
+    schemas = framed_schemas(codec)
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                          max_partition_fetch_bytes=8 * 1024 * 1024)
     await c.start()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 PURE_ENV = "TRIPWIRE_PURE_DETECTORS"
 COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
@@ -29,10 +30,10 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 top: setup.py puts one into every wheel, scripts/setup.sh into the editable checkout)."""
 
 
-def build_status(directory: Path, sources: Path) -> tuple[tuple[str, ...], str]:
-    """(the modules ``directory`` holds a build of, '') when it was built from exactly the
-    sources in ``sources`` for this interpreter; else ((), why not)."""
-    import hashlib
+def build_manifest(directory: Path) -> tuple[dict[str, Any], str]:
+    """(the manifest of the build in ``directory``, '') when it is a build for this
+    interpreter; else ({}, why not). The compiled Avro readers (``streams/compiled_readers.py``)
+    read the same manifest."""
     import json
     import sysconfig
 
@@ -40,15 +41,31 @@ def build_status(directory: Path, sources: Path) -> tuple[tuple[str, ...], str]:
         manifest = json.loads((directory / "manifest.json").read_text())
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
         if manifest.get("ext_suffix") != suffix:
-            return (), f"built for {manifest.get('ext_suffix')}, this interpreter loads {suffix}"
+            return {}, f"built for {manifest.get('ext_suffix')}, this interpreter loads {suffix}"
+    except FileNotFoundError:
+        return {}, "no compiled build"
+    except (OSError, ValueError, AttributeError) as e:
+        return {}, f"no usable compiled build ({e})"
+    return manifest, ""
+
+
+def build_status(directory: Path, sources: Path) -> tuple[tuple[str, ...], str]:
+    """(the modules ``directory`` holds a build of, '') when it was built from exactly the
+    sources in ``sources`` for this interpreter; else ((), why not)."""
+    import hashlib
+    import sysconfig
+
+    manifest, why = build_manifest(directory)
+    if why:
+        return (), why
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    try:
         names = tuple(manifest["sources"])
         stale = [name for name in names
                  if not (directory / f"{name}{suffix}").is_file()
                  or hashlib.sha256((sources / f"{name}.py").read_bytes()).hexdigest()
                  != manifest["sources"][name]]
-    except FileNotFoundError:
-        return (), "no compiled build"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, KeyError, TypeError, AttributeError) as e:
         return (), f"no usable compiled build ({e})"
     if stale:
         return (), f"the compiled build is of other sources ({', '.join(stale)})"

@@ -12,12 +12,11 @@ the same values and errors, ~3.5x slower.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sysconfig
 from pathlib import Path
 
-from tripwire.detectors import COMPILED_DIR, PURE_ENV
+from tripwire.detectors import COMPILED_DIR, PURE_ENV, build_manifest
 from tripwire.schemas.avro_decoder import install_compiled
 
 
@@ -25,14 +24,14 @@ def load(directory: Path = COMPILED_DIR) -> str:
     """Install the twins built into ``directory``; one line saying what runs."""
     if os.environ.get(PURE_ENV):
         return f"generated Python ({PURE_ENV} is set)"
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    manifest, why = build_manifest(directory)
+    if why:
+        return f"generated Python ({why})"
     try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-        names = list(manifest.get("avro_readers", {})) if manifest["ext_suffix"] == suffix else []
-    except FileNotFoundError:
-        return "generated Python (no compiled build)"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        return f"generated Python (no usable compiled build: {e})"
+        names = list(manifest.get("avro_readers", {}))
+    except (TypeError, AttributeError) as e:
+        return f"generated Python (no usable compiled build ({e}))"
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
     modules = []
     for name in names:
         spec = importlib.util.spec_from_file_location(name, directory / f"{name}{suffix}")

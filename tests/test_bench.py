@@ -60,11 +60,11 @@ def test_bench_produces_every_figure(tmp_path: Path) -> None:
 
 
 def test_the_ceiling_reads_avro_with_fastavro_as_its_docs_show() -> None:
-    from tripwire.bench.pipeline import _fastavro_events
+    from tripwire.bench.pipeline import _fastavro_events, framed_schemas
     from tripwire.schemas.codec import StepBatchCodec
 
     codec = StepBatchCodec()
-    schemas = {c._header: c._schema for c in (codec.batch_codec, codec.event_codec)}
+    schemas = framed_schemas(codec)
     event = {"event_id": "e", "ts": 1, "agent_id": "a", "run_id": "r", "step": 0,
              "kind": "run_start"}
     batch = codec.encode([event, {**event, "event_id": "f"}, {**event, "event_id": "g"}])

@@ -49,7 +49,10 @@ READERS: dict[str, tuple[Any, Any, dict[str, bool]]] = {
 
 @pytest.fixture(scope="module", autouse=True)
 def installed(current_build: Path) -> None:
-    """This checkout's build (``conftest.current_build``), installed here."""
+    """This checkout's build (``conftest.current_build``), installed here: the readers the
+    build compiles are the ones below."""
+    manifest = json.loads((current_build / "manifest.json").read_text())
+    assert set(manifest["avro_readers"]) == set(READERS)
     assert compiled_readers.load(current_build).startswith("compiled twins installed")
 
 
@@ -232,6 +235,9 @@ def test_a_broken_build_leaves_the_generated_readers_running(tmp_path: Path) -> 
         {"ext_suffix": suffix, "sources": {}, "avro_readers": {"avro_step_batch": "0"}}))
     assert compiled_readers.load(tmp_path).startswith(
         "generated Python (compiled reader avro_step_batch does not load")
+    (tmp_path / "manifest.json").write_text(json.dumps({"ext_suffix": ".other.so"}))
+    assert compiled_readers.load(tmp_path) == (
+        f"generated Python (built for .other.so, this interpreter loads {suffix})")
     (tmp_path / "manifest.json").write_text("{not json")
     assert compiled_readers.load(tmp_path).startswith("generated Python (no usable compiled")
     assert compiled_readers.load(tmp_path / "none") == "generated Python (no compiled build)"
